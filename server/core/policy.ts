@@ -1,0 +1,106 @@
+// The compiled form of a Config: sets, matchers and mirror targets ready for
+// the admission path, plus the semantic checks the schema cannot express.
+import { Config, ConfigError } from './config.js'
+import { compileNoProxy, type NoProxyMatcher } from './noproxy.js'
+import { tryParseNormalizedNamed } from './reference.js'
+
+// Docker Hub is reachable under names the reference grammar does not fold into docker.io.
+const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io'])
+
+export function registryKey(domain: string): string {
+  const lower = domain.toLowerCase()
+  return DOCKER_HUB_ALIASES.has(lower) ? 'docker.io' : lower
+}
+
+export interface MirrorTarget {
+  // Repository prefix written before the path, e.g. `m.daocloud.io` or `harbor.corp/dockerhub`.
+  readonly repoPrefix: string
+  // Its registry host, the only host a rewrite may point at.
+  readonly domain: string
+}
+
+export interface Policy {
+  readonly config: Config
+  readonly prefix?: MirrorTarget
+  readonly hosts: ReadonlyMap<string, MirrorTarget>
+  readonly anyRegistry: boolean
+  readonly registries: ReadonlySet<string>
+  readonly unreachable: ReadonlySet<string>
+  readonly noProxy: NoProxyMatcher
+  readonly mirrors: readonly MirrorTarget[]
+  readonly podOwners: ReadonlySet<string>
+  readonly excludedNamespaces: ReadonlySet<string>
+}
+
+function mirrorTarget(value: string, key: string, problems: string[]): MirrorTarget | undefined {
+  const repoPrefix = value.replace(/\/+$/, '')
+  // The prefix must survive the kubelet's own normalisation as a registry host:
+  // `mirror/docker.io/x` would otherwise mean Docker Hub's `mirror` organisation.
+  const parsed = tryParseNormalizedNamed(`${repoPrefix}/probe`)
+  const firstComponent = repoPrefix.split('/')[0] ?? ''
+  if (!parsed.ok) {
+    problems.push(`${key}: "${value}" is not a valid registry/repository prefix (${parsed.error.message})`)
+    return undefined
+  }
+  if (parsed.ref.domain !== firstComponent) {
+    problems.push(`${key}: "${value}" must start with a registry host (a name with a dot or a port, or localhost)`)
+    return undefined
+  }
+  if (`${parsed.ref.domain}/${parsed.ref.path}` !== `${repoPrefix}/probe`) {
+    problems.push(`${key}: "${value}" must be written in lowercase canonical form`)
+    return undefined
+  }
+  return { repoPrefix, domain: parsed.ref.domain }
+}
+
+function registryName(value: string, key: string, problems: string[]): string | undefined {
+  if (value === '*') return value
+  if (!/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(:[0-9]{1,5})?$/.test(value)) {
+    problems.push(`${key}: "${value}" is not a registry host`)
+    return undefined
+  }
+  return registryKey(value)
+}
+
+export function compilePolicy(config: Config, source?: string): Policy {
+  const problems: string[] = []
+
+  const prefix = config.mirror.prefix ? mirrorTarget(config.mirror.prefix, 'mirror.prefix', problems) : undefined
+  const hosts = new Map<string, MirrorTarget>()
+  for (const [src, dst] of Object.entries(config.mirror.hosts ?? {})) {
+    const source = registryName(src, `mirror.hosts.${src}`, problems)
+    const target = mirrorTarget(dst, `mirror.hosts.${src}`, problems)
+    if (source && source !== '*' && target) hosts.set(source, target)
+    if (source === '*') problems.push(`mirror.hosts.${src}: a host-mode mirror needs a source registry, not "*"`)
+  }
+
+  const registries = new Set<string>()
+  config.registries.forEach((r, i) => {
+    const name = registryName(r, `registries[${i}]`, problems)
+    if (name) registries.add(name)
+  })
+  const unreachable = new Set<string>()
+  config.unreachable.forEach((r, i) => {
+    const name = registryName(r, `unreachable[${i}]`, problems)
+    if (name === '*') problems.push(`unreachable[${i}]: "*" is not allowed; use mode: always`)
+    else if (name) unreachable.add(name)
+  })
+
+  const mirrors = [...(prefix ? [prefix] : []), ...hosts.values()]
+  const compiled = compileNoProxy(config.noProxy, { alwaysExclude: mirrors.map((m) => m.domain) })
+  for (const error of compiled.errors) problems.push(`noProxy: ${error}`)
+
+  if (problems.length > 0) throw new ConfigError(problems, source)
+  return {
+    config,
+    prefix,
+    hosts,
+    anyRegistry: registries.has('*'),
+    registries,
+    unreachable,
+    noProxy: compiled.matcher,
+    mirrors,
+    podOwners: new Set(config.podOwners),
+    excludedNamespaces: new Set(config.excludedNamespaces),
+  }
+}

@@ -1,0 +1,134 @@
+// The rewrite decision for one image string. Pure and synchronous: it reads
+// the compiled policy and an in-memory view of registry reachability.
+import { type MirrorTarget, type Policy, registryKey } from './policy.js'
+import { formatReference, type ImageReference, tryParseNormalizedNamed } from './reference.js'
+
+export type RegistryState = 'reachable' | 'unreachable' | 'slow' | 'unknown'
+
+export interface RegistryStatus {
+  readonly state: RegistryState
+  // What decided the state, for warnings and `mirrorhook rewrite`.
+  readonly evidence: string
+}
+
+// What admission knows about registries; the static form comes from `unreachable:`.
+export interface ReachabilityView {
+  status(registry: string): RegistryStatus
+}
+
+export function staticReachability(policy: Policy): ReachabilityView {
+  return {
+    status(registry) {
+      return policy.unreachable.has(registry)
+        ? { state: 'unreachable', evidence: 'listed in config unreachable' }
+        : { state: 'unknown', evidence: 'not listed in config unreachable' }
+    },
+  }
+}
+
+export type KeepCode =
+  | 'unparseable'
+  | 'already-mirrored'
+  | 'no-proxy'
+  | 'not-eligible'
+  | 'no-mirror'
+  | 'reachable'
+  | 'inexpressible'
+
+export type ImageDecision =
+  | {
+      readonly action: 'rewrite'
+      readonly original: string
+      readonly rewritten: string
+      readonly registry: string
+      readonly reason: string
+    }
+  | {
+      readonly action: 'keep'
+      readonly original: string
+      readonly code: KeepCode
+      readonly registry?: string
+      readonly reason: string
+    }
+
+function keep(original: string, code: KeepCode, reason: string, registry?: string): ImageDecision {
+  return { action: 'keep', original, code, reason, registry }
+}
+
+function onMirror(ref: ImageReference, mirrors: readonly MirrorTarget[]): MirrorTarget | undefined {
+  const name = `${ref.domain}/${ref.path}`
+  return mirrors.find((m) => name.startsWith(`${m.repoPrefix}/`))
+}
+
+const IP_HOST = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/i
+
+// Why a source registry cannot become a path component under a prefix mirror, if it cannot.
+function prefixObstacle(domain: string): string | undefined {
+  const host = domain.replace(/:\d+$/, '')
+  if (host !== domain && !domain.startsWith('[')) return 'a registry with a port cannot be expressed in prefix mode'
+  if (domain.startsWith('[') && /\]:\d+$/.test(domain)) return 'a registry with a port cannot be expressed in prefix mode'
+  if (IP_HOST.test(host)) return 'an IP-address registry cannot be expressed in prefix mode'
+  if (host.toLowerCase() === 'localhost') return 'localhost cannot be expressed in prefix mode'
+  if (!host.includes('.')) return 'the mirror expects a dotted domain name as the source registry'
+  return undefined
+}
+
+function buildCandidate(ref: ImageReference, registry: string, target: MirrorTarget, style: 'prefix' | 'host'): string {
+  const path = style === 'prefix' ? `${target.repoPrefix}/${registry}/${ref.path}` : `${target.repoPrefix}/${ref.path}`
+  return `${path}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`
+}
+
+// A rewrite must parse as the kubelet parses it, point at the mirror and keep tag and digest.
+function verify(candidate: string, ref: ImageReference, target: MirrorTarget): string | undefined {
+  const parsed = tryParseNormalizedNamed(candidate)
+  if (!parsed.ok) return `the mirrored reference would be invalid (${parsed.error.message})`
+  const out = parsed.ref
+  if (out.domain !== target.domain) return 'the mirrored reference would not point at the mirror'
+  if (out.tag !== ref.tag || out.digest !== ref.digest) return 'the mirrored reference would change the tag or digest'
+  if (formatReference(out) !== candidate) return 'the mirrored reference would not be canonical'
+  return undefined
+}
+
+export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+  const parsed = tryParseNormalizedNamed(image)
+  if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${parsed.error.message}`)
+  const ref = parsed.ref
+
+  const mirror = onMirror(ref, policy.mirrors)
+  if (mirror) return keep(image, 'already-mirrored', `already on mirror ${mirror.repoPrefix}`, ref.domain)
+
+  const registry = registryKey(ref.domain)
+  const excluded = policy.noProxy.match(ref.domain)
+  if (excluded.excluded) return keep(image, 'no-proxy', `registry ${ref.domain} matches noProxy entry "${excluded.entry}"`, registry)
+
+  if (!policy.anyRegistry && !policy.registries.has(registry)) {
+    return keep(image, 'not-eligible', `registry ${registry} is not in the configured registries`, registry)
+  }
+
+  const hostTarget = policy.hosts.get(registry)
+  const target = hostTarget ?? policy.prefix
+  if (!target) return keep(image, 'no-mirror', `no mirror is configured for registry ${registry}`, registry)
+
+  let why: string
+  if (policy.config.mode === 'always') {
+    why = 'mode always'
+  } else {
+    const status = reachability.status(registry)
+    if (status.state !== 'unreachable') {
+      return keep(image, 'reachable', `registry ${registry} is ${status.state} (${status.evidence})`, registry)
+    }
+    why = `registry ${registry} is unreachable (${status.evidence})`
+  }
+
+  let source = registry
+  if (!hostTarget) {
+    const obstacle = prefixObstacle(ref.domain)
+    if (obstacle) return keep(image, 'inexpressible', obstacle, registry)
+    // DNS names are case-insensitive; the path component must be lowercase.
+    source = registry.toLowerCase()
+  }
+  const candidate = buildCandidate(ref, source, target, hostTarget ? 'host' : 'prefix')
+  const problem = verify(candidate, ref, target)
+  if (problem) return keep(image, 'inexpressible', problem, registry)
+  return { action: 'rewrite', original: image, rewritten: candidate, registry, reason: why }
+}
