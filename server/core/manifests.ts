@@ -1,0 +1,60 @@
+// Where Pod specs live in workload manifests, for the offline dry-run.
+import type { Policy } from './policy.js'
+import { buildPatch, type ImagePlan, type JsonPatchOp, planSpec, podSkipReason, type PodSkip } from './pod.js'
+import type { ReachabilityView } from './rewrite.js'
+
+type Obj = Record<string, unknown>
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+// Kind → JSON Pointer of the Pod template; mirrorhook mutates the Pods these create.
+const TEMPLATE_POINTERS: Record<string, string> = {
+  Deployment: '/spec/template',
+  StatefulSet: '/spec/template',
+  DaemonSet: '/spec/template',
+  ReplicaSet: '/spec/template',
+  ReplicationController: '/spec/template',
+  Job: '/spec/template',
+  CronJob: '/spec/jobTemplate/spec/template',
+  PodTemplate: '/template',
+}
+
+function at(obj: unknown, pointer: string): unknown {
+  let cur: unknown = obj
+  for (const part of pointer.split('/').slice(1)) {
+    if (!isObj(cur)) return undefined
+    cur = cur[part]
+  }
+  return cur
+}
+
+export interface ManifestResult {
+  readonly kind: string
+  readonly name: string
+  readonly plans: ImagePlan[]
+  readonly patch: JsonPatchOp[]
+  readonly skip?: PodSkip
+  // Set when the document holds no Pod spec mirrorhook knows about.
+  readonly unsupported?: boolean
+}
+
+/** Decides the Pod spec of one manifest as if its Pods were admitted now. */
+export function planManifest(doc: unknown, policy: Policy, reachability: ReachabilityView): ManifestResult {
+  const kind = isObj(doc) && typeof doc.kind === 'string' ? doc.kind : '(no kind)'
+  const meta = isObj(doc) && isObj(doc.metadata) ? doc.metadata : {}
+  const name = typeof meta.name === 'string' ? meta.name : typeof meta.generateName === 'string' ? `${meta.generateName}*` : '(unnamed)'
+  const pointer = kind === 'Pod' ? '' : TEMPLATE_POINTERS[kind]
+  const pod = pointer === undefined ? undefined : pointer === '' ? doc : at(doc, pointer)
+  if (!isObj(pod) || !isObj(pod.spec)) return { kind, name, plans: [], patch: [], unsupported: true }
+
+  const namespace = typeof meta.namespace === 'string' ? meta.namespace : undefined
+  // A template's Pods get their namespace from the workload; they have no owner yet to judge.
+  const judged = pointer === '' ? pod : { ...pod, metadata: { ...(isObj(pod.metadata) ? pod.metadata : {}), ownerReferences: undefined } }
+  const skip = podSkipReason(judged, namespace, policy)
+  if (skip) return { kind, name, plans: [], patch: [], skip }
+  const plans = planSpec(pod.spec, policy, reachability)
+  const patch = buildPatch({ specPointer: `${pointer}/spec`, metadataPointer: `${pointer}/metadata`, metadata: pod.metadata }, plans)
+  return { kind, name, plans, patch }
+}
