@@ -1,0 +1,29 @@
+// Finding the API server the way kubectl does: in-cluster service account,
+// then KUBECONFIG, then ~/.kube/config. No API server is fine: mirrorhook
+// still rewrites, it only cannot pre-pull or learn from the cluster.
+import { existsSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { KubeConfig } from '@kubernetes/client-node'
+
+const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token'
+
+export interface FoundKubeConfig {
+  kubeConfig: KubeConfig
+  source: string
+}
+
+export function findKubeConfig(env: NodeJS.ProcessEnv = process.env): FoundKubeConfig | undefined {
+  if (env.KUBERNETES_SERVICE_HOST && existsSync(SERVICE_ACCOUNT_TOKEN)) {
+    const kc = new KubeConfig()
+    kc.loadFromCluster()
+    return { kubeConfig: kc, source: 'in-cluster service account' }
+  }
+  const paths = env.KUBECONFIG ? env.KUBECONFIG.split(':').filter(Boolean) : [join(homedir(), '.kube', 'config')]
+  const first = paths.find((p) => existsSync(p))
+  if (!first) return undefined
+  const kc = new KubeConfig()
+  kc.loadFromFile(first)
+  if (!kc.getCurrentCluster()) return undefined
+  return { kubeConfig: kc, source: first }
+}

@@ -1,0 +1,105 @@
+// Serving certificate from files, swapped in place when the files change
+// (cert-manager and kubelet Secret volumes replace them atomically through
+// a symlink). Existing connections keep their session; new ones get the new pair.
+import { watch, type FSWatcher } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { createSecureContext, type SecureContextOptions } from 'node:tls'
+
+export const TLS_OPTIONS = { minVersion: 'TLSv1.2' } as const satisfies SecureContextOptions
+
+export interface KeyPair {
+  cert: string
+  key: string
+}
+
+export async function readKeyPair(certFile: string, keyFile: string): Promise<KeyPair> {
+  const [cert, key] = await Promise.all([readFile(certFile, 'utf8'), readFile(keyFile, 'utf8')])
+  // Throws when the key does not match the certificate or either is malformed.
+  createSecureContext({ cert, key, ...TLS_OPTIONS })
+  return { cert, key }
+}
+
+export interface SecureContextTarget {
+  setSecureContext(options: SecureContextOptions): void
+}
+
+export interface ReloaderEvents {
+  onReload?: () => void
+  onError?: (error: Error) => void
+}
+
+export class CertificateReloader {
+  private current: KeyPair
+  private timer?: NodeJS.Timeout
+  private watchers: FSWatcher[] = []
+  private checking = false
+  private pending = false
+
+  constructor(
+    private readonly certFile: string,
+    private readonly keyFile: string,
+    initial: KeyPair,
+    private readonly target: SecureContextTarget,
+    private readonly events: ReloaderEvents = {},
+  ) {
+    this.current = initial
+  }
+
+  get keyPair(): KeyPair {
+    return this.current
+  }
+
+  start(pollIntervalMs: number): void {
+    this.timer = setInterval(() => void this.check(), pollIntervalMs)
+    this.timer.unref()
+    // Watching the folders catches symlink swaps at once; polling covers file systems without events.
+    for (const dir of new Set([dirname(this.certFile), dirname(this.keyFile)])) {
+      try {
+        const w = watch(dir, () => void this.check())
+        w.on('error', () => w.close())
+        w.unref()
+        this.watchers.push(w)
+      } catch {
+        // Polling still runs.
+      }
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer)
+    for (const w of this.watchers) w.close()
+    this.watchers = []
+  }
+
+  /** Reads the files and swaps the context when they changed and form a valid pair. */
+  async check(): Promise<boolean> {
+    if (this.checking) {
+      this.pending = true
+      return false
+    }
+    this.checking = true
+    try {
+      let next: KeyPair
+      try {
+        next = await readKeyPair(this.certFile, this.keyFile)
+      } catch (error) {
+        // A rotation writes the two files one after the other; a mismatch is retried on the next event.
+        const [cert, key] = await Promise.all([readFile(this.certFile, 'utf8').catch(() => ''), readFile(this.keyFile, 'utf8').catch(() => '')])
+        if (cert !== this.current.cert || key !== this.current.key) this.events.onError?.(error as Error)
+        return false
+      }
+      if (next.cert === this.current.cert && next.key === this.current.key) return false
+      this.target.setSecureContext({ ...next, ...TLS_OPTIONS })
+      this.current = next
+      this.events.onReload?.()
+      return true
+    } finally {
+      this.checking = false
+      if (this.pending) {
+        this.pending = false
+        setImmediate(() => void this.check())
+      }
+    }
+  }
+}
