@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+import { main } from './program.js'
+
+main(process.argv).then((code) => {
+  if (code !== 0) process.exit(code)
+})
