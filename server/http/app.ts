@@ -1,6 +1,6 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { Server as HttpsServer } from 'node:https'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
 import type { AppDependencies } from './context.js'
@@ -22,7 +22,8 @@ export type WebhookApp = FastifyInstance
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
   const app = Fastify({
     loggerInstance: options.logger,
-    disableRequestLogging: true,
+    // Each review is logged once, with its decision, by the mutate plugin.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
     // The API server keeps connections open between reviews; keep them longer than its idle timeout.
     keepAliveTimeout: 95_000,
@@ -42,7 +43,11 @@ export function httpsServerOf(app: WebhookApp): HttpsServer {
 }
 
 export async function buildOpsApp(options: Pick<AppDependencies, 'logger' | 'metrics' | 'readiness'>): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: options.logger, disableRequestLogging: true, forceCloseConnections: true }) as unknown as FastifyInstance
+  const app = Fastify({
+    loggerInstance: options.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+  }) as unknown as FastifyInstance
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(metricsPlugin, { metrics: options.metrics })
   return app
