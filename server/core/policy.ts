@@ -46,7 +46,7 @@ function mirrorTarget(value: string, key: string, problems: string[]): MirrorTar
     problems.push(`${key}: "${value}" must start with a registry host (a name with a dot or a port, or localhost)`)
     return undefined
   }
-  if (`${parsed.ref.domain}/${parsed.ref.path}` !== `${repoPrefix}/probe`) {
+  if (repoPrefix !== repoPrefix.toLowerCase() || `${parsed.ref.domain}/${parsed.ref.path}` !== `${repoPrefix}/probe`) {
     problems.push(`${key}: "${value}" must be written in lowercase canonical form`)
     return undefined
   }

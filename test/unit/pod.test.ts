@@ -1,0 +1,164 @@
+import t from 'tap'
+import jsonpatch from 'fast-json-patch'
+import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { compilePolicy } from '../../server/core/policy.js'
+import { staticReachability } from '../../server/core/rewrite.js'
+import { admit, type AdmissionRequest } from '../../server/admission/review.js'
+import { escapePointer, ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
+
+type Pod = {
+  metadata?: Record<string, unknown>
+  spec: Record<string, unknown>
+}
+
+function policyOf(input: ConfigInput = {}) {
+  return compilePolicy(resolveConfig(input, {}))
+}
+
+function run(pod: Pod, extra: Partial<AdmissionRequest> = {}, input: ConfigInput = {}) {
+  const policy = policyOf(input)
+  const request: AdmissionRequest = { uid: 'u1', namespace: 'shop', operation: 'CREATE', object: pod, ...extra }
+  const result = admit(request, policy, staticReachability(policy))
+  const patched = jsonpatch.applyPatch(structuredClone(pod), jsonpatch.deepClone(result.patch), true, false).newDocument
+  return { result, patched: patched as Pod }
+}
+
+const podWith = (metadata: Record<string, unknown> | undefined): Pod => ({
+  ...(metadata ? { metadata } : {}),
+  spec: {
+    initContainers: [
+      { name: 'init-a', image: 'busybox:1.36' },
+      { name: 'init-b', image: 'registry.corp.example/tools/init:1' },
+      { name: 'init-c', image: 'quay.io/org/init:2' },
+    ],
+    containers: [
+      { name: 'web', image: 'nginx:1.25', ports: [{ containerPort: 80 }] },
+      { name: 'side', image: `ghcr.io/org/side@sha256:${'c'.repeat(64)}` },
+    ],
+  },
+})
+
+const expectedImages = {
+  initContainers: ['m.daocloud.io/docker.io/library/busybox:1.36', 'registry.corp.example/tools/init:1', 'm.daocloud.io/quay.io/org/init:2'],
+  containers: ['m.daocloud.io/docker.io/library/nginx:1.25', `m.daocloud.io/ghcr.io/org/side@sha256:${'c'.repeat(64)}`],
+}
+const expectedOriginals = {
+  'init-a': 'busybox:1.36',
+  'init-c': 'quay.io/org/init:2',
+  web: 'nginx:1.25',
+  side: `ghcr.io/org/side@sha256:${'c'.repeat(64)}`,
+}
+
+t.test('the patch gives exactly the intended Pod, with or without annotations', async (t) => {
+  const variants: [string, Record<string, unknown> | undefined][] = [
+    ['no metadata', undefined],
+    ['no annotations', { name: 'p', labels: { app: 'web' } }],
+    ['empty annotations', { name: 'p', annotations: {} }],
+    ['other annotations', { name: 'p', annotations: { 'team/owner': 'payments', 'a~b': 'c' } }],
+  ]
+  for (const [label, metadata] of variants) {
+    const pod = podWith(metadata)
+    const { result, patched } = run(pod)
+    t.equal(result.outcome, 'mutated', label)
+    const expected = structuredClone(pod)
+    ;(expected.spec.initContainers as { image: string }[]).forEach((c, i) => (c.image = expectedImages.initContainers[i]!))
+    ;(expected.spec.containers as { image: string }[]).forEach((c, i) => (c.image = expectedImages.containers[i]!))
+    expected.metadata = {
+      ...(metadata ?? {}),
+      annotations: { ...((metadata?.annotations as object) ?? {}), [ORIGINAL_IMAGES_ANNOTATION]: JSON.stringify(expectedOriginals) },
+    }
+    t.same(patched, expected, `${label}: the patched Pod is exactly as intended`)
+    t.equal(result.patch.filter((op) => op.op === 'replace').length, 4, `${label}: one replace per rewritten image`)
+    t.equal(result.warnings.length, 4, `${label}: one warning per rewrite`)
+  }
+})
+
+t.test('the annotation path escapes the slash', async (t) => {
+  t.equal(escapePointer('mirrorhook.io/original-images'), 'mirrorhook.io~1original-images')
+  t.equal(escapePointer('a~/b'), 'a~0~1b')
+  const { result } = run(podWith({ annotations: { x: 'y' } }))
+  t.ok(result.patch.some((op) => op.path === '/metadata/annotations/mirrorhook.io~1original-images'))
+})
+
+t.test('an existing original-images annotation is merged, not lost', async (t) => {
+  const pod: Pod = {
+    metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: JSON.stringify({ old: 'redis:7' }) } },
+    spec: { containers: [{ name: 'old', image: 'm.daocloud.io/docker.io/library/redis:7' }, { name: 'new', image: 'nginx' }] },
+  }
+  const { patched } = run(pod)
+  t.same(JSON.parse(String(patched.metadata?.annotations && (patched.metadata.annotations as Record<string, string>)[ORIGINAL_IMAGES_ANNOTATION])), {
+    old: 'redis:7',
+    new: 'nginx',
+  })
+  t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'm.daocloud.io/docker.io/library/redis:7', 'the mirrored image stays')
+})
+
+t.test('a second call on the mutated Pod changes nothing (reinvocation)', async (t) => {
+  const { patched } = run(podWith({ name: 'p' }))
+  const again = run(patched)
+  t.equal(again.result.outcome, 'unchanged')
+  t.same(again.result.patch, [])
+})
+
+t.test('pod-level rules', async (t) => {
+  const owned = (kind: string): Pod => ({
+    metadata: { ownerReferences: [{ apiVersion: 'x/v1', kind, name: 'o', uid: '1', controller: true }] },
+    spec: { containers: [{ name: 'c', image: 'nginx' }] },
+  })
+  for (const kind of ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job']) t.equal(run(owned(kind)).result.outcome, 'mutated', `owned by ${kind}`)
+  t.match(run(owned('Cluster')).result, { outcome: 'skipped', skip: { code: 'owner-kind', reason: /Cluster/ } }, 'an operator-owned Pod is left alone')
+  t.equal(run(owned('Cluster'), {}, { podOwners: ['Cluster'] }).result.outcome, 'mutated', 'the owner list is configurable')
+  const nonController: Pod = {
+    metadata: { ownerReferences: [{ kind: 'Cluster', name: 'o', uid: '1' }] },
+    spec: { containers: [{ name: 'c', image: 'nginx' }] },
+  }
+  t.equal(run(nonController).result.outcome, 'mutated', 'only the controlling owner counts')
+
+  const labelled: Pod = { metadata: { labels: { 'mirrorhook.io/skip': 'true' } }, spec: { containers: [{ name: 'c', image: 'nginx' }] } }
+  t.match(run(labelled).result, { outcome: 'skipped', skip: { code: 'skip-label' } })
+  const plain: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }] } }
+  t.match(run(plain, { namespace: 'kube-system' }).result, { outcome: 'skipped', skip: { code: 'excluded-namespace' } })
+  t.match(run(plain, { namespace: 'mirrorhook' }).result, { outcome: 'skipped' }, 'its own namespace')
+})
+
+t.test('UPDATE only considers images that changed', async (t) => {
+  const old: Pod = { spec: { containers: [{ name: 'a', image: 'nginx:1' }, { name: 'b', image: 'redis:7' }] } }
+  const updated: Pod = { metadata: { labels: { x: 'y' } }, spec: { containers: [{ name: 'a', image: 'nginx:1' }, { name: 'b', image: 'redis:8' }] } }
+  const { result, patched } = run(updated, { operation: 'UPDATE', oldObject: old })
+  t.same(
+    (patched.spec.containers as { image: string }[]).map((c) => c.image),
+    ['nginx:1', 'm.daocloud.io/docker.io/library/redis:8'],
+    'an unchanged image is not rewritten by an unrelated update',
+  )
+  t.equal(result.plans.length, 1)
+})
+
+t.test('ephemeral containers, through the subresource and in a Pod', async (t) => {
+  const existing = { name: 'debug-1', image: 'busybox:1.36', targetContainerName: 'web' }
+  const old: Pod = { spec: { containers: [{ name: 'web', image: 'nginx' }], ephemeralContainers: [existing] } }
+  const added: Pod = {
+    spec: { containers: [{ name: 'web', image: 'nginx' }], ephemeralContainers: [existing, { name: 'debug-2', image: 'busybox:1.36' }] },
+  }
+  const { result, patched } = run(added, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old })
+  t.same(result.patch.filter((op) => op.op === 'replace').map((op) => op.path), ['/spec/ephemeralContainers/1/image'])
+  t.equal((patched.spec.ephemeralContainers as { image: string }[])[0]!.image, 'busybox:1.36', 'an existing ephemeral container is never changed')
+  t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'nginx', 'containers are not touched through the subresource')
+
+  const created: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }], ephemeralContainers: [{ name: 'e', image: 'busybox' }] } }
+  t.same(run(created).result.patch.filter((op) => op.op === 'replace').map((op) => op.path), ['/spec/containers/0/image', '/spec/ephemeralContainers/0/image'])
+})
+
+t.test('invalid images are left untouched with a warning', async (t) => {
+  const pod: Pod = { spec: { containers: [{ name: 'bad', image: 'Nginx:Latest' }, { name: 'ok', image: 'nginx' }, { name: 'none' }] } }
+  const { result, patched } = run(pod)
+  t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'Nginx:Latest')
+  t.match(result.warnings, [/bad: Nginx:Latest left unchanged: invalid image reference/, /ok: nginx -> m\.daocloud\.io/])
+})
+
+t.test('requests that are not Pod CREATE/UPDATE are ignored', async (t) => {
+  const pod = podWith(undefined)
+  t.equal(run(pod, { operation: 'DELETE' }).result.outcome, 'ignored')
+  t.equal(run(pod, { kind: { kind: 'Deployment' }, resource: { resource: 'deployments' } }).result.outcome, 'ignored')
+  t.equal(run(pod, { subResource: 'status' }).result.outcome, 'ignored')
+  t.equal(run({ spec: undefined as unknown as Record<string, unknown> }).result.outcome, 'ignored')
+})

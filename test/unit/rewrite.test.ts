@@ -1,0 +1,166 @@
+import t from 'tap'
+import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { compilePolicy, registryKey } from '../../server/core/policy.js'
+import { decideImage, staticReachability } from '../../server/core/rewrite.js'
+import { parseNormalizedNamed } from '../../server/core/reference.js'
+
+const SHA256 = `sha256:${'a'.repeat(64)}`
+const SHA512 = `sha512:${'b'.repeat(128)}`
+
+function policyOf(input: ConfigInput = {}) {
+  return compilePolicy(resolveConfig(input, {}))
+}
+
+function decide(image: string, input: ConfigInput = {}) {
+  const policy = policyOf(input)
+  return decideImage(image, policy, staticReachability(policy))
+}
+
+// [image, expected rewrite or `keep:<code>`]
+const prefixMode: [string, string][] = [
+  ['nginx', 'm.daocloud.io/docker.io/library/nginx'],
+  ['nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  ['library/nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  ['docker.io/nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  ['index.docker.io/library/nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  ['registry-1.docker.io/library/nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  ['apache/apisix-dashboard:2.13-alpine', 'm.daocloud.io/docker.io/apache/apisix-dashboard:2.13-alpine'],
+  [`busybox@${SHA256}`, `m.daocloud.io/docker.io/library/busybox@${SHA256}`],
+  [`busybox:1.36@${SHA256}`, `m.daocloud.io/docker.io/library/busybox:1.36@${SHA256}`],
+  [`ghcr.io/org/app@${SHA512}`, `m.daocloud.io/ghcr.io/org/app@${SHA512}`],
+  ['registry.k8s.io/pause:3.10', 'm.daocloud.io/registry.k8s.io/pause:3.10'],
+  ['gcr.io/distroless/static:nonroot', 'm.daocloud.io/gcr.io/distroless/static:nonroot'],
+  ['quay.io/prometheus/node-exporter:v1.8.0', 'm.daocloud.io/quay.io/prometheus/node-exporter:v1.8.0'],
+  ['k8s.gcr.io/a/b/c/d:e', 'm.daocloud.io/k8s.gcr.io/a/b/c/d:e'],
+  // Already on the mirror: the API server may call twice (reinvocationPolicy IfNeeded).
+  ['m.daocloud.io/docker.io/library/nginx:1.25', 'keep:already-mirrored'],
+  // Not in the default registries.
+  ['registry.corp.example/team/app:1', 'keep:not-eligible'],
+  ['localhost:5000/app:1', 'keep:no-proxy'],
+  ['127.0.0.1:5000/app:1', 'keep:no-proxy'],
+  ['[::1]:5000/app:1', 'keep:no-proxy'],
+  // Invalid references are left alone.
+  ['Nginx:1.25', 'keep:unparseable'],
+  ['nginx:', 'keep:unparseable'],
+  [`nginx@sha256:${'a'.repeat(63)}`, 'keep:unparseable'],
+  ['a'.repeat(64), 'keep:unparseable'],
+  ['', 'keep:unparseable'],
+]
+
+t.test('prefix mode with the embedded defaults', async (t) => {
+  for (const [image, expected] of prefixMode) {
+    const d = decide(image)
+    if (expected.startsWith('keep:')) {
+      t.match(d, { action: 'keep', code: expected.slice(5) }, `${image} kept`)
+    } else {
+      t.match(d, { action: 'rewrite', rewritten: expected }, `${image} → ${expected}`)
+    }
+  }
+})
+
+t.test('any registry (*): what cannot be expressed under a prefix is kept, with the reason', async (t) => {
+  const any = { registries: ['*'] }
+  const cases: [string, string][] = [
+    ['registry.corp.example/team/app:1', 'm.daocloud.io/registry.corp.example/team/app:1'],
+    // DNS is case-insensitive; the path component must be lowercase.
+    ['Registry.Corp.Example/team/app:1', 'm.daocloud.io/registry.corp.example/team/app:1'],
+    ['registry.corp.example:5000/team/app:1', 'keep:inexpressible'],
+    ['10.1.2.3/team/app:1', 'keep:inexpressible'],
+    ['10.1.2.3:5000/team/app:1', 'keep:inexpressible'],
+    ['[fd00::1]:5000/team/app:1', 'keep:inexpressible'],
+    ['Foo/app:1', 'keep:inexpressible'],
+  ]
+  for (const [image, expected] of cases) {
+    const d = decide(image, any)
+    if (expected.startsWith('keep:')) t.match(d, { action: 'keep', code: expected.slice(5) }, `${image} kept`)
+    else t.match(d, { action: 'rewrite', rewritten: expected }, `${image} → ${expected}`)
+  }
+  const port = decide('registry.corp.example:5000/team/app:1', any)
+  t.match(port, { reason: /port/ }, 'the reason names the port')
+})
+
+t.test('a rewrite near the 255-character limit is kept rather than made invalid', async (t) => {
+  // The grammar limits the repository path to 255 characters; the prefix adds `docker.io/`.
+  const path = `docker.io/${'a'.repeat(125)}/${'b'.repeat(124)}`
+  t.ok(parseNormalizedNamed(path), 'the original is valid')
+  const d = decide(`${path}:1`)
+  t.match(d, { action: 'keep', code: 'inexpressible', reason: /invalid|255|long/i })
+})
+
+t.test('host mode keeps the path and uses the host per source registry', async (t) => {
+  const input: ConfigInput = {
+    mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io', 'ghcr.io': 'harbor.corp.example/ghcr-proxy' } },
+  }
+  t.match(decide('nginx:1.25', input), { action: 'rewrite', rewritten: 'docker.m.daocloud.io/library/nginx:1.25' })
+  t.match(decide('registry-1.docker.io/library/nginx', input), { action: 'rewrite', rewritten: 'docker.m.daocloud.io/library/nginx' })
+  t.match(decide(`ghcr.io/org/app:1@${SHA256}`, input), {
+    action: 'rewrite',
+    rewritten: `harbor.corp.example/ghcr-proxy/org/app:1@${SHA256}`,
+  })
+  t.match(decide('docker.m.daocloud.io/library/nginx:1.25', input), { action: 'keep', code: 'already-mirrored' })
+  t.match(decide('harbor.corp.example/ghcr-proxy/org/app:1', input), { action: 'keep', code: 'already-mirrored' })
+  // No prefix and no host for quay.io: nothing to rewrite to.
+  t.match(decide('quay.io/a/b:1', input), { action: 'keep', code: 'no-mirror' })
+  // Both: host mode wins for its registries, prefix for the rest.
+  const both: ConfigInput = { mirror: { prefix: 'm.daocloud.io', hosts: { 'docker.io': 'docker.m.daocloud.io' } } }
+  t.match(decide('nginx', both), { rewritten: 'docker.m.daocloud.io/library/nginx' })
+  t.match(decide('quay.io/a/b:1', both), { rewritten: 'm.daocloud.io/quay.io/a/b:1' })
+})
+
+t.test('rewriting is idempotent for every rewrite in the tables', async (t) => {
+  for (const input of [{}, { mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io', 'ghcr.io': 'ghcr.m.daocloud.io' } } }] as ConfigInput[]) {
+    for (const [image] of prefixMode) {
+      const first = decide(image, input)
+      if (first.action !== 'rewrite') continue
+      const second = decide(first.rewritten, input)
+      t.match(second, { action: 'keep', code: 'already-mirrored' }, `${first.rewritten} is not rewritten again`)
+    }
+  }
+})
+
+t.test('every rewrite parses, points at the mirror and keeps tag and digest', async (t) => {
+  for (const [image] of prefixMode) {
+    const d = decide(image)
+    if (d.action !== 'rewrite') continue
+    const before = parseNormalizedNamed(image)
+    const after = parseNormalizedNamed(d.rewritten)
+    t.equal(after.domain, 'm.daocloud.io', `${d.rewritten} is on the mirror`)
+    t.equal(after.tag, before.tag, 'tag kept')
+    t.equal(after.digest, before.digest, 'digest kept')
+    t.equal(after.path, `${registryKey(before.domain)}/${before.path}`, 'source registry and path kept')
+  }
+})
+
+t.test('noProxy excludes registries and says which entry matched', async (t) => {
+  const input: ConfigInput = { registries: ['*'], noProxy: ['.corp.example', 'ghcr.io', '10.0.0.0/8'] }
+  t.match(decide('a.corp.example/x:1', input), { action: 'keep', code: 'no-proxy', reason: /\.corp\.example/ })
+  t.match(decide('corp.example/x:1', input), { action: 'keep', code: 'no-proxy' })
+  t.match(decide('ghcr.io/x/y:1', input), { action: 'keep', code: 'no-proxy', reason: /ghcr\.io/ })
+  t.match(decide('notcorp.example/x:1', input), { action: 'rewrite' })
+  t.match(decide('nginx', { noProxy: ['*'] }), { action: 'keep', code: 'no-proxy' })
+  // The mirror itself is never a source.
+  t.match(decide('m.daocloud.io/other:1', input), { action: 'keep' })
+})
+
+t.test('mode unreachable rewrites only the listed registries', async (t) => {
+  const input: ConfigInput = { mode: 'unreachable', unreachable: ['docker.io', 'gcr.io'] }
+  t.match(decide('nginx', input), { action: 'rewrite', reason: /unreachable/ })
+  t.match(decide('registry-1.docker.io/library/nginx', input), { action: 'rewrite' })
+  t.match(decide('gcr.io/a/b', input), { action: 'rewrite' })
+  t.match(decide('quay.io/a/b', input), { action: 'keep', code: 'reachable' })
+})
+
+t.test('a rewrite never points at a registry the config did not name', async (t) => {
+  const policy = policyOf({ registries: ['*'] })
+  const images = [
+    'evil.example/m.daocloud.io/x',
+    'm.daocloud.io.evil.example/x',
+    'docker.io/m.daocloud.io/x',
+    'nginx',
+    'ghcr.io/a/b@' + SHA256,
+  ]
+  for (const image of images) {
+    const d = decideImage(image, policy, staticReachability(policy))
+    if (d.action === 'rewrite') t.equal(parseNormalizedNamed(d.rewritten).domain, 'm.daocloud.io', `${image} → ${d.rewritten}`)
+  }
+})
