@@ -752,3 +752,251 @@ t.test('TestIdentifierRegexp', async (t) => {
     t.equal(referenceGrammar.identifier.test(input), match, input);
   }
 });
+
+// ---- own cases --------------------------------------------------------------------------------
+
+const SHA256 = 'sha256:' + 'e'.repeat(64);
+
+t.test('normalisation as the kubelet does it', async (t) => {
+  // [input, full form, familiar form]
+  const cases: [string, string, string][] = [
+    ['nginx', 'docker.io/library/nginx', 'nginx'],
+    ['nginx:1.25', 'docker.io/library/nginx:1.25', 'nginx:1.25'],
+    ['library/nginx', 'docker.io/library/nginx', 'nginx'],
+    ['docker.io/nginx', 'docker.io/library/nginx', 'nginx'],
+    ['index.docker.io/foo', 'docker.io/library/foo', 'foo'],
+    ['index.docker.io/library/foo/bar:1', 'docker.io/library/foo/bar:1', 'library/foo/bar:1'],
+    // a bare "index.docker.io" is a repository on Docker Hub, not a host
+    ['index.docker.io', 'docker.io/library/index.docker.io', 'index.docker.io'],
+    ['user/app@' + SHA256, 'docker.io/user/app@' + SHA256, 'user/app@' + SHA256],
+    // other hosts are kept as written, including Docker Hub's real registry host
+    ['registry-1.docker.io/library/nginx', 'registry-1.docker.io/library/nginx', 'registry-1.docker.io/library/nginx'],
+    ['Registry.Example.com/foo', 'Registry.Example.com/foo', 'Registry.Example.com/foo'],
+    ['REGISTRY/foo', 'REGISTRY/foo', 'REGISTRY/foo'],
+    ['localhost/foo', 'localhost/foo', 'localhost/foo'],
+    ['localhost:5000/foo', 'localhost:5000/foo', 'localhost:5000/foo'],
+    ['[::1]:5000/foo:bar', '[::1]:5000/foo:bar', '[::1]:5000/foo:bar'],
+    ['[::1]/foo', '[::1]/foo', '[::1]/foo'],
+    ['[FC00::1]:5000/a/b', '[FC00::1]:5000/a/b', '[FC00::1]:5000/a/b'],
+    ['gcr.io/proj/app:v1', 'gcr.io/proj/app:v1', 'gcr.io/proj/app:v1'],
+    // a bare "localhost" or "localhost:5000" is an image name (and tag), not a host
+    ['localhost', 'docker.io/library/localhost', 'localhost'],
+    ['localhost:5000', 'docker.io/library/localhost:5000', 'localhost:5000'],
+    // tag and digest together are both kept, exactly as written
+    ['busybox:1.36@' + SHA256, 'docker.io/library/busybox:1.36@' + SHA256, 'busybox:1.36@' + SHA256],
+    ['nginx:Latest_1.x', 'docker.io/library/nginx:Latest_1.x', 'nginx:Latest_1.x'],
+    // 64 hex chars with a tag or host are names, not image IDs
+    ['a'.repeat(64) + ':tag', 'docker.io/library/' + 'a'.repeat(64) + ':tag', 'a'.repeat(64) + ':tag'],
+    // "sha384:<hex>" alone is a name and a tag
+    ['sha384:' + 'f'.repeat(96), 'docker.io/library/sha384:' + 'f'.repeat(96), 'sha384:' + 'f'.repeat(96)],
+  ];
+  for (const [input, full, familiar] of cases) {
+    const ref = parseNormalizedNamed(input);
+    t.equal(formatReference(ref), full, `${input} → ${full}`);
+    t.equal(familiarString(ref), familiar, `${input} familiar`);
+    t.strictSame(parseNamed(full), ref, `${full} is canonical`);
+  }
+  t.strictSame(parseNormalizedNamed('[::1]:5000/foo:bar'), { domain: '[::1]:5000', path: 'foo', tag: 'bar' });
+  t.strictSame(parseNormalizedNamed('Registry.Example.com/foo'), { domain: 'Registry.Example.com', path: 'foo' });
+});
+
+t.test('name/domain split quirks kept from the grammar', async (t) => {
+  // "Uppercase" is taken as a host (Go's TestReferenceParse leaves this case commented out)
+  t.strictSame(parse('Uppercase/lowercase:tag'), { domain: 'Uppercase', path: 'lowercase', tag: 'tag' });
+  // a first component with "." that is not a valid host stays part of the path, without a domain
+  t.strictSame(parseNormalizedNamed('foo_bar.com/baz'), { domain: '', path: 'foo_bar.com/baz' });
+  t.equal(formatReference(parseNormalizedNamed('foo_bar.com/baz')), 'foo_bar.com/baz');
+  // parse() does not normalise: the first of several components is a domain if it looks like one
+  t.strictSame(parse('nginx'), { domain: '', path: 'nginx' });
+  t.strictSame(parse('library/nginx'), { domain: 'library', path: 'nginx' });
+  t.strictSame(parse('index.docker.io/foo'), { domain: 'index.docker.io', path: 'foo' });
+});
+
+t.test('uppercase in the repository path', async (t) => {
+  const cases: [string, string][] = [
+    ['Foo:latest', 'invalid reference format: repository name (library/Foo) must be lowercase'],
+    ['Registry.Example.com/Foo', 'invalid reference format: repository name (Foo) must be lowercase'],
+    ['docker.io/library/Nginx', 'invalid reference format: repository name (library/Nginx) must be lowercase'],
+    // the check looks at everything before the first ":", so an uppercase algorithm is reported here
+    ['foo@SHA256:' + 'a'.repeat(64), 'invalid reference format: repository name (library/foo@SHA256) must be lowercase'],
+    // U+0130 lower-cases to a plain "i"
+    ['İmage', 'invalid reference format: repository name (library/İmage) must be lowercase'],
+  ];
+  for (const [input, message] of cases) {
+    const err = errorOf(() => parseNormalizedNamed(input));
+    t.equal(err?.code, 'name-contains-uppercase', input);
+    t.equal(err?.message, message, `${input} message`);
+  }
+  t.equal(errorOf(() => parse('Foo:latest'))?.message, 'repository name must be lowercase');
+  t.equal(errorOf(() => parse('İmage'))?.code, 'name-contains-uppercase', 'parse: İ lower-cases to i');
+  t.equal(errorOf(() => parse('FOO!'))?.code, 'invalid-format', 'still invalid once lower-cased');
+});
+
+t.test('64-hex image IDs are not names', async (t) => {
+  const id = '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a';
+  const err = errorOf(() => parseNormalizedNamed(id));
+  t.equal(err?.code, 'name-is-identifier');
+  t.equal(err?.message, `invalid repository name (${id}), cannot specify 64-byte hexadecimal strings`);
+  t.strictSame(parse(id), { domain: '', path: id }, 'parse() does not apply the rule');
+  t.strictSame(parseAnyReference(id), { digest: `sha256:${id}` });
+  // only lowercase hex is an ID; uppercase falls through to the lowercase rule
+  t.equal(errorOf(() => parseNormalizedNamed(id.toUpperCase()))?.code, 'name-contains-uppercase');
+});
+
+t.test('digests of each algorithm', async (t) => {
+  const hex = (n: number, c = 'f') => c.repeat(n);
+  const cases: [digest: string, code: ReferenceErrorCode | undefined][] = [
+    ['sha256:' + hex(64), undefined],
+    ['sha256:' + hex(63), 'invalid-digest-length'],
+    ['sha256:' + hex(65), 'invalid-digest-length'],
+    ['sha256:' + hex(128), 'invalid-digest-length'],
+    ['sha384:' + hex(96), undefined],
+    ['sha384:' + hex(95), 'invalid-digest-length'],
+    ['sha384:' + hex(97), 'invalid-digest-length'],
+    ['sha384:' + hex(64), 'invalid-digest-length'],
+    ['sha512:' + hex(128), undefined],
+    ['sha512:' + hex(127), 'invalid-digest-length'],
+    ['sha512:' + hex(129), 'invalid-digest-length'],
+    ['sha512:' + hex(64), 'invalid-digest-length'],
+    // registered algorithms take lowercase hex only (length is checked first)
+    ['sha256:' + hex(64, 'F'), 'invalid-digest'],
+    ['sha512:' + hex(128, 'A'), 'invalid-digest'],
+    ['sha256:' + hex(63, 'F'), 'invalid-digest-length'],
+    // unregistered algorithms: unsupported if lowercase, else invalid
+    ['md5:' + hex(32), 'unsupported-digest'],
+    ['blake3:' + hex(64), 'unsupported-digest'],
+    ['sha256+b64:' + hex(64), 'unsupported-digest'],
+    ['multi.part-alg_x:' + hex(40, 'F'), 'unsupported-digest'],
+    // names of Object.prototype members are not registered algorithms
+    ['constructor:' + hex(64), 'unsupported-digest'],
+    ['toString:' + hex(64), 'invalid-digest'],
+    ['SHA256:' + hex(64), 'invalid-digest'],
+    ['Md5:' + hex(32), 'invalid-digest'],
+    // fewer than 32 hex digits, or a malformed algorithm, is not a digest at all
+    ['sha256:' + hex(31), 'invalid-format'],
+    ['sha256:' + hex(64, 'g'), 'invalid-format'],
+    ['1sha:' + hex(64), 'invalid-format'],
+    ['sha256:', 'invalid-format'],
+  ];
+  for (const [digest, code] of cases) {
+    const input = `example.com/app:1@${digest}`;
+    const label = `${digest.slice(0, 20)}… (${digest.length - digest.indexOf(':') - 1} chars)`;
+    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`);
+    t.equal(errorOf(() => parseNormalizedNamed(input))?.code, code, `normalized ${label}`);
+  }
+  t.equal(errorOf(() => parse('a@sha256:' + hex(63)))?.message, 'invalid checksum digest length');
+  t.equal(errorOf(() => parse('a@sha256:' + hex(64, 'F')))?.message, 'invalid checksum digest format');
+  t.equal(errorOf(() => parse('a@md5:' + hex(32)))?.message, 'unsupported digest algorithm');
+  // a bare digest is a digest reference only if it is valid
+  t.strictSame(parseAnyReference('sha512:' + hex(128)), { digest: 'sha512:' + hex(128) });
+  t.strictSame(parseAnyReference('sha256:abc'), { domain: 'docker.io', path: 'library/sha256', tag: 'abc' });
+});
+
+t.test('length limits', async (t) => {
+  const max = NAME_TOTAL_LENGTH_MAX;
+  t.equal(max, 255);
+  const ok = (s: string) => errorOf(() => parseNormalizedNamed(s))?.code;
+  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 8)), undefined, 'path of exactly 255');
+  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 7)), 'name-too-long', 'path of 256');
+  t.equal(ok('a'.repeat(max - 8)), undefined, 'familiar name whose path is 255');
+  t.equal(ok('a'.repeat(max - 7)), 'name-too-long', 'familiar name whose path is 256');
+  t.equal(ok('example.com/' + 'a'.repeat(max)), undefined, 'the domain does not count');
+  t.equal(ok('x'.repeat(300) + '.example.com/foo'), undefined, 'nor does a long host');
+  t.equal(ok('example.com/' + 'a'.repeat(max) + ':' + 'T'.repeat(128)), undefined, 'nor the tag');
+  t.equal(ok('example.com/a:' + 'T'.repeat(129)), 'invalid-format', 'tag of 129');
+  // the first component counts as a domain for parse(), but not after normalisation
+  const deep = 'a/'.repeat(128) + 'a:tag';
+  t.equal(errorOf(() => parse(deep)), undefined, 'parse: domain "a" + 255-char path');
+  t.equal(ok(deep), 'name-too-long', 'normalized: 257-char path on docker.io');
+  t.equal(
+    errorOf(() => parse('domain/' + 'a'.repeat(256)))?.message,
+    'repository name must not be more than 255 characters',
+  );
+});
+
+t.test('error codes and messages', async (t) => {
+  const cases: [() => unknown, ReferenceErrorCode, string][] = [
+    [() => parse(''), 'name-empty', 'repository name must have at least one component'],
+    [() => parse('a b'), 'invalid-format', 'invalid reference format'],
+    [() => parseNormalizedNamed(''), 'invalid-format', 'invalid reference format'],
+    [() => parseNamed('nginx'), 'name-not-canonical', 'repository name must be canonical'],
+    [() => withTag(withName('foo'), '.x'), 'invalid-tag', 'invalid tag format'],
+    [() => withDigest(withName('foo'), 'sha256:abc'), 'invalid-digest', 'invalid digest format'],
+  ];
+  for (const [fn, code, message] of cases) {
+    const err = errorOf(fn);
+    t.equal(err?.code, code, code);
+    t.equal(err?.message, message, `${code} message`);
+  }
+  const err = errorOf(() => parse(''));
+  t.ok(err instanceof Error);
+  t.equal(err?.name, 'ReferenceError');
+});
+
+t.test('tryParseNormalizedNamed', async (t) => {
+  t.strictSame(tryParseNormalizedNamed('nginx:1'), {
+    ok: true,
+    ref: { domain: 'docker.io', path: 'library/nginx', tag: '1' },
+  });
+  const r = tryParseNormalizedNamed('Nginx');
+  t.equal(r.ok, false);
+  if (!r.ok) {
+    t.ok(r.error instanceof ReferenceError);
+    t.equal(r.error.code, 'name-contains-uppercase');
+  }
+});
+
+t.test('building and formatting', async (t) => {
+  const ref = withName('example.com/app');
+  t.strictSame(ref, { domain: 'example.com', path: 'app' });
+  t.strictSame(tagNameOnly(ref), { domain: 'example.com', path: 'app', tag: DEFAULT_TAG });
+  const digested = withDigest(ref, SHA256);
+  t.strictSame(tagNameOnly(digested), digested, 'a digest is enough');
+  t.equal(formatReference(withTag(digested, 'v1')), `example.com/app:v1@${SHA256}`, 'withTag keeps the digest');
+  t.equal(formatReference(withDigest(withTag(ref, 'v1'), SHA256)), `example.com/app:v1@${SHA256}`);
+  t.equal(formatReference({ domain: '', path: 'nginx', tag: '1' }), 'nginx:1');
+  t.equal(formatReference({ digest: SHA256 }), SHA256);
+  t.equal(familiarString({ digest: SHA256 }), SHA256);
+  t.equal(familiarName(parseNormalizedNamed('docker.io/library/foo/bar')), 'library/foo/bar');
+  t.equal(familiarName(parseNormalizedNamed('docker.io/user/app:1')), 'user/app');
+  t.equal(referenceName(parseNormalizedNamed('nginx:1')), 'docker.io/library/nginx');
+  t.strictSame(parseDockerRef('localhost:5000/foo'), { domain: 'localhost:5000', path: 'foo', tag: 'latest' });
+  const any = parseAnyReference('nginx');
+  t.ok(isNamed(any) && any.path === 'library/nginx');
+});
+
+t.test('adversarial long inputs finish with the right answer', async (t) => {
+  // The grammar is matched by a backtracking engine: these inputs would take exponential or
+  // polynomial time with ambiguous patterns. Only outcomes are asserted, not timings.
+  const n = 10_000;
+  const cases: [string, ReferenceErrorCode | undefined][] = [
+    ['a'.repeat(n) + '!', 'invalid-format'],
+    ['a.'.repeat(n / 2) + '/', 'invalid-format'],
+    ['a-'.repeat(n / 2), 'invalid-format'],
+    ['a-'.repeat(n / 2) + 'a', 'name-too-long'],
+    ['a_'.repeat(n / 2) + '_a', 'name-too-long'],
+    ['a/'.repeat(n / 2), 'invalid-format'],
+    ['a/'.repeat(n / 2) + 'a', 'name-too-long'],
+    ['a.a:1/'.repeat(n / 6), 'invalid-format'],
+    ['a:'.repeat(n / 2), 'invalid-format'],
+    ['[' + ':'.repeat(n), 'invalid-format'],
+    ['[' + 'a'.repeat(n) + ']:' + '1'.repeat(n), 'invalid-format'],
+    ['A'.repeat(n), 'name-contains-uppercase'],
+    ['A-'.repeat(n / 2) + 'a/b', undefined],
+    ['A-'.repeat(n / 2) + 'A:1/b:' + 'T'.repeat(200), 'invalid-format'],
+    ['x'.repeat(n) + '.com/app', undefined],
+    ['foo:' + 'a'.repeat(n), 'invalid-format'],
+    ['foo@' + 'a'.repeat(n), 'invalid-format'],
+    ['foo@a' + '.a'.repeat(n / 2) + ':', 'invalid-format'],
+    ['foo@sha256:' + 'f'.repeat(n), 'invalid-digest-length'],
+    ['foo@md5:' + 'f'.repeat(n), 'unsupported-digest'],
+    ['foo@sha256:' + 'f'.repeat(n) + '!', 'invalid-format'],
+  ];
+  for (const [input, code] of cases) {
+    const label = `${JSON.stringify(input.slice(0, 12))}… (${input.length} chars)`;
+    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`);
+    // these return or throw a ReferenceError (errorOf rethrows anything else)
+    errorOf(() => parseNormalizedNamed(input));
+    errorOf(() => parseAnyReference(input));
+  }
+});
