@@ -1,0 +1,176 @@
+// The /mutate endpoint through fastify.inject: real plugins, real policy, no network.
+import t from 'tap'
+import jsonpatch from 'fast-json-patch'
+import { pino } from 'pino'
+import { Writable } from 'node:stream'
+import { resolveConfig } from '../../server/core/config.js'
+import { compilePolicy } from '../../server/core/policy.js'
+import { staticReachability } from '../../server/core/rewrite.js'
+import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
+import { type AdmissionContext, type AdmittedEvent, Readiness } from '../../server/http/context.js'
+import { Metrics } from '../../server/observability/metrics.js'
+
+function harness(contextOverride?: () => AdmissionContext) {
+  const lines: Record<string, unknown>[] = []
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line))
+      cb()
+    },
+  })
+  const logger = pino({ level: 'debug' }, sink)
+  const policy = compilePolicy(resolveConfig(undefined, {}))
+  const context: AdmissionContext = { policy, reachability: staticReachability(policy) }
+  const metrics = new Metrics()
+  const readiness = new Readiness()
+  const admitted: AdmittedEvent[] = []
+  return {
+    lines,
+    metrics,
+    readiness,
+    admitted,
+    build: () =>
+      buildWebhookApp({ logger, metrics, readiness, context: contextOverride ?? (() => context), onAdmitted: (e) => admitted.push(e) }),
+    ops: () => buildOpsApp({ logger, metrics, readiness }),
+  }
+}
+
+const pod = {
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name: 'web-1', namespace: 'shop' },
+  spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+}
+
+function review(overrides: Record<string, unknown> = {}, apiVersion = 'admission.k8s.io/v1') {
+  return {
+    apiVersion,
+    kind: 'AdmissionReview',
+    request: {
+      uid: 'a1b2c3',
+      kind: { group: '', version: 'v1', kind: 'Pod' },
+      resource: { group: '', version: 'v1', resource: 'pods' },
+      namespace: 'shop',
+      name: 'web-1',
+      operation: 'CREATE',
+      object: pod,
+      ...overrides,
+    },
+  }
+}
+
+function decodePatch(body: { response: { patch?: string } }) {
+  return body.response.patch ? JSON.parse(Buffer.from(body.response.patch, 'base64').toString('utf8')) : []
+}
+
+t.test('a Pod review is answered with a JSON patch, warnings and the same uid and apiVersion', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  for (const apiVersion of ['admission.k8s.io/v1', 'admission.k8s.io/v1beta1']) {
+    const res = await app.inject({ method: 'POST', url: '/mutate', payload: review({}, apiVersion) })
+    t.equal(res.statusCode, 200)
+    const body = res.json()
+    t.equal(body.apiVersion, apiVersion)
+    t.equal(body.kind, 'AdmissionReview')
+    t.match(body.response, { uid: 'a1b2c3', allowed: true, patchType: 'JSONPatch' })
+    const patched = jsonpatch.applyPatch(structuredClone(pod), decodePatch(body), true, false).newDocument
+    t.equal(patched.spec.containers[0]!.image, 'm.daocloud.io/docker.io/library/nginx:1.25')
+    t.match(body.response.warnings, [/nginx:1\.25 -> m\.daocloud\.io\/docker\.io\/library\/nginx:1\.25/])
+  }
+  t.equal(h.admitted.length, 2, 'non-dry-run reviews reach the post-admission hook')
+  const logged = h.lines.find((l) => l.msg === 'admission decided')
+  t.match(logged, { uid: 'a1b2c3', namespace: 'shop', pod: 'web-1', outcome: 'mutated' }, 'logs carry uid, namespace and Pod name')
+})
+
+t.test('dry-run: the same patch, and the side-effect hook is not called', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const wet = (await app.inject({ method: 'POST', url: '/mutate', payload: review() })).json()
+  const dry = (await app.inject({ method: 'POST', url: '/mutate', payload: review({ dryRun: true }) })).json()
+  t.same(decodePatch(dry), decodePatch(wet))
+  t.equal(h.admitted.length, 1, 'only the non-dry-run review')
+  t.match(await h.metrics.reviews.get(), { values: [{ labels: { outcome: 'mutated', dry_run: 'false' } }, { labels: { outcome: 'mutated', dry_run: 'true' } }] })
+})
+
+t.test('malformed reviews get a 400 saying what is wrong', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const cases: [unknown, RegExp][] = [
+    [{ kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1' }, /request is missing/],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'Pod', request: {} }, /kind must be AdmissionReview/],
+    [{ apiVersion: 'v1', kind: 'AdmissionReview', request: { uid: 'x' } }, /apiVersion must be admission\.k8s\.io\/v1/],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } }, /request\.uid/],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', dryRun: 'yes' } }, /dryRun must be a boolean/],
+    [[1, 2], /AdmissionReview object/],
+  ]
+  for (const [payload, message] of cases) {
+    const res = await app.inject({ method: 'POST', url: '/mutate', payload: payload as object })
+    t.equal(res.statusCode, 400)
+    t.match(res.json().error, message)
+  }
+  const badJson = await app.inject({ method: 'POST', url: '/mutate', headers: { 'content-type': 'application/json' }, payload: '{"kind":' })
+  t.equal(badJson.statusCode, 400)
+  t.match(badJson.json().error, /not valid JSON/)
+  const values = (await h.metrics.reviews.get()).values
+  t.equal(values.find((v) => v.labels.outcome === 'invalid')?.value, cases.length + 1, 'every malformed review is counted')
+})
+
+t.test('an internal error allows the Pod unchanged, and is logged and counted', async (t) => {
+  const h = harness(() => {
+    throw new Error('state unavailable')
+  })
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const res = await app.inject({ method: 'POST', url: '/mutate', payload: review() })
+  t.equal(res.statusCode, 200)
+  t.same(res.json().response, { uid: 'a1b2c3', allowed: true })
+  t.equal((await h.metrics.errors.get()).values.find((v) => v.labels.stage === 'admission')?.value, 1)
+  t.ok(h.lines.some((l) => l.level === 50 && /allowing the Pod unchanged/.test(String(l.msg))))
+})
+
+t.test('a failing post-admission hook does not change the answer', async (t) => {
+  const lines: unknown[] = []
+  const logger = pino({ level: 'silent' })
+  const policy = compilePolicy(resolveConfig(undefined, {}))
+  const metrics = new Metrics()
+  const app = await buildWebhookApp({
+    logger,
+    metrics,
+    readiness: new Readiness(),
+    context: () => ({ policy, reachability: staticReachability(policy) }),
+    onAdmitted: () => {
+      lines.push(1)
+      throw new Error('queue broken')
+    },
+  })
+  t.teardown(() => app.close())
+  const body = (await app.inject({ method: 'POST', url: '/mutate', payload: review() })).json()
+  t.equal(body.response.patchType, 'JSONPatch', 'the patch is still returned')
+  t.equal(lines.length, 1)
+  t.equal((await metrics.errors.get()).values.find((v) => v.labels.stage === 'after-admission')?.value, 1)
+})
+
+t.test('probes and metrics', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  const ops = await h.ops()
+  t.teardown(async () => {
+    await app.close()
+    await ops.close()
+  })
+  await app.inject({ method: 'POST', url: '/mutate', payload: review() })
+  t.equal((await app.inject('/healthz')).statusCode, 200)
+  t.equal((await app.inject('/readyz')).statusCode, 200)
+  h.readiness.block('tls', 'no certificate yet')
+  const notReady = await ops.inject('/readyz')
+  t.equal(notReady.statusCode, 503)
+  t.match(notReady.json().reasons, ['tls: no certificate yet'])
+  const text = (await ops.inject('/metrics')).body
+  t.match(text, /mirrorhook_admission_reviews_total\{outcome="mutated",dry_run="false"\} 1/)
+  t.match(text, /mirrorhook_image_rewrites_total\{registry="docker.io"\} 1/)
+  t.match(text, /mirrorhook_admission_duration_seconds_count 1/)
+  t.match(text, /mirrorhook_errors_total/)
+})

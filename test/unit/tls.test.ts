@@ -1,0 +1,233 @@
+// Real TLS on loopback: the server keeps answering while its certificate files rotate.
+import t from 'tap'
+import { request as httpsRequest, Agent } from 'node:https'
+import { connect, type PeerCertificate } from 'node:tls'
+import { mkdtemp, rename, rm, writeFile, readFile, symlink, mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { createCa, issueServing } from '../../server/tls/certs.js'
+import { startServer, type RunningServer } from '../../server/serve.js'
+
+const review = JSON.stringify({
+  apiVersion: 'admission.k8s.io/v1',
+  kind: 'AdmissionReview',
+  request: {
+    uid: 'tls-1',
+    namespace: 'shop',
+    operation: 'CREATE',
+    object: { metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'nginx' }] } },
+  },
+})
+
+interface Answer {
+  status: number
+  body: string
+  fingerprint: string
+  reused: boolean
+}
+
+function post(port: number, ca: string, agent?: Agent): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port, path: '/mutate', method: 'POST', ca, agent: agent ?? false, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const socket = res.socket as import('node:tls').TLSSocket
+        const cert = socket.getPeerCertificate() as PeerCertificate
+        const reused = socket.isSessionReused() || (res.req as unknown as { reusedSocket?: boolean }).reusedSocket === true
+        let body = ''
+        res.on('data', (c) => (body += c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, fingerprint: cert.fingerprint256, reused }))
+      },
+    )
+    req.on('error', reject)
+    req.end(review)
+  })
+}
+
+async function issue(dir: string, name: string) {
+  const ca = await createCa(`test CA ${name}`, 30)
+  const serving = await issueServing(ca, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], validDays: 30 })
+  await writeFile(join(dir, `${name}.crt`), serving.certPem)
+  await writeFile(join(dir, `${name}.key`), serving.keyPem)
+  return { ca: ca.certPem, ...serving }
+}
+
+async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await fn()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+t.test('certificate files rotated mid-run: answers continue, new connections get the new certificate', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const first = await issue(dir, 'first')
+  // A kubelet Secret volume: files reached through a `..data` symlink that is swapped atomically.
+  await mkdir(join(dir, 'v1'))
+  await writeFile(join(dir, 'v1', 'tls.crt'), first.certPem)
+  await writeFile(join(dir, 'v1', 'tls.key'), first.keyPem)
+  await symlink('v1', join(dir, '..data'))
+  await symlink(join('..data', 'tls.crt'), join(dir, 'tls.crt'))
+  await symlink(join('..data', 'tls.key'), join(dir, 'tls.key'))
+
+  const server: RunningServer = await startServer({
+    port: 0,
+    host: '127.0.0.1',
+    tlsCertFile: join(dir, 'tls.crt'),
+    tlsKeyFile: join(dir, 'tls.key'),
+    certReloadIntervalMs: 200,
+    shutdownDelayMs: 0,
+    env: {},
+    logger: pino({ level: 'silent' }),
+    kube: null,
+  })
+  t.teardown(() => server.close())
+  
+  const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => keepAlive.destroy())
+  const before = await post(server.port, first.ca, keepAlive)
+  t.equal(before.status, 200)
+  t.match(JSON.parse(before.body), { response: { uid: 'tls-1', allowed: true, patchType: 'JSONPatch' } })
+
+  // Traffic during the rotation: every request must be answered.
+  let stop = false
+  const failures: unknown[] = []
+  let answered = 0
+  const second = await issue(dir, 'second')
+  const third = await issue(dir, 'third')
+  const trustAll = `${first.ca}\n${second.ca}\n${third.ca}`
+  const traffic = (async () => {
+    while (!stop) {
+      try {
+        const a = await post(server.port, trustAll)
+        if (a.status === 200) answered++
+        else failures.push(a.status)
+      } catch (error) {
+        failures.push(error)
+      }
+    }
+  })()
+
+  await mkdir(join(dir, 'v2'))
+  await writeFile(join(dir, 'v2', 'tls.crt'), second.certPem)
+  await writeFile(join(dir, 'v2', 'tls.key'), second.keyPem)
+  await symlink('v2', join(dir, '..data_tmp'))
+  await rename(join(dir, '..data_tmp'), join(dir, '..data'))
+
+  const after = await until(async () => {
+    const a = await post(server.port, trustAll)
+    return a.fingerprint !== before.fingerprint ? a : undefined
+  })
+  t.equal(after.status, 200, 'a new connection is served with the new certificate')
+  const newOnly = await post(server.port, second.ca)
+  t.equal(newOnly.status, 200, 'the new certificate verifies against the new CA alone')
+
+  const stillOpen = await post(server.port, first.ca, keepAlive)
+  t.equal(stillOpen.status, 200, 'a connection opened before the rotation keeps working')
+  t.ok(stillOpen.reused, 'on the same socket')
+  t.equal(stillOpen.fingerprint, before.fingerprint, 'with the certificate it was opened with')
+
+  // A plain overwrite (no symlinks) is picked up too, and a half-written pair is not.
+  await rm(join(dir, 'tls.crt'))
+  await writeFile(join(dir, 'tls.crt'), third.certPem)
+  await new Promise((r) => setTimeout(r, 500))
+  t.equal((await post(server.port, trustAll)).fingerprint, after.fingerprint, 'a certificate without its key is not used')
+  await rm(join(dir, 'tls.key'))
+  await writeFile(join(dir, 'tls.key'), third.keyPem)
+  const thirdAnswer = await until(async () => {
+    const a = await post(server.port, third.ca).catch(() => undefined)
+    return a?.status === 200 ? a : undefined
+  })
+  t.equal(thirdAnswer.status, 200, 'overwritten files are picked up once they match')
+
+  stop = true
+  await traffic
+  t.same(failures, [], 'no request failed during the rotations')
+  t.ok(answered > 0, `answered ${answered} requests during the rotations`)
+  const reloads = (await server.metrics.certReloads.get()).values.find((v) => v.labels.result === 'success')?.value
+  t.equal(reloads, 2, 'two reloads counted')
+  t.equal(await readFile(join(dir, 'tls.crt'), 'utf8'), third.certPem)
+})
+
+t.test('TLS below 1.2 is refused', async (t) => {
+  const server = await startServer({
+    port: 0,
+    host: '127.0.0.1',
+    devCertDir: await mkdtemp(join(tmpdir(), 'mirrorhook-dev-')),
+    certReloadIntervalMs: 60_000,
+    shutdownDelayMs: 0,
+    env: {},
+    logger: pino({ level: 'silent' }),
+    kube: null,
+  })
+  t.teardown(() => server.close())
+  const outcome = await new Promise<string>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port: server.port, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', rejectUnauthorized: false })
+    socket.on('secureConnect', () => {
+      socket.destroy()
+      resolve('connected')
+    })
+    socket.on('error', (e) => resolve(e.message))
+  })
+  t.not(outcome, 'connected')
+  const modern = await new Promise<string | null>((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port: server.port, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', rejectUnauthorized: false })
+    socket.on('secureConnect', () => {
+      resolve(socket.getProtocol())
+      socket.destroy()
+    })
+    socket.on('error', () => resolve(null))
+  })
+  t.equal(modern, 'TLSv1.2')
+})
+
+t.test('development certificates: generated once, valid for localhost and 127.0.0.1, reused', async (t) => {
+  const devCertDir = await mkdtemp(join(tmpdir(), 'mirrorhook-dev-'))
+  t.teardown(() => rm(devCertDir, { recursive: true, force: true }))
+  const options = {
+    port: 0,
+    host: '127.0.0.1',
+    devCertDir,
+    certReloadIntervalMs: 60_000,
+    shutdownDelayMs: 0,
+    env: {},
+    logger: pino({ level: 'silent' }),
+    kube: null,
+  }
+  const server = await startServer(options)
+  t.equal(server.caFile, join(devCertDir, 'ca.crt'))
+  const ca = await readFile(server.caFile!, 'utf8')
+  t.equal((await post(server.port, ca)).status, 200, 'the CA verifies the serving certificate for 127.0.0.1')
+  const cert = await readFile(join(devCertDir, 'tls.crt'), 'utf8')
+  await server.close()
+  const again = await startServer(options)
+  t.teardown(() => again.close())
+  t.equal(await readFile(join(devCertDir, 'tls.crt'), 'utf8'), cert, 'still valid, so reused')
+})
+
+t.test('graceful shutdown: not ready first, in-flight reviews answered', async (t) => {
+  const server = await startServer({
+    port: 0,
+    host: '127.0.0.1',
+    metricsPort: 0,
+    devCertDir: await mkdtemp(join(tmpdir(), 'mirrorhook-dev-')),
+    certReloadIntervalMs: 60_000,
+    shutdownDelayMs: 300,
+    env: {},
+    logger: pino({ level: 'silent' }),
+    kube: null,
+  })
+  const ca = await readFile(server.caFile!, 'utf8')
+  const closing = server.close()
+  const ready = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`)
+  t.equal(ready.status, 503, 'not ready while draining')
+  const answer = await post(server.port, ca)
+  t.equal(answer.status, 200, 'a review arriving during the delay is still answered')
+  await closing
+  await t.rejects(post(server.port, ca), 'closed afterwards')
+})
