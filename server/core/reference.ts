@@ -93,7 +93,7 @@ const identifier = '([a-f0-9]{64})';
 
 const anchored = (re: string): RegExp => new RegExp(`^${re}$`);
 
-/** The anchored grammar; each `exec` gives the same captures as the reference implementation. */
+/** The grammar, anchored; `name` and `reference` capture the groups noted on them. */
 export const referenceGrammar = Object.freeze({
   /** Host and optional port. */
   domainAndPort: anchored(domainAndPort),
@@ -121,7 +121,10 @@ const wellFormedDigest = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const invalidDigest = (): ReferenceError =>
   new ReferenceError('invalid-digest', 'invalid checksum digest format');
 
-/** Checks a digest as the digest library does; returns the error instead of throwing. */
+/**
+ * Registered algorithms need lowercase hex of exactly their length; others are "unsupported" when
+ * well formed. Returns the error instead of throwing.
+ */
 function digestError(d: string): ReferenceError | undefined {
   const i = d.indexOf(':');
   if (i <= 0 || i + 1 === d.length) return invalidDigest();
