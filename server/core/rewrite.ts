@@ -51,6 +51,10 @@ export type ImageDecision =
       readonly reason: string
     }
 
+function clip(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}…`
+}
+
 function keep(original: string, code: KeepCode, reason: string, registry?: string): ImageDecision {
   return { action: 'keep', original, code, reason, registry }
 }
@@ -91,7 +95,8 @@ function verify(candidate: string, ref: ImageReference, target: MirrorTarget): s
 
 export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
   const parsed = tryParseNormalizedNamed(image)
-  if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${parsed.error.message}`)
+  // The grammar's messages repeat the input, which a Pod spec controls: keep them short.
+  if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${clip(parsed.error.message, 200)}`)
   const ref = parsed.ref
 
   const mirror = onMirror(ref, policy.mirrors)

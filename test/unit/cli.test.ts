@@ -1,0 +1,119 @@
+// The command line as an operator runs it: a child process, stdout, stderr and exit codes.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseAllDocuments } from 'yaml'
+
+const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
+
+function run(args: string[], stdin?: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c) => (stdout += c))
+    child.stderr.on('data', (c) => (stderr += c))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }))
+    child.stdin.end(stdin ?? '')
+  })
+}
+
+t.test('rewrite prints one line per image', async (t) => {
+  const r = await run(['rewrite', 'nginx:1.25', 'registry.corp.example/app:1', 'Bad:Ref'])
+  t.equal(r.code, 0)
+  t.same(r.stdout.trim().split('\n'), [
+    'nginx:1.25 -> m.daocloud.io/docker.io/library/nginx:1.25 (mode always)',
+    'registry.corp.example/app:1 kept: registry registry.corp.example is not in the configured registries',
+    'Bad:Ref kept: invalid image reference: invalid reference format: repository name (library/Bad) must be lowercase',
+  ])
+})
+
+t.test('the seed environment variables work unchanged', async (t) => {
+  const r = await run(['rewrite', 'registry.corp.example/app:1', 'harbor.internal/x:1'], undefined, {
+    DOCKER_PROXY_URL: 'mirror.example',
+    NO_PROXY_DOCKER_DOMAIN: 'harbor.internal',
+  })
+  t.equal(r.code, 0)
+  t.match(r.stdout, /registry\.corp\.example\/app:1 -> mirror\.example\/registry\.corp\.example\/app:1/)
+  t.match(r.stdout, /harbor\.internal\/x:1 kept: .*noProxy entry "harbor\.internal"/)
+})
+
+t.test('dry-run mutates Pods and templates, keeps other documents and comments, explains on stderr', async (t) => {
+  const fixture = new URL('../fixtures/workloads.yaml', import.meta.url).pathname
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-cli-'))
+  const config = join(dir, 'config.yaml')
+  await writeFile(config, 'noProxy: [".corp.example"]\n')
+  const r = await run(['dry-run', '-f', fixture, '--config', config])
+  t.equal(r.code, 0, r.stderr)
+  const docs = parseAllDocuments(r.stdout) as ReturnType<typeof parseAllDocuments> & unknown[]
+  const [deploy, pod, cm] = (docs as { toJS(): any }[]).map((d) => d.toJS())
+  t.equal(deploy.spec.template.spec.initContainers[0].image, 'm.daocloud.io/ghcr.io/example/migrate:v3')
+  t.equal(deploy.spec.template.spec.containers[0].image, 'm.daocloud.io/docker.io/library/nginx:1.25')
+  t.equal(deploy.spec.template.spec.containers[1].image, 'registry.corp.example/tools/sidecar:2', 'noProxy respected')
+  t.same(JSON.parse(deploy.spec.template.metadata.annotations['mirrorhook.io/original-images']), {
+    migrate: 'ghcr.io/example/migrate:v3',
+    web: 'nginx:1.25',
+  })
+  t.match(pod.spec.containers[0].image, /^m\.daocloud\.io\/docker\.io\/library\/busybox@sha256:/)
+  t.equal(pod.metadata.annotations.team, 'payments', 'existing annotations kept')
+  t.same(cm, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'settings' }, data: { key: 'value' } })
+  t.match(r.stdout, /# runs first/, 'comments survive')
+  t.match(r.stderr, /Deployment\/web containers\[sidecar\]: .* kept: registry registry\.corp\.example matches noProxy entry "\.corp\.example"/)
+  t.match(r.stderr, /ConfigMap\/settings: no Pod spec/)
+})
+
+t.test('dry-run reads stdin, and handles CronJobs and skip labels', async (t) => {
+  const input = `apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "0 1 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers: [{name: job, image: "registry.k8s.io/kubectl:v1.35.0"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: skipped, labels: {mirrorhook.io/skip: "true"}}
+spec:
+  containers: [{name: c, image: nginx}]
+`
+  const r = await run(['dry-run', '-f', '-'], input)
+  t.equal(r.code, 0, r.stderr)
+  const [cron, pod] = (parseAllDocuments(r.stdout) as unknown as { toJS(): any }[]).map((d) => d.toJS())
+  t.equal(cron.spec.jobTemplate.spec.template.spec.containers[0].image, 'm.daocloud.io/registry.k8s.io/kubectl:v1.35.0')
+  t.equal(pod.spec.containers[0].image, 'nginx')
+  t.match(r.stderr, /Pod\/skipped: skipped: the Pod is labelled mirrorhook\.io\/skip=true/)
+})
+
+t.test('clear errors and a non-zero exit', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-cli-'))
+  const missing = await run(['dry-run', '-f', join(dir, 'nope.yaml')])
+  t.equal(missing.code, 1)
+  t.match(missing.stderr, /cannot read .*nope\.yaml: ENOENT/)
+
+  const badYaml = join(dir, 'bad.yaml')
+  await writeFile(badYaml, 'kind: Pod\nspec: [unclosed\n')
+  const yamlRun = await run(['dry-run', '-f', badYaml])
+  t.equal(yamlRun.code, 1)
+  t.match(yamlRun.stderr, /document 1 is not valid YAML/)
+
+  const badConfig = join(dir, 'config.yaml')
+  await writeFile(badConfig, 'mode: sometimes\nmirorr: {}\n')
+  const configRun = await run(['rewrite', 'nginx', '--config', badConfig])
+  t.equal(configRun.code, 1)
+  t.match(configRun.stderr, /invalid configuration in .*config\.yaml/)
+  t.match(configRun.stderr, /mirorr: unknown key/)
+  t.match(configRun.stderr, /mode: /)
+
+  const unknownCommand = await run(['frobnicate'])
+  t.not(unknownCommand.code, 0)
+  t.match(unknownCommand.stderr, /unknown command/)
+})
