@@ -1,5 +1,8 @@
 // The `mirrorhook` command line: serve, dry-run, rewrite.
 import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { isMap, isScalar, isSeq, parseAllDocuments, type Document } from 'yaml'
 import { ConfigError } from './core/config.js'
@@ -9,6 +12,7 @@ import { decideImage, type ImageDecision, staticReachability } from './core/rewr
 import { loadConfig } from './config-file.js'
 import { createLogger } from './observability/logger.js'
 import { startServer } from './serve.js'
+import type { SelfManagedTlsOptions } from './tls/selfmanaged.js'
 
 function port(value: string): number {
   const n = Number(value)
@@ -108,6 +112,19 @@ async function rewrite(images: string[], options: { config?: string }): Promise<
   for (const image of images) process.stdout.write(`${describe(decideImage(image, policy, reachability))}\n`)
 }
 
+function selfManagedOptions(opts: Record<string, string | undefined>): SelfManagedTlsOptions {
+  const sans = (opts.tlsExtraSans ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  return {
+    namespace: opts.namespace ?? 'mirrorhook',
+    secretName: opts.tlsSecret ?? 'mirrorhook-tls',
+    webhookConfigName: opts.webhookConfigName ?? 'mirrorhook',
+    serviceName: opts.serviceName ?? 'mirrorhook',
+    certDir: opts.tlsCertDir ?? join(tmpdir(), 'mirrorhook-tls'),
+    extraDnsNames: sans.filter((s) => isIP(s) === 0),
+    extraIpAddresses: sans.filter((s) => isIP(s) !== 0),
+  }
+}
+
 export function buildCli(): Command {
   const program = new Command('mirrorhook')
     .description('Rewrites Pod images to a registry mirror at admission time, and pre-pulls them with kube-fledged.')
@@ -123,6 +140,21 @@ export function buildCli(): Command {
     .addOption(new Option('--tls-cert <file>', 'serving certificate (PEM), reloaded when it changes').env('TLS_CERT_FILE'))
     .addOption(new Option('--tls-key <file>', 'serving key (PEM), reloaded when it changes').env('TLS_KEY_FILE'))
     .addOption(new Option('--dev-cert-dir <dir>', 'where development certificates go when no certificate is set').default('.dev-certs'))
+    .addOption(
+      new Option('--tls-mode <mode>', 'self-managed: keep a CA and serving certificate in a Secret and the caBundle in the webhook configuration')
+        .choices(['self-managed'])
+        .env('TLS_MODE'),
+    )
+    .addOption(new Option('--tls-secret <name>', 'self-managed: the Secret holding the certificates').env('TLS_SECRET_NAME').default('mirrorhook-tls'))
+    .addOption(new Option('--tls-cert-dir <dir>', 'self-managed: writable folder for the serving files').default(join(tmpdir(), 'mirrorhook-tls')))
+    .addOption(
+      new Option('--tls-extra-sans <names>', 'self-managed: extra DNS names or IPs for the serving certificate, comma-separated').env('TLS_EXTRA_SANS'),
+    )
+    .addOption(
+      new Option('--webhook-config-name <name>', 'self-managed: the MutatingWebhookConfiguration whose caBundle it keeps').env('WEBHOOK_CONFIG_NAME').default('mirrorhook'),
+    )
+    .addOption(new Option('--service-name <name>', 'self-managed: the Service in front of the webhook (certificate names)').env('SERVICE_NAME').default('mirrorhook'))
+    .addOption(new Option('--namespace <namespace>', "the webhook's own namespace").env('POD_NAMESPACE').default('mirrorhook'))
     .addOption(new Option('--cert-reload-interval <seconds>', 'how often the certificate files are checked').default(10).argParser(seconds))
     .addOption(
       new Option('--shutdown-delay <seconds>', 'time between turning not-ready and closing, so endpoints drop the Pod first')
@@ -141,6 +173,7 @@ export function buildCli(): Command {
         tlsCertFile: opts.tlsCert,
         tlsKeyFile: opts.tlsKey,
         devCertDir: opts.devCertDir,
+        selfManagedTls: opts.tlsMode === 'self-managed' ? selfManagedOptions(opts) : undefined,
         certReloadIntervalMs: opts.certReloadInterval * 1000,
         shutdownDelayMs: opts.shutdownDelay * 1000,
         env: process.env,

@@ -9,6 +9,7 @@ import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import { Metrics } from './observability/metrics.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
 import { CertificateReloader, readKeyPair } from './tls/reloader.js'
+import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
 import type { FastifyInstance } from 'fastify'
 
 export interface ServeOptions {
@@ -20,6 +21,8 @@ export interface ServeOptions {
   tlsCertFile?: string
   tlsKeyFile?: string
   devCertDir?: string
+  // Certificate kept in a Secret by the webhook itself (see server/tls/selfmanaged.ts).
+  selfManagedTls?: SelfManagedTlsOptions & { checkIntervalMs?: number; setupTimeoutMs?: number }
   certReloadIntervalMs: number
   shutdownDelayMs: number
   env: NodeJS.ProcessEnv
@@ -38,6 +41,7 @@ export interface RunningServer {
   readonly readiness: Readiness
   readonly webhook: WebhookApp
   readonly reloader: CertificateReloader
+  readonly selfManagedTls?: SelfManagedTls
   readonly kube?: FoundKubeConfig
   close(): Promise<void>
 }
@@ -61,10 +65,27 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     'configuration loaded',
   )
 
+  const metrics = new Metrics({ processMetrics: true })
+  const readiness = new Readiness()
+  const kube = options.kube === undefined ? findKubeConfig(options.env) : (options.kube ?? undefined)
+  if (kube) logger.info({ source: kube.source, server: kube.kubeConfig.getCurrentCluster()?.server }, 'Kubernetes API configured')
+  else logger.info('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); admission works, cluster features are off')
+
   let certFile = options.tlsCertFile
   let keyFile = options.tlsKeyFile
   let caFile: string | undefined
-  if (!certFile || !keyFile) {
+  let selfManagedTls: SelfManagedTls | undefined
+  if (options.selfManagedTls) {
+    if (certFile || keyFile) throw new Error('--tls-mode self-managed keeps its own certificate: drop --tls-cert and --tls-key')
+    if (!kube) throw new Error('--tls-mode self-managed needs the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config)')
+    selfManagedTls = new SelfManagedTls(options.selfManagedTls, { kubeConfig: kube.kubeConfig, logger, registry: metrics.registry })
+    await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)
+    ;({ certFile, keyFile, caFile } = selfManagedTls.files)
+    logger.info(
+      { secret: `${options.selfManagedTls.namespace}/${options.selfManagedTls.secretName}`, certFile },
+      'serving the self-managed certificate',
+    )
+  } else if (!certFile || !keyFile) {
     if (certFile || keyFile) throw new Error('--tls-cert and --tls-key go together: set both or neither')
     const dev = await ensureDevCertificates(options.devCertDir)
     certFile = dev.certFile
@@ -78,12 +99,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const keyPair = await readKeyPair(certFile, keyFile).catch((error: Error) => {
     throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
   })
-
-  const metrics = new Metrics({ processMetrics: true })
-  const readiness = new Readiness()
-  const kube = options.kube === undefined ? findKubeConfig(options.env) : (options.kube ?? undefined)
-  if (kube) logger.info({ source: kube.source, server: kube.kubeConfig.getCurrentCluster()?.server }, 'Kubernetes API configured')
-  else logger.info('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); admission works, cluster features are off')
 
   const context: AdmissionContext = { policy: loaded.policy, reachability: staticReachability(loaded.policy) }
   const webhook = await buildWebhookApp({
@@ -107,6 +122,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   await webhook.listen({ port: options.port, host: options.host })
   reloader.start(options.certReloadIntervalMs)
+  selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, () => void reloader.check())
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
     ops = await buildOpsApp({ logger, metrics, readiness })
@@ -126,6 +142,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     readiness,
     webhook,
     reloader,
+    selfManagedTls,
     kube,
     close() {
       closing ??= (async () => {
@@ -133,6 +150,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         logger.info({ delayMs: options.shutdownDelayMs }, 'shutting down: not ready, draining in-flight reviews')
         if (options.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, options.shutdownDelayMs))
         reloader.stop()
+        await selfManagedTls?.stop()
         await webhook.close()
         await ops?.close()
         logger.info('stopped')
