@@ -99,7 +99,9 @@ export function admit(req: AdmissionRequest, policy: Policy, reachability: Reach
     // Through the subresource only ephemeral containers can change.
     fields: sub === 'ephemeralcontainers' ? ['ephemeralContainers'] : undefined,
   })
-  const patch = buildPatch(POD_TARGET(pod), plans)
+  let patch = buildPatch(POD_TARGET(pod), plans)
+  // The API server keeps only spec.ephemeralContainers from this subresource; an annotation would be dropped.
+  if (sub === 'ephemeralcontainers') patch = patch.filter((op) => op.op === 'replace')
   return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans), plans }
 }
 
