@@ -1,0 +1,206 @@
+// The Dockerfile, checked without a Docker engine: what it copies exists and is
+// not hidden by .dockerignore, each stage produces what a later stage copies from
+// it, and the entrypoint starts from a production-only install.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { cp, mkdtemp, readFile, rm, stat, symlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
+
+interface Instruction {
+  keyword: string
+  args: string
+}
+
+function parseDockerfile(text: string): Instruction[] {
+  const joined = text.replace(/\\\r?\n/g, ' ')
+  return joined
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('#'))
+    .map((line) => {
+      const [keyword = '', ...rest] = line.split(/\s+/)
+      return { keyword: keyword.toUpperCase(), args: rest.join(' ') }
+    })
+}
+
+interface Stage {
+  name: string
+  from: string
+  instructions: Instruction[]
+}
+
+function stagesOf(instructions: Instruction[]): Stage[] {
+  const args = new Map<string, string>()
+  const stages: Stage[] = []
+  for (const ins of instructions) {
+    if (ins.keyword === 'ARG' && stages.length === 0) {
+      const [name = '', value = ''] = ins.args.split('=')
+      args.set(name, value)
+    } else if (ins.keyword === 'FROM') {
+      const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(ins.args)
+      const from = (m?.[1] ?? '').replace(/\$\{(\w+)\}/g, (_, n: string) => args.get(n) ?? '')
+      stages.push({ name: m?.[2] ?? String(stages.length), from, instructions: [] })
+    } else {
+      stages.at(-1)?.instructions.push(ins)
+    }
+  }
+  return stages
+}
+
+interface Copy {
+  from?: string
+  sources: string[]
+  dest: string
+}
+
+function copiesOf(stage: Stage): Copy[] {
+  return stage.instructions
+    .filter((i) => i.keyword === 'COPY')
+    .map((i) => {
+      const words = i.args.split(/\s+/)
+      const from = words.find((w) => w.startsWith('--from='))?.slice('--from='.length)
+      const paths = words.filter((w) => !w.startsWith('--'))
+      return { from, sources: paths.slice(0, -1), dest: paths.at(-1) ?? '' }
+    })
+}
+
+// .dockerignore semantics for the patterns a context needs: globs per path segment,
+// `!` re-includes, the last matching line wins, a matched folder covers what is inside it.
+function ignoredBy(patterns: string[], path: string): boolean {
+  const toRegex = (glob: string) =>
+    new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\u0000').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]').replace(/\u0000/g, '.*')}(/.*)?$`)
+  let ignored = false
+  for (const line of patterns) {
+    const negated = line.startsWith('!')
+    const glob = (negated ? line.slice(1) : line).replace(/^\/+|\/+$/g, '')
+    if (toRegex(glob).test(path)) ignored = !negated
+  }
+  return ignored
+}
+
+function run(cmd: string, args: string[], cwd: string, timeoutMs = 540_000): Promise<{ code: number; out: string }> {
+  return new Promise((resolvePromise) => {
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolvePromise({ code: code ?? 1, out })
+    })
+  })
+}
+
+const dockerfile = await readFile(join(ROOT, 'Dockerfile'), 'utf8')
+const dockerignore = (await readFile(join(ROOT, '.dockerignore'), 'utf8'))
+  .split(/\r?\n/)
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'))
+const stages = stagesOf(parseDockerfile(dockerfile))
+const runtime = stages.at(-1)!
+
+t.test('stages: build, production dependencies, a small non-root runtime', async (t) => {
+  t.same(
+    stages.map((s) => s.name),
+    ['build', 'prod-deps', 'runtime'],
+  )
+  const runs = (s: Stage) => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args)
+  t.ok(runs(stages[0]!).some((r) => r.startsWith('npm ci')), 'build stage installs the full set')
+  t.ok(runs(stages[0]!).includes('npm run build'), 'build stage compiles')
+  t.ok(runs(stages[1]!).some((r) => /^npm ci\b.*--omit=dev/.test(r)), 'runtime dependencies without dev ones')
+  t.match(runtime.from, /^(gcr\.io\/distroless\/nodejs20-debian12:nonroot|node:20-(bookworm-)?slim)$/)
+  t.same(runs(runtime), [], 'nothing runs in the runtime stage (distroless has no shell)')
+  const user = runtime.instructions.find((i) => i.keyword === 'USER')?.args ?? ''
+  t.match(user, /^[1-9]\d*(:[1-9]\d*)?$/, 'numeric non-root user, so runAsNonRoot can be enforced')
+})
+
+t.test('every path copied from the build context exists and is not excluded by .dockerignore', async (t) => {
+  const fromContext = stages.flatMap(copiesOf).filter((c) => !c.from)
+  t.ok(fromContext.length > 0)
+  for (const copy of fromContext) {
+    for (const source of copy.sources) {
+      await t.resolves(stat(join(ROOT, source)), `${source} exists`)
+      t.notOk(ignoredBy(dockerignore, source.replace(/^\.\//, '')), `${source} reaches the builder`)
+    }
+  }
+  for (const heavy of ['node_modules', 'dist', 'test', '.git', '.dev-certs', 'charts']) {
+    t.ok(ignoredBy(dockerignore, heavy), `${heavy} stays out of the build context`)
+  }
+})
+
+t.test('stages copy only from earlier stages', async (t) => {
+  for (const [index, stage] of stages.entries()) {
+    for (const copy of copiesOf(stage).filter((c) => c.from)) {
+      const source = stages.findIndex((s) => s.name === copy.from)
+      t.ok(source >= 0 && source < index, `${stage.name} copies from ${copy.from}`)
+    }
+  }
+})
+
+t.test('the entrypoint starts from a production-only install', async (t) => {
+  const work = await mkdtemp(join(tmpdir(), 'mirrorhook-image-'))
+  t.teardown(() => rm(work, { recursive: true, force: true }))
+  const build = join(work, 'build')
+  const app = join(work, 'app')
+
+  // The build stage: its context files, compiled with the repository's dev dependencies.
+  for (const copy of copiesOf(stages[0]!)) {
+    for (const source of copy.sources) await cp(join(ROOT, source), join(build, source), { recursive: true })
+  }
+  await symlink(join(ROOT, 'node_modules'), join(build, 'node_modules'), 'dir')
+  const compiled = await run('node', [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], build)
+  t.equal(compiled.code, 0, 'tsc builds dist/', { output: compiled.out })
+
+  // The runtime stage: package files, production node_modules, and dist from the build stage.
+  for (const copy of copiesOf(runtime)) {
+    for (const source of copy.sources) {
+      if (!copy.from) await cp(join(ROOT, source), join(app, source), { recursive: true })
+      else if (copy.from === 'build') await cp(join(build, source.replace(/^\/app\//, '')), join(app, copy.dest), { recursive: true })
+    }
+  }
+  await cp(join(ROOT, 'package-lock.json'), join(app, 'package-lock.json'))
+  const install = await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], app)
+  t.equal(install.code, 0, 'npm ci --omit=dev', { output: install.out.slice(-3000) })
+  await t.rejects(stat(join(app, 'node_modules', 'typescript')), 'no dev dependencies installed')
+  await t.rejects(stat(join(app, 'node_modules', 'tap')), 'no test runner installed')
+
+  const entrypoint = JSON.parse(runtime.instructions.find((i) => i.keyword === 'ENTRYPOINT')?.args ?? '[]') as string[]
+  const cmd = JSON.parse(runtime.instructions.find((i) => i.keyword === 'CMD')?.args ?? '[]') as string[]
+  t.same(cmd, ['serve'])
+  const script = entrypoint[1] ?? ''
+  t.equal(script, 'dist/server/cli.js')
+
+  const help = await run('node', [script, '--help'], app, 60_000)
+  t.equal(help.code, 0, '--help exits 0', { output: help.out })
+  for (const command of ['serve', 'dry-run', 'rewrite']) t.match(help.out, new RegExp(`^\\s+${command}\\b`, 'm'), `lists ${command}`)
+
+  // The default command itself: it loads every runtime module and listens.
+  const child = spawn('node', [script, ...cmd, '--port', '0', '--host', '127.0.0.1', '--metrics-port', 'off', '--dev-cert-dir', join(work, 'certs')], {
+    cwd: app,
+    env: { ...process.env, KUBECONFIG: join(work, 'none'), HOME: work, KUBERNETES_SERVICE_HOST: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let log = ''
+  const listening = await new Promise<boolean>((resolvePromise) => {
+    const timer = setTimeout(() => resolvePromise(false), 30_000)
+    const onData = (d: Buffer) => {
+      log += d
+      if (log.includes('mirrorhook listening on https://')) {
+        clearTimeout(timer)
+        resolvePromise(true)
+      }
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    child.on('exit', () => resolvePromise(false))
+  })
+  t.ok(listening, 'serve starts and listens', { log: log.slice(-2000) })
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'stops cleanly on SIGTERM')
+})
