@@ -174,3 +174,21 @@ t.test('probes and metrics', async (t) => {
   t.match(text, /mirrorhook_admission_duration_seconds_count 1/)
   t.match(text, /mirrorhook_errors_total/)
 })
+
+t.test('the README example review gives the patch the README shows', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const { readFile } = await import('node:fs/promises')
+  const payload = JSON.parse(await readFile(new URL('../fixtures/admission-review.json', import.meta.url), 'utf8'))
+  const body = (await app.inject({ method: 'POST', url: '/mutate', payload })).json()
+  t.same(decodePatch(body), [
+    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
+    { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    {
+      op: 'add',
+      path: '/metadata/annotations',
+      value: { 'mirrorhook.io/original-images': '{"migrate":"ghcr.io/example/migrate:v3","web":"nginx:1.25"}' },
+    },
+  ])
+})
