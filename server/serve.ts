@@ -4,6 +4,10 @@ import type { Logger } from 'pino'
 import { staticReachability } from './core/rewrite.js'
 import { loadConfig, type LoadedConfig } from './config-file.js'
 import { buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
+import { statePlugin } from './http/plugins/state.js'
+import { DEFAULT_NAMESPACE } from './core/config.js'
+import type { ProbeOptions } from './reachability/probe.js'
+import { ReachabilityService } from './reachability/service.js'
 import { type AdmissionContext, type AdmittedEvent, Readiness } from './http/context.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import { Metrics } from './observability/metrics.js'
@@ -30,6 +34,8 @@ export interface ServeOptions {
   // Tests pass their own; otherwise the environment decides.
   kube?: FoundKubeConfig | null
   onAdmitted?: (event: AdmittedEvent) => void
+  // Tests trust their own CA or resolver for registry probes.
+  reachabilityProbe?: Partial<ProbeOptions>
 }
 
 export interface RunningServer {
@@ -43,6 +49,7 @@ export interface RunningServer {
   readonly reloader: CertificateReloader
   readonly selfManagedTls?: SelfManagedTls
   readonly kube?: FoundKubeConfig
+  readonly reachability?: ReachabilityService
   close(): Promise<void>
 }
 
@@ -100,7 +107,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
   })
 
-  const context: AdmissionContext = { policy: loaded.policy, reachability: staticReachability(loaded.policy) }
+  // Learned registry state; without an API server it still probes, but neither persists nor learns from Pods.
+  const reachability = loaded.config.reachability.enabled
+    ? new ReachabilityService({
+        policy: loaded.policy,
+        logger,
+        kubeConfig: kube?.kubeConfig,
+        namespace: options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE,
+        metricsRegistry: metrics.registry,
+        probe: options.reachabilityProbe,
+      })
+    : undefined
+  await reachability?.start()
+  const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
   const webhook = await buildWebhookApp({
     logger,
     metrics,
@@ -126,6 +145,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
     ops = await buildOpsApp({ logger, metrics, readiness })
+    const staticState = () => ({ version: 1 as const, writtenAt: new Date().toISOString(), registries: [], refusals: [], static: [...loaded.policy.unreachable] })
+    await ops.register(statePlugin, { snapshot: () => reachability?.snapshot() ?? staticState() })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
   const port = addressPort(webhook)
@@ -144,6 +165,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     reloader,
     selfManagedTls,
     kube,
+    reachability,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -152,6 +174,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         reloader.stop()
         await selfManagedTls?.stop()
         await webhook.close()
+        await reachability?.stop()
         await ops?.close()
         logger.info('stopped')
       })()

@@ -1,6 +1,7 @@
 // Configuration: the YAML schema, the embedded defaults and the seed tool's
 // environment variables. Pure: callers pass the parsed file and the environment.
 import { z } from 'zod'
+import { reachabilitySchema } from '../reachability/config.js'
 
 // Registries DaoCloud's public mirror serves (its host-mode table).
 export const DAOCLOUD_REGISTRIES = [
@@ -32,7 +33,8 @@ const mirrorSchema = z
   })
   .strict()
 
-export const modes = ['always', 'unreachable'] as const
+// auto: rewrite while the registry is unreachable or slow, as learned at run time.
+export const modes = ['always', 'unreachable', 'auto'] as const
 export type Mode = (typeof modes)[number]
 
 export const configSchema = z
@@ -51,6 +53,7 @@ export const configSchema = z
     excludedNamespaces: z.array(z.string().trim().min(1)).default(['kube-system']),
     // Seconds between re-checks of Pod image-pull status (IMAGE_CHECK_INTERVAL).
     imageCheckIntervalSeconds: z.number().int().positive().max(86400).default(10),
+    reachability: reachabilitySchema.prefault({}),
     kubeFledged: z
       .object({
         enabled: z.boolean().default(true),
@@ -131,6 +134,8 @@ export function resolveConfig(file: unknown, env: EnvOverlay = {}, source?: stri
       input.registries = ['*']
       input.mode = 'always'
     }
+  } else if (file === undefined || file === null) {
+    input.mode = 'auto'
   }
   if (env.NO_PROXY_DOCKER_DOMAIN?.trim()) {
     const fromFile = Array.isArray(input.noProxy) ? input.noProxy : []

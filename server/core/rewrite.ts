@@ -14,6 +14,8 @@ export interface RegistryStatus {
 // What admission knows about registries; the static form comes from `unreachable:`.
 export interface ReachabilityView {
   status(registry: string): RegistryStatus
+  // Set when the mirror refused this mirrored repository (e.g. not in its allowlist): why.
+  mirrorRefusal?(repository: string): string | undefined
 }
 
 export function staticReachability(policy: Policy): ReachabilityView {
@@ -34,6 +36,8 @@ export type KeepCode =
   | 'no-mirror'
   | 'reachable'
   | 'inexpressible'
+  | 'mirror-unreachable'
+  | 'mirror-refused'
 
 export type ImageDecision =
   | {
@@ -115,14 +119,25 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
   if (!target) return keep(image, 'no-mirror', `no mirror is configured for registry ${registry}`, registry)
 
   let why: string
-  if (policy.config.mode === 'always') {
+  const mode = policy.config.mode
+  if (mode === 'always') {
     why = 'mode always'
   } else {
     const status = reachability.status(registry)
-    if (status.state !== 'unreachable') {
-      return keep(image, 'reachable', `registry ${registry} is ${status.state} (${status.evidence})`, registry)
+    const unknownChoice = mode === 'auto' && status.state === 'unknown' ? `; reachability.unknown is ${policy.config.reachability.unknown}` : ''
+    const mirrored =
+      status.state === 'unreachable' ||
+      (mode === 'auto' && (status.state === 'slow' || (status.state === 'unknown' && policy.config.reachability.unknown === 'mirror')))
+    if (!mirrored) {
+      return keep(image, 'reachable', `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`, registry)
     }
-    why = `registry ${registry} is unreachable (${status.evidence})`
+    why = `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`
+  }
+
+  // While the mirror itself is down, pulling directly is the better bet.
+  const mirrorStatus = reachability.status(registryKey(target.domain))
+  if (mirrorStatus.state === 'unreachable') {
+    return keep(image, 'mirror-unreachable', `mirror ${target.domain} is unreachable (${mirrorStatus.evidence})`, registry)
   }
 
   let source = registry
@@ -135,5 +150,8 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
   const candidate = buildCandidate(ref, source, target, hostTarget ? 'host' : 'prefix')
   const problem = verify(candidate, ref, target)
   if (problem) return keep(image, 'inexpressible', problem, registry)
+  const repository = candidate.replace(/@.*$/, '').replace(/:[^/]*$/, '')
+  const refused = reachability.mirrorRefusal?.(repository)
+  if (refused) return keep(image, 'mirror-refused', `mirror refused ${repository} (${refused})`, registry)
   return { action: 'rewrite', original: image, rewritten: candidate, registry, reason: why }
 }
