@@ -11,6 +11,7 @@ import { ReachabilityService } from './reachability/service.js'
 import { type AdmissionContext, type AdmittedEvent, Readiness } from './http/context.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import { Metrics } from './observability/metrics.js'
+import { Prepull } from './prepull/index.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
 import { CertificateReloader, readKeyPair } from './tls/reloader.js'
 import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -50,6 +51,7 @@ export interface RunningServer {
   readonly selfManagedTls?: SelfManagedTls
   readonly kube?: FoundKubeConfig
   readonly reachability?: ReachabilityService
+  readonly prepull?: Prepull
   close(): Promise<void>
 }
 
@@ -119,13 +121,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       })
     : undefined
   await reachability?.start()
+  const kubeFledged = loaded.config.kubeFledged
+  const prepull =
+    kube && kubeFledged.enabled
+      ? new Prepull({ kubeConfig: kube.kubeConfig, config: kubeFledged, logger: logger.child({ component: 'prepull' }), registry: metrics.registry })
+      : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
   const webhook = await buildWebhookApp({
     logger,
     metrics,
     readiness,
     context: () => context,
-    onAdmitted: options.onAdmitted,
+    // Pre-pull only enqueues here; its API writes happen later.
+    onAdmitted: options.onAdmitted ?? prepull?.onAdmitted,
     tls: keyPair,
   })
   const reloader = new CertificateReloader(certFile, keyFile, keyPair, httpsServerOf(webhook), {
@@ -141,6 +149,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   await webhook.listen({ port: options.port, host: options.host })
   reloader.start(options.certReloadIntervalMs)
+  prepull?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, () => void reloader.check())
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
@@ -166,6 +175,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     selfManagedTls,
     kube,
     reachability,
+    prepull,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -174,6 +184,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         reloader.stop()
         await selfManagedTls?.stop()
         await webhook.close()
+        await prepull?.stop()
         await reachability?.stop()
         await ops?.close()
         logger.info('stopped')

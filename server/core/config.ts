@@ -1,6 +1,7 @@
 // Configuration: the YAML schema, the embedded defaults and the seed tool's
 // environment variables. Pure: callers pass the parsed file and the environment.
 import { z } from 'zod'
+import { kubeFledgedSchema } from '../prepull/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
 
 // Registries DaoCloud's public mirror serves (its host-mode table).
@@ -54,13 +55,8 @@ export const configSchema = z
     // Seconds between re-checks of Pod image-pull status (IMAGE_CHECK_INTERVAL).
     imageCheckIntervalSeconds: z.number().int().positive().max(86400).default(10),
     reachability: reachabilitySchema.prefault({}),
-    kubeFledged: z
-      .object({
-        enabled: z.boolean().default(true),
-        namespace: z.string().trim().min(1).default('kube-fledged'),
-      })
-      .strict()
-      .default({ enabled: true, namespace: 'kube-fledged' }),
+    // Pre-pull with kube-fledged (server/prepull/config.ts).
+    kubeFledged: kubeFledgedSchema.prefault({}),
   })
   .strict()
 

@@ -1,0 +1,99 @@
+// Pre-pull metrics, registered into the server's registry.
+import { Counter, Gauge, type Registry } from 'prom-client'
+
+export class PrepullMetrics {
+  readonly available: Gauge
+  readonly offers: Counter<'result'>
+  readonly dropped: Counter<'source'>
+  readonly dryRunRefused: Counter
+  readonly queueDepth: Gauge<'part'>
+  readonly writes: Counter<'verb' | 'result'>
+  readonly retries: Counter
+  readonly images: Gauge<'state'>
+  readonly imageState: Gauge<'image' | 'state'>
+  readonly imageFailedNode: Gauge<'image' | 'node' | 'reason'>
+  readonly sweeps: Counter<'result'>
+  readonly inUse: Gauge
+  // Read at scrape time.
+  queueStats?: () => { ready: number; delayed: number; inFlight: number }
+
+  constructor(registry: Registry) {
+    const registers = [registry]
+    const stats = () => this.queueStats?.()
+    this.available = new Gauge({
+      name: 'mirrorhook_kubefledged_available',
+      help: '1 when the ImageCache API (kube-fledged CRD) answers in the configured namespace, 0 when it is missing.',
+      registers,
+    })
+    this.offers = new Counter({
+      name: 'mirrorhook_prepull_offers_total',
+      help: 'Mirror references handed to pre-pull by admission, by result (queued, duplicate, dropped).',
+      labelNames: ['result'],
+      registers,
+    })
+    this.dropped = new Counter({
+      name: 'mirrorhook_prepull_dropped_total',
+      help: 'Images not queued because the queue was full, by source (admission, status); the next Pod sweep recovers them.',
+      labelNames: ['source'],
+      registers,
+    })
+    this.dryRunRefused = new Counter({
+      name: 'mirrorhook_prepull_dry_run_refused_total',
+      help: 'Dry-run admissions that reached pre-pull and were refused (should stay 0).',
+      registers,
+    })
+    this.queueDepth = new Gauge({
+      name: 'mirrorhook_prepull_queue_depth',
+      help: 'Images in the pre-pull queue, by part (ready, delayed, in_flight).',
+      labelNames: ['part'],
+      registers,
+      collect() {
+        const s = stats()
+        if (!s) return
+        this.set({ part: 'ready' }, s.ready)
+        this.set({ part: 'delayed' }, s.delayed)
+        this.set({ part: 'in_flight' }, s.inFlight)
+      },
+    })
+    this.writes = new Counter({
+      name: 'mirrorhook_prepull_api_writes_total',
+      help: 'ImageCache writes sent to the API server, by verb (create, annotate, delete) and result.',
+      labelNames: ['verb', 'result'],
+      registers,
+    })
+    this.retries = new Counter({
+      name: 'mirrorhook_prepull_retries_total',
+      help: 'Writes that failed transiently (429, 5xx, no answer) and were queued again with backoff.',
+      registers,
+    })
+    this.images = new Gauge({
+      name: 'mirrorhook_prepull_images',
+      help: 'Managed ImageCaches by state (pending, cached, failed, purging, purged, purge-failed).',
+      labelNames: ['state'],
+      registers,
+    })
+    this.imageState = new Gauge({
+      name: 'mirrorhook_prepull_image_state',
+      help: 'Per image that is not cached yet: 1 for its state (pending, failed, purging, purged, purge-failed).',
+      labelNames: ['image', 'state'],
+      registers,
+    })
+    this.imageFailedNode = new Gauge({
+      name: 'mirrorhook_prepull_image_failed_node',
+      help: 'Per image and node where kube-fledged reported a failure: 1, with its reason.',
+      labelNames: ['image', 'node', 'reason'],
+      registers,
+    })
+    this.sweeps = new Counter({
+      name: 'mirrorhook_prepull_pod_sweeps_total',
+      help: 'Listings of running Pods that decide which images are in use, by result.',
+      labelNames: ['result'],
+      registers,
+    })
+    this.inUse = new Gauge({
+      name: 'mirrorhook_prepull_images_in_use',
+      help: 'Distinct mirror references run by Pods at the last sweep.',
+      registers,
+    })
+  }
+}
