@@ -18,7 +18,8 @@ export function nextDelayMs(record: RegistryRecord | undefined, s: ProbeSchedule
   if (record.state === 'unreachable') {
     // Recovering: confirm quickly so the registry is used directly again soon.
     if (record.consecutiveSuccesses > 0) return Math.min(s.recheckMs, s.intervalMs)
-    const doublings = Math.max(0, record.consecutiveFailures - 1)
+    // Doubles with each failure seen since the registry went down.
+    const doublings = Math.max(0, record.confirmations - 1)
     return Math.min(s.intervalMs * 2 ** Math.min(doublings, 30), Math.max(s.maxBackoffMs, s.intervalMs))
   }
   // Reachable (or slow) but the last probe failed: find out quickly whether it is down.
