@@ -1,0 +1,181 @@
+// Probes against real sockets on loopback: registries that answer, refuse,
+// reset, never answer, do not resolve, present an untrusted certificate,
+// redirect, or sit behind an HTTP proxy.
+import t from 'tap'
+import { once } from 'node:events'
+import http from 'node:http'
+import https from 'node:https'
+import net, { type AddressInfo } from 'node:net'
+import { createCa, issueServing, type KeyPairPem } from '../../server/tls/certs.js'
+import { probeRegistry, proxySettings, type LookupFunction } from '../../server/reachability/probe.js'
+
+const TIMEOUT_MS = 400
+// Loopback answers in well under this; it bounds "within the probe timeout".
+const SLACK_MS = 300
+
+let ca: KeyPairPem
+let serving: KeyPairPem
+const closers: (() => void)[] = []
+
+t.before(async () => {
+  ca = await createCa('probe-test-ca', 1)
+  serving = await issueServing(ca, { dnsNames: ['registry.test', 'other.test', 'localhost'], ipAddresses: ['127.0.0.1'], validDays: 1 })
+})
+t.teardown(() => {
+  for (const close of closers) close()
+})
+
+// *.test names resolve to loopback here, so certificates can carry real names.
+const loopbackLookup: LookupFunction = (hostname, options, callback) => {
+  if (!hostname.endsWith('.test')) {
+    callback(Object.assign(new Error(`unexpected lookup of ${hostname}`), { code: 'ENOTFOUND' }), options.all ? [] : '')
+    return
+  }
+  if (options.all) callback(null, [{ address: '127.0.0.1', family: 4 }])
+  else callback(null, '127.0.0.1', 4)
+}
+
+async function listen(server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  closers.push(() => server.close())
+  if (server instanceof http.Server) closers.push(() => server.closeAllConnections())
+  return (server.address() as AddressInfo).port
+}
+
+async function registry(handler: http.RequestListener): Promise<number> {
+  return listen(https.createServer({ cert: serving.certPem, key: serving.keyPem }, handler))
+}
+
+const answer = (status: number, headers: Record<string, string> = {}): http.RequestListener => (req, res) => {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers })
+  res.end(req.url === '/v2/' ? '{}' : '{"errors":[{"code":"NOT_FOUND"}]}')
+}
+
+function opts(extra: Partial<Parameters<typeof probeRegistry>[1]> = {}) {
+  return { timeoutMs: TIMEOUT_MS, ca: ca.certPem, lookup: loopbackLookup, env: {}, ...extra }
+}
+
+t.test('a registry answering 401 on /v2/ is reachable', async (t) => {
+  const seen: string[] = []
+  const port = await registry((req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.headers.host}`)
+    answer(401, { 'www-authenticate': 'Bearer realm="https://auth.test/token"' })(req, res)
+  })
+  const r = await probeRegistry(`registry.test:${port}`, opts())
+  t.match(r, { ok: true, status: 401, detail: /^HTTP 401 in \d+ ms$/ })
+  t.same(seen, [`GET /v2/ registry.test:${port}`], 'one GET of /v2/ with the registry as Host')
+  t.ok(r.durationMs >= 0 && r.durationMs < TIMEOUT_MS, `time recorded: ${r.durationMs.toFixed(1)} ms`)
+})
+
+t.test('200 is reachable; 5xx, 429 and a non-registry answer are not', async (t) => {
+  for (const [status, ok, detail] of [
+    [200, true, /^HTTP 200/],
+    [503, false, /^HTTP 503/],
+    [502, false, /^HTTP 502/],
+    [429, false, /rate limited/],
+    [404, false, /not a registry API/],
+  ] as const) {
+    const port = await registry(answer(status))
+    t.match(await probeRegistry(`registry.test:${port}`, opts()), { ok, status, detail }, `HTTP ${status}`)
+  }
+})
+
+t.test('a registry that accepts and never answers is unreachable within the probe timeout', async (t) => {
+  const sockets: net.Socket[] = []
+  const port = await listen(net.createServer((s) => sockets.push(s)))
+  closers.push(() => sockets.forEach((s) => s.destroy()))
+  const r = await probeRegistry(`registry.test:${port}`, opts())
+  t.match(r, { ok: false, detail: `no answer within ${TIMEOUT_MS} ms` })
+  t.ok(r.durationMs >= TIMEOUT_MS - 5 && r.durationMs < TIMEOUT_MS + SLACK_MS, `gave up after ${r.durationMs.toFixed(0)} ms`)
+  t.equal(sockets.length, 1, 'the connection was accepted')
+})
+
+t.test('a TLS server that completes the handshake and then says nothing also times out', async (t) => {
+  const port = await listen(https.createServer({ cert: serving.certPem, key: serving.keyPem }, () => undefined))
+  const r = await probeRegistry(`registry.test:${port}`, opts())
+  t.match(r, { ok: false, detail: /no answer within/ })
+  t.ok(r.durationMs < TIMEOUT_MS + SLACK_MS)
+})
+
+t.test('a refused connection is unreachable at once', async (t) => {
+  // A port that was free a moment ago and is closed again.
+  const closed = await new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+  const r = await probeRegistry(`registry.test:${closed}`, opts())
+  t.match(r, { ok: false, detail: 'connection refused' })
+  t.ok(r.durationMs < TIMEOUT_MS, 'no need to wait for the timeout')
+})
+
+t.test('a reset connection is unreachable', async (t) => {
+  const port = await listen(net.createServer((s) => s.resetAndDestroy()))
+  const r = await probeRegistry(`registry.test:${port}`, opts())
+  t.match(r, { ok: false, detail: 'connection reset' })
+  t.ok(r.durationMs < TIMEOUT_MS)
+})
+
+t.test('a name under .invalid is unreachable, without asking any resolver', async (t) => {
+  const r = await probeRegistry('registry.mirrorhook.invalid', { timeoutMs: TIMEOUT_MS, env: {} })
+  t.match(r, { ok: false, detail: 'DNS: no such host' })
+  t.ok(r.durationMs < TIMEOUT_MS)
+})
+
+t.test('an untrusted or mismatched certificate is a TLS failure', async (t) => {
+  const port = await registry(answer(401))
+  const other = await createCa('someone-else', 1)
+  t.match(await probeRegistry(`registry.test:${port}`, opts({ ca: other.certPem })), { ok: false, detail: /^TLS: / }, 'unknown CA')
+  const wrongName = await issueServing(ca, { dnsNames: ['elsewhere.test'], validDays: 1 })
+  const p2 = await listen(https.createServer({ cert: wrongName.certPem, key: wrongName.keyPem }, answer(401)))
+  t.match(await probeRegistry(`registry.test:${p2}`, opts()), { ok: false, detail: /^TLS: / }, 'name not in the certificate')
+})
+
+t.test('redirects are followed to the host that answers (as registry.k8s.io does)', async (t) => {
+  const target = await registry(answer(401))
+  const port = await registry(answer(307, { location: `https://other.test:${target}/v2/` }))
+  t.match(await probeRegistry(`registry.test:${port}`, opts()), { ok: true, status: 401, detail: new RegExp(`via other.test:${target}`) })
+  const loop = await registry((req, res) => answer(302, { location: `https://registry.test:${(req.socket.address() as AddressInfo).port}/v2/` })(req, res))
+  t.match(await probeRegistry(`registry.test:${loop}`, opts()), { ok: false, status: 302 }, 'redirect loops end')
+  const plain = await registry(answer(301, { location: 'http://registry.test/v2/' }))
+  t.match(await probeRegistry(`registry.test:${plain}`, opts()), { ok: false, detail: /non-HTTPS/ })
+})
+
+t.test('HTTPS_PROXY is honoured (CONNECT tunnel) and NO_PROXY bypasses it', async (t) => {
+  const target = await registry(answer(401))
+  const tunnels: string[] = []
+  const proxy = http.createServer((_req, res) => res.writeHead(405).end())
+  proxy.on('connect', (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+    tunnels.push(req.url ?? '')
+    const [host, port] = (req.url ?? '').split(':')
+    // The proxy resolves names itself; here every *.test name is loopback.
+    const upstream = net.connect(Number(port), host?.endsWith('.test') ? '127.0.0.1' : (host ?? ''), () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      upstream.write(head)
+      upstream.pipe(client)
+      client.pipe(upstream)
+    })
+    upstream.on('error', () => client.destroy())
+    client.on('error', () => upstream.destroy())
+  })
+  const proxyPort = await listen(proxy)
+  const env = { HTTPS_PROXY: `http://127.0.0.1:${proxyPort}` }
+  t.match(await probeRegistry(`registry.test:${target}`, opts({ env })), { ok: true, status: 401 })
+  t.same(tunnels, [`registry.test:${target}`], 'went through the proxy, which resolved the name')
+  t.match(await probeRegistry(`registry.test:${target}`, opts({ env: { ...env, NO_PROXY: 'localhost,.test' } })), { ok: true })
+  t.equal(tunnels.length, 1, 'NO_PROXY: direct')
+  const refused = await probeRegistry(`registry.test:${target}`, opts({ env: { https_proxy: 'http://127.0.0.1:1' } }))
+  t.match(refused, { ok: false, detail: 'connection refused' }, 'a dead proxy makes the registry unreachable, as it would for the node')
+})
+
+t.test('proxy settings read the environment the way curl and Go do', async (t) => {
+  t.equal(proxySettings({ https_proxy: 'http://a:1', HTTPS_PROXY: 'http://b:2' }).proxy, 'http://a:1', 'lowercase wins')
+  t.equal(proxySettings({ ALL_PROXY: 'http://c:3' }).proxy, 'http://c:3')
+  t.equal(proxySettings({}).proxy, undefined)
+  const s = proxySettings({ NO_PROXY: 'corp.example, 10.0.0.0/8 ,bad entry!' })
+  t.ok(s.noProxy.match('registry.corp.example').excluded)
+  t.ok(s.noProxy.match('10.1.2.3:5000').excluded)
+  t.notOk(s.noProxy.match('quay.io').excluded, 'invalid entries are dropped, not fatal')
+})
