@@ -38,7 +38,8 @@ export class UsageTracker implements UsageSource {
 
   touch(image: string, original: string | undefined, now: number): void {
     this.seen.set(image, now)
-    if (original !== undefined && original !== image) this.originals.set(image, original)
+    // The first spelling seen is the one recorded on the object.
+    if (original !== undefined && original !== image && !this.originals.has(image)) this.originals.set(image, original)
   }
 
   // Whoever created the cache saw the image in use then.

@@ -1,0 +1,158 @@
+// What admission hands to pre-pull, the configuration section, and which Pod images count as in use.
+import t from 'tap'
+import { KubeConfig } from '@kubernetes/client-node'
+import { pino } from 'pino'
+import { Registry } from 'prom-client'
+import { admit, type AdmissionRequest } from '../../server/admission/review.js'
+import { ConfigError, resolveConfig } from '../../server/core/config.js'
+import { compilePolicy } from '../../server/core/policy.js'
+import { staticReachability } from '../../server/core/rewrite.js'
+import { ManualClock } from '../../server/prepull/clock.js'
+import { KUBE_FLEDGED_DEFAULTS } from '../../server/prepull/config.js'
+import { Prepull } from '../../server/prepull/index.js'
+import { rewrittenImagesOf } from '../../server/prepull/kubeapi.js'
+
+const config = resolveConfig({ mirror: { prefix: 'm.daocloud.io' }, registries: ['*'] }, {})
+const policy = compilePolicy(config)
+
+function kubeConfig(): KubeConfig {
+  const kc = new KubeConfig()
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: 'https://127.0.0.1:1', skipTLSVerify: false }],
+    users: [{ name: 'u', token: 'unused' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  })
+  return kc
+}
+
+function prepull() {
+  const registry = new Registry()
+  const clock = new ManualClock()
+  // Never started: no request leaves the process.
+  const p = new Prepull({ kubeConfig: kubeConfig(), config: config.kubeFledged, logger: pino({ level: 'silent' }), registry, clock })
+  return { p, registry }
+}
+
+function event(spec: Record<string, unknown>, extra: Partial<AdmissionRequest> = {}, labels: Record<string, string> = {}) {
+  const request: AdmissionRequest = {
+    uid: 'u1',
+    kind: { kind: 'Pod', version: 'v1', group: '' },
+    resource: { resource: 'pods', version: 'v1', group: '' },
+    namespace: 'shop',
+    operation: 'CREATE',
+    object: { metadata: { name: 'p', labels }, spec },
+    ...extra,
+  }
+  return { request, result: admit(request, policy, staticReachability(policy)) }
+}
+
+async function offers(registry: Registry): Promise<Record<string, number>> {
+  const values = (await registry.getSingleMetric('mirrorhook_prepull_offers_total')!.get()).values
+  return Object.fromEntries(values.map((v) => [String(v.labels.result), v.value]))
+}
+
+t.test('the mirror references of init and regular containers are queued; kept images and debug containers are not', async (t) => {
+  const { p, registry } = prepull()
+  p.onAdmitted(
+    event({
+      initContainers: [{ name: 'init', image: 'busybox:1.36' }],
+      containers: [
+        { name: 'web', image: 'nginx:1.25' },
+        { name: 'mirrored', image: 'm.daocloud.io/docker.io/library/redis:7' },
+        { name: 'again', image: 'docker.io/library/nginx:1.25' },
+      ],
+      ephemeralContainers: [{ name: 'debug', image: 'alpine:3' }],
+    }),
+  )
+  t.same(p.queue.stats().ready, 2)
+  t.ok(p.queue.has('m.daocloud.io/docker.io/library/busybox:1.36'))
+  t.ok(p.queue.has('m.daocloud.io/docker.io/library/nginx:1.25'))
+  t.notOk(p.queue.has('m.daocloud.io/docker.io/library/redis:7'), 'not rewritten by this Pod: not its business')
+  t.notOk(p.queue.has('m.daocloud.io/docker.io/library/alpine:3'), 'ephemeral debug containers are not pre-pulled')
+  t.same(await offers(registry), { queued: 2, duplicate: 1 })
+  t.equal(p.usage.original('m.daocloud.io/docker.io/library/nginx:1.25'), 'nginx:1.25')
+})
+
+t.test('a dry-run event is refused and counted (the server never sends one)', async (t) => {
+  const { p, registry } = prepull()
+  p.onAdmitted(event({ containers: [{ name: 'web', image: 'nginx:1.25' }] }, { dryRun: true }))
+  t.equal(p.queue.size, 0)
+  const refused = (await registry.getSingleMetric('mirrorhook_prepull_dry_run_refused_total')!.get()).values[0]!.value
+  t.equal(refused, 1)
+})
+
+t.test("kube-fledged's own pull Pods queue nothing", async (t) => {
+  const { p } = prepull()
+  const e = event(
+    {
+      initContainers: [{ name: 'busybox', image: 'senthilrch/busybox:1.35.0' }],
+      containers: [{ name: 'imagepuller', image: 'm.daocloud.io/docker.io/library/nginx:1.25' }],
+    },
+    {},
+    { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', imagecache: 'mirrorhook-x', controller: 'kubefledged-controller' },
+  )
+  t.equal(e.result.plans.find((pl) => pl.name === 'busybox')?.decision.action, 'rewrite', 'its busybox follows the normal rules')
+  t.equal(e.result.plans.find((pl) => pl.name === 'imagepuller')?.decision.action, 'keep', 'the cached image is not rewritten again')
+  p.onAdmitted(e)
+  t.equal(p.queue.size, 0)
+})
+
+t.test('past the queue bound admissions are dropped and counted, admission goes on', async (t) => {
+  const small = resolveConfig({ kubeFledged: { queueSize: 2 } }, {})
+  const registry = new Registry()
+  const p = new Prepull({ kubeConfig: kubeConfig(), config: small.kubeFledged, logger: pino({ level: 'silent' }), registry, clock: new ManualClock() })
+  p.onAdmitted(event({ containers: ['a', 'b', 'c', 'd'].map((n) => ({ name: n, image: `${n}:1` })) }))
+  t.equal(p.queue.size, 2)
+  t.same(await offers(registry), { queued: 2, dropped: 2 })
+  const dropped = (await registry.getSingleMetric('mirrorhook_prepull_dropped_total')!.get()).values
+  t.same(dropped.map((v) => [v.labels.source, v.value]), [['admission', 2]])
+})
+
+t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) => {
+  const d = resolveConfig(undefined, {}).kubeFledged
+  t.same(d, { ...KUBE_FLEDGED_DEFAULTS, imagePullSecrets: [] })
+  t.equal(resolveConfig(undefined, { KUBE_FLEDGED_NAMESPACE: 'fledged' }).kubeFledged.namespace, 'fledged')
+  const file = resolveConfig(
+    { kubeFledged: { enabled: false, nodeSelector: { 'node-role.kubernetes.io/worker': '' }, imagePullSecrets: ['pull'], writesPerSecond: 2 } },
+    { KUBE_FLEDGED_NAMESPACE: 'kf' },
+  ).kubeFledged
+  t.match(file, { enabled: false, namespace: 'kf', nodeSelector: { 'node-role.kubernetes.io/worker': '' }, imagePullSecrets: ['pull'], writesPerSecond: 2 })
+  const problems = (input: unknown) => {
+    try {
+      resolveConfig(input, {})
+      return []
+    } catch (e) {
+      return (e as ConfigError).problems
+    }
+  }
+  t.match(problems({ kubeFledged: { nodeSelector: { 'bad key!': 'x' } } }), [/kubeFledged\.nodeSelector/])
+  t.match(problems({ kubeFledged: { writesPerSecond: 0 } }), [/kubeFledged\.writesPerSecond/])
+  t.match(problems({ kubeFledged: { namespace: 'Not_A_Namespace' } }), [/kubeFledged\.namespace/])
+  t.match(problems({ kubeFledged: { typo: 1 } }), [/kubeFledged\.typo: unknown key/])
+})
+
+t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images annotation', async (t) => {
+  const pod = {
+    metadata: {
+      annotations: { 'mirrorhook.io/original-images': JSON.stringify({ web: 'nginx:1.25', init: 'busybox:1.36', debug: 'alpine:3' }) },
+    },
+    spec: {
+      initContainers: [{ name: 'init', image: 'm.daocloud.io/docker.io/library/busybox:1.36' }],
+      containers: [
+        { name: 'web', image: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+        { name: 'side', image: 'quay.io/org/side:1' },
+      ],
+    },
+  }
+  t.same(
+    [...rewrittenImagesOf(pod)],
+    [
+      ['m.daocloud.io/docker.io/library/busybox:1.36', 'busybox:1.36'],
+      ['m.daocloud.io/docker.io/library/nginx:1.25', 'nginx:1.25'],
+    ],
+  )
+  t.same([...rewrittenImagesOf({ ...pod, metadata: { ...pod.metadata, labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager' } } })], [])
+  t.same([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
+  t.same([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
+})
