@@ -132,12 +132,11 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
       return keep(image, 'reachable', `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`, registry)
     }
     why = `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`
-  }
-
-  // While the mirror itself is down, pulling directly is the better bet.
-  const mirrorStatus = reachability.status(registryKey(target.domain))
-  if (mirrorStatus.state === 'unreachable') {
-    return keep(image, 'mirror-unreachable', `mirror ${target.domain} is unreachable (${mirrorStatus.evidence})`, registry)
+    // While the mirror itself is down, pulling directly is the better bet (mode always means always).
+    const mirrorStatus = reachability.status(registryKey(target.domain))
+    if (mirrorStatus.state === 'unreachable') {
+      return keep(image, 'mirror-unreachable', `mirror ${target.domain} is unreachable (${mirrorStatus.evidence})`, registry)
+    }
   }
 
   let source = registry

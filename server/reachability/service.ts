@@ -58,6 +58,9 @@ export class ReachabilityService {
   private started = false
   private stopping = false
   private readonly probeOptions: ProbeOptions
+  // Latest probe outcome per target; when none answers, the fault is likely our own network.
+  private readonly lastProbeOk = new Map<string, boolean>()
+  private readonly heldFailures = new Map<string, Observation>()
 
   constructor(private readonly options: ReachabilityServiceOptions) {
     this.policy = options.policy
@@ -143,6 +146,7 @@ export class ReachabilityService {
       inFlight: p.inFlight,
     }))
     snap.static = [...this.policy.unreachable].sort()
+    if (this.prober) snap.probesOffline = this.probesOffline
     return snap
   }
 
@@ -202,11 +206,40 @@ export class ReachabilityService {
     return this.syncing
   }
 
+  /**
+   * True while no probe target answers: then the webhook's own egress is the likely fault
+   * (a NetworkPolicy, no DNS), not every registry at once, and probe failures are held back.
+   */
+  get probesOffline(): boolean {
+    const targets = this.prober?.registries ?? []
+    return targets.length > 0 && targets.every((r) => this.lastProbeOk.get(r) === false)
+  }
+
   private probed(registry: string, result: ProbeResult): void {
     this.metrics?.probes.inc({ registry, result: result.ok ? 'reachable' : 'unreachable' })
     this.metrics?.probeDuration.observe({ registry }, result.durationMs / 1000)
     this.logger.debug({ registry, ok: result.ok, detail: result.detail }, 'probe')
-    this.observe(registry, { at: this.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail, durationMs: result.durationMs })
+    const wasOffline = this.probesOffline
+    this.lastProbeOk.set(registry, result.ok)
+    const observation: Observation = { at: this.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail, durationMs: result.durationMs }
+    if (!result.ok && !this.anyProbeAnswered()) {
+      this.heldFailures.set(registry, observation)
+      if (this.probesOffline && !wasOffline) {
+        this.logger.warn({ targets: this.prober?.registries }, 'no registry answers probes: assuming this webhook cannot reach the network; probe failures are ignored')
+      }
+      return
+    }
+    this.observe(registry, observation)
+    if (result.ok && this.heldFailures.size > 0) {
+      // Someone answers, so the failures seen meanwhile were real.
+      for (const [r, o] of this.heldFailures) if (this.lastProbeOk.get(r) === false) this.observe(r, o)
+      this.heldFailures.clear()
+    }
+  }
+
+  private anyProbeAnswered(): boolean {
+    for (const ok of this.lastProbeOk.values()) if (ok) return true
+    return false
   }
 
   private found(finding: Finding): void {

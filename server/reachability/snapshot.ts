@@ -53,6 +53,8 @@ export const snapshotSchema = z.object({
     .array(z.object({ registry: z.string(), nextAt: time.optional(), inFlight: z.boolean().optional() }))
     .optional(),
   static: z.array(z.string()).optional(),
+  // Only in GET /state: no probe target answers, so probe failures are being ignored.
+  probesOffline: z.boolean().optional(),
 })
 
 export type StateSnapshot = z.infer<typeof snapshotSchema>
