@@ -10,6 +10,7 @@ import { planManifest } from './core/manifests.js'
 import type { ImagePlan, JsonPatchOp } from './core/pod.js'
 import { decideImage, type ImageDecision, staticReachability } from './core/rewrite.js'
 import { loadConfig } from './config-file.js'
+import { configOnlyView, formatState, loadState, type StateSource, viewFor } from './reachability/cli.js'
 import { createLogger } from './observability/logger.js'
 import { startServer } from './serve.js'
 import type { SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -106,10 +107,19 @@ async function dryRun(options: { file: string; config?: string }): Promise<void>
   process.stdout.write(out.map((d, i) => (i === 0 || d.startsWith('---') ? d : `---\n${d}`)).join(''))
 }
 
-async function rewrite(images: string[], options: { config?: string }): Promise<void> {
+async function rewrite(images: string[], options: { config?: string } & StateSource): Promise<void> {
   const { policy } = await loadConfig(options.config)
-  const reachability = staticReachability(policy)
+  // The decision as the server would take it now, with the evidence it has.
+  const reachability =
+    options.url || options.fromCluster ? viewFor(policy, await loadState(policy, options)) : configOnlyView(policy)
   for (const image of images) process.stdout.write(`${describe(decideImage(image, policy, reachability))}\n`)
+}
+
+async function state(options: { config?: string; output: string } & StateSource): Promise<void> {
+  const { policy } = await loadConfig(options.config)
+  const loaded = await loadState(policy, options)
+  if (options.output === 'json') process.stdout.write(`${JSON.stringify(loaded.snapshot, null, 2)}\n`)
+  else process.stdout.write(formatState(loaded, [...policy.unreachable]))
 }
 
 function selfManagedOptions(opts: Record<string, string | undefined>): SelfManagedTlsOptions {
@@ -205,7 +215,21 @@ export function buildCli(): Command {
     .description('show what mirrorhook does with each image reference')
     .argument('<image...>', 'image references as written in a Pod spec')
     .option('-c, --config <file>', 'configuration file (YAML)')
-    .action(async (images: string[], opts) => rewrite(images, { config: opts.config }))
+    .option('--url <url>', "use the learned state of a running server (its metrics listener, e.g. http://127.0.0.1:9090)")
+    .option('--from-cluster', 'use the learned state kept in the cluster (the ConfigMap, through the kubeconfig)')
+    .action(async (images: string[], opts) => rewrite(images, { config: opts.config, url: opts.url, fromCluster: opts.fromCluster }))
+
+  program
+    .command('state')
+    .description('list each registry with its state, the evidence and since when')
+    .option('--url <url>', 'ask a running server (its metrics listener, e.g. http://127.0.0.1:9090); default: read the ConfigMap')
+    .option('-c, --config <file>', 'configuration file (YAML): where the ConfigMap is, the static unreachable list')
+    .addOption(new Option('-n, --namespace <namespace>', "the ConfigMap's namespace (default: reachability.persistence.namespace, POD_NAMESPACE, mirrorhook)"))
+    .option('--configmap <name>', 'the ConfigMap (default: reachability.persistence.configMap)')
+    .addOption(new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table'))
+    .action(async (opts) =>
+      state({ config: opts.config, url: opts.url, namespace: opts.namespace, configMap: opts.configmap, output: opts.output, fromCluster: !opts.url }),
+    )
 
   return program
 }
