@@ -26,6 +26,7 @@ export { kubeFledgedSchema, type KubeFledgedConfig } from './config.js'
 /** Which images Pods use: admissions and periodic Pod listings. */
 export class UsageTracker implements UsageSource {
   private readonly seen = new Map<string, number>()
+  private readonly admitted = new Map<string, number>()
   private readonly created = new Map<string, number>()
   private readonly originals = new Map<string, string>()
   private sweepStart?: number
@@ -36,8 +37,9 @@ export class UsageTracker implements UsageSource {
     private readonly sweepMs: number,
   ) {}
 
-  touch(image: string, original: string | undefined, now: number): void {
+  touch(image: string, original: string | undefined, now: number, source: 'admission' | 'sweep' = 'admission'): void {
     this.seen.set(image, now)
+    if (source === 'admission') this.admitted.set(image, now)
     // The first spelling seen is the one recorded on the object.
     if (original !== undefined && original !== image && !this.originals.has(image)) this.originals.set(image, original)
   }
@@ -52,7 +54,7 @@ export class UsageTracker implements UsageSource {
   }
 
   sweepDone(startedAt: number, inUse: ReadonlyMap<string, string>, now: number): void {
-    for (const [image, original] of inUse) this.touch(image, original, now)
+    for (const [image, original] of inUse) this.touch(image, original, now, 'sweep')
     this.sweepStart = startedAt
     this.sweepAt = now
     const keep = 2 * Math.max(this.purgeAfterMs, this.sweepMs, 3_600_000)
@@ -62,13 +64,17 @@ export class UsageTracker implements UsageSource {
         this.originals.delete(image)
       }
     }
+    for (const [image, at] of this.admitted) if (now - at > this.admissionGraceMs) this.admitted.delete(image)
   }
 
   usage(image: string, now: number): Usage {
     const seen = this.seen.get(image)
     const created = this.created.get(image)
+    // An admitted Pod may be stored only after a sweep listed the Pods: admission alone counts for a while.
+    const admitted = this.admitted.get(image)
     const inUse =
-      this.sweepStart === undefined ? seen !== undefined : Math.max(seen ?? -Infinity, created ?? -Infinity) >= this.sweepStart
+      (admitted !== undefined && now - admitted <= this.admissionGraceMs) ||
+      (this.sweepStart === undefined ? seen !== undefined : Math.max(seen ?? -Infinity, created ?? -Infinity) >= this.sweepStart)
     const last = Math.max(seen ?? -Infinity, created ?? -Infinity)
     return {
       inUse,
@@ -79,6 +85,10 @@ export class UsageTracker implements UsageSource {
 
   original(image: string): string | undefined {
     return this.originals.get(image)
+  }
+
+  private get admissionGraceMs(): number {
+    return 2 * this.sweepMs + 60_000
   }
 }
 

@@ -345,19 +345,23 @@ t.test('unused images: marked, purged after the configured time, deleted once th
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
   t.same(reconciler.plan(IMAGE), { kind: 'none' })
 
-  // The Pods are gone: the next sweep starts the clock on the object itself.
+  // The Pods are gone; a recent admission still counts for two sweep intervals and a minute.
   await clock.advance(60_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'mark-unused' })
+  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
+  await clock.advance(140_000)
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(reconciler.plan(IMAGE), { kind: 'mark-unused' }, 'the clock starts on the object itself')
   queue.schedule(IMAGE)
   await clock.advance(100)
   const since = api.get(name)!.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]
   t.ok(since, 'unused-since recorded on the object (survives restarts and is shared by replicas)')
+  t.equal(Date.parse(since!), clock.now(), 'written when the round ran')
 
-  await clock.advance(purgeAfterMs - 60_000)
+  await clock.advance(purgeAfterMs - 1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'an hour not yet over since this replica last saw it')
-  await clock.advance(60_100)
+  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'not unused for an hour yet')
+  await clock.advance(1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
   t.same(reconciler.plan(IMAGE), { kind: 'purge' })
   queue.schedule(IMAGE)

@@ -1,0 +1,325 @@
+// Pre-pull against a real kube-apiserver with kube-fledged's real ImageCache CRD
+// (no kube-fledged controller: its status writes are made here, the way it makes them).
+import t from 'tap'
+import https from 'node:https'
+import { fileURLToPath } from 'node:url'
+import { pino, type Logger } from 'pino'
+import type { RunningServer } from '../../server/serve.js'
+import { imageCacheName } from '../../server/prepull/imagecache.js'
+import { cleanupRestartedApiservers, stopApiserver } from '../support/apiserver-outage.js'
+import type { ControlPlane } from '../support/controlplane.js'
+import { withControlPlane } from '../support/tap-cluster.js'
+import { createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
+
+const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
+const NS = 'kube-fledged'
+const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
+const mirror = (ref: string) => `m.daocloud.io/docker.io/library/${ref}`
+
+const cp = await withControlPlane(t)
+
+type Line = Record<string, unknown> & { msg?: string }
+
+function capturingLogger(): { logger: Logger; lines: Line[] } {
+  const lines: Line[] = []
+  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) })
+  return { logger, lines }
+}
+
+async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await check()
+      if (v) return v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ''}`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}
+
+async function metric(server: RunningServer, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = server.metrics.registry.getSingleMetric(name)
+  if (!m) return 0
+  return (await m.get()).values
+    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+    .reduce((n, v) => n + v.value, 0)
+}
+
+if (cp) {
+  const c: ControlPlane = cp
+  const kube = { kubeConfig: await c.kubeConfig(), source: 'e2e' }
+  const prepullConfig = {
+    namespace: NS,
+    writesPerSecond: 50,
+    writeBurst: 20,
+    podSweepSeconds: 2,
+    crdPollSeconds: 1,
+    refreshBackoffSeconds: 1,
+    refreshBackoffMaxSeconds: 4,
+    unusedPurgeSeconds: 0,
+  }
+  const config = (kubeFledged: Record<string, unknown> = {}) => ({
+    mirror: { prefix: 'm.daocloud.io' },
+    registries: ['*'],
+    reachability: { enabled: false },
+    kubeFledged: { ...prepullConfig, ...kubeFledged },
+  })
+  const start = async (kubeFledged: Record<string, unknown> = {}, logger?: Logger) => {
+    const w = await startTestWebhook({ config: config(kubeFledged), logger, extra: { kube } })
+    t.teardown(() => w.stop())
+    return w
+  }
+
+  async function caches(): Promise<any[]> {
+    const r = await c.request('GET', `${CACHES}?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dmirrorhook`)
+    if (r.status !== 200) throw new Error(`list: ${r.status} ${r.body}`)
+    return r.json().items
+  }
+  const cacheOf = async (image: string) => {
+    const r = await c.request('GET', `${CACHES}/${imageCacheName(image)}`)
+    return r.status === 200 ? r.json() : undefined
+  }
+  async function createPod(namespace: string, name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}): Promise<any> {
+    const r = await c.kubectl(['create', '-o', 'json', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, ...metadata }, spec }),
+    })
+    if (r.code !== 0) throw new Error(r.stderr)
+    return JSON.parse(r.stdout)
+  }
+  // An AdmissionReview straight to a webhook instance, as another API server replica would send it.
+  function review(url: string, caPem: string, images: string[], uid: string): Promise<any> {
+    const body = JSON.stringify({
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      request: {
+        uid,
+        kind: { group: '', version: 'v1', kind: 'Pod' },
+        resource: { group: '', version: 'v1', resource: 'pods' },
+        namespace: 'shop',
+        operation: 'CREATE',
+        object: { metadata: { name: uid }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } },
+      },
+    })
+    return new Promise((resolve, reject) => {
+      const req = https.request(url, { method: 'POST', ca: caPem, headers: { 'Content-Type': 'application/json' } }, (res) => {
+        let text = ''
+        res.on('data', (d) => (text += d))
+        res.on('end', () => resolve(JSON.parse(text)))
+      })
+      req.on('error', reject)
+      req.end(body)
+    })
+  }
+
+  // Runs before the control plane's own stop (teardowns run last-registered first).
+  t.teardown(cleanupRestartedApiservers)
+  await createNamespace(c, NS, false)
+  await createNamespace(c, 'shop', true)
+  const first = capturingLogger()
+  const w1 = await start({}, first.logger)
+  await registerWebhook(c, w1, 'shop')
+
+  t.test('kube-fledged missing: admission unaffected, one log line, a metric; starts by itself when the CRD appears', async (t) => {
+    const pod = await createPod('shop', 'early', { containers: [{ name: 'web', image: 'nginx:1.25' }] })
+    t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'admitted and rewritten')
+    await waitFor('the missing line', () => first.lines.some((l) => /kube-fledged is not available/.test(l.msg ?? '')))
+    await new Promise((r) => setTimeout(r, 3_000)) // three more polls
+    const missing = first.lines.filter((l) => /kube-fledged is not available/.test(l.msg ?? ''))
+    t.equal(missing.length, 1, 'one line, not one per poll')
+    t.match(missing[0]!.msg, /CRD is not installed.*admission is unaffected/)
+    t.equal(await metric(w1.server, 'mirrorhook_kubefledged_available'), 0)
+    t.equal((await c.request('GET', CACHES)).status, 404, 'no ImageCache API yet')
+
+    const apply = await c.kubectl(['apply', '-f', CRD])
+    t.equal(apply.code, 0, apply.stderr)
+    const cache = await waitFor('the cache of the Pod admitted before', () => cacheOf(mirror('nginx:1.25')))
+    t.same(cache.spec.cacheSpec, [{ images: [mirror('nginx:1.25')] }])
+    t.equal(await metric(w1.server, 'mirrorhook_kubefledged_available'), 1)
+    t.ok(first.lines.some((l) => /kube-fledged is available now/.test(l.msg ?? '')))
+  })
+
+  t.test('Pods admitted: one ImageCache per mirror reference, labelled, with the original, no status', async (t) => {
+    await createPod('shop', 'web', {
+      initContainers: [{ name: 'init', image: 'busybox:1.36' }],
+      containers: [
+        { name: 'web', image: 'nginx:1.25' },
+        { name: 'cache', image: 'docker.io/library/redis:7.2' },
+      ],
+    })
+    await createPod('shop', 'worker', { containers: [{ name: 'w', image: 'redis:7.2' }] })
+    const wanted = [mirror('busybox:1.36'), mirror('nginx:1.25'), mirror('redis:7.2')]
+    await waitFor('three caches', async () => (await Promise.all(wanted.map(cacheOf))).every(Boolean))
+    t.equal((await caches()).length, 3, 'nothing else')
+    for (const image of wanted) {
+      const obj = await cacheOf(image)
+      t.ok(obj, image)
+      t.same(obj.spec.cacheSpec, [{ images: [image] }], 'one list, one image, every node')
+      t.equal(obj.metadata.labels['app.kubernetes.io/managed-by'], 'mirrorhook')
+      t.notOk(obj.status, 'no status sent')
+    }
+    t.equal((await cacheOf(mirror('busybox:1.36'))).metadata.annotations['mirrorhook.io/original-image'], 'busybox:1.36')
+    t.match((await cacheOf(mirror('redis:7.2'))).metadata.annotations['mirrorhook.io/original-image'], /^(docker\.io\/library\/)?redis:7\.2$/)
+  })
+
+  t.test('dry-run admissions create nothing', async (t) => {
+    const dry = await c.kubectl(['run', 'dry', '-n', 'shop', '--image=alpine:3.20', '--dry-run=server', '-o', 'jsonpath={.spec.containers[0].image}'])
+    t.equal(dry.code, 0, dry.stderr)
+    t.equal(dry.stdout, mirror('alpine:3.20'), 'the dry run was mutated')
+    await createPod('shop', 'after-dry', { containers: [{ name: 'c', image: 'memcached:1.6' }] })
+    await waitFor('the real Pod cache', () => cacheOf(mirror('memcached:1.6')))
+    await waitFor('queue idle', () => w1.server.prepull!.queue.idle)
+    t.notOk(await cacheOf(mirror('alpine:3.20')), 'no cache for the dry-run image')
+    t.notOk(await cacheOf('m.daocloud.io/registry.k8s.io/pause:3.10'), 'nor for the dry-run probe of the webhook registration')
+    t.equal(await metric(w1.server, 'mirrorhook_prepull_dry_run_refused_total'), 0, 'the hook never saw a dry run')
+  })
+
+  t.test('two webhook instances admitting the same images create each object once', async (t) => {
+    const w2 = await start()
+    await waitFor('second instance synced', () => w2.server.prepull!.synced)
+    const images = ['php:8.3', 'node:22', 'python:3.13', 'golang:1.24', 'postgres:17'].map((i) => `docker.io/library/${i}`)
+    const before1 = await metric(w1.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })
+    const before2 = await metric(w2.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })
+    const [r1, r2] = await Promise.all([review(w1.url, w1.caPem, images, 'same-1'), review(w2.url, w2.caPem, images, 'same-2')])
+    t.equal(r1.response.patchType, 'JSONPatch')
+    t.equal(r2.response.patchType, 'JSONPatch')
+    const mirrors = images.map((i) => `m.daocloud.io/${i}`)
+    await waitFor('five caches', async () => (await Promise.all(mirrors.map(cacheOf))).every(Boolean))
+    await waitFor('both idle', () => w1.server.prepull!.queue.idle && w2.server.prepull!.queue.idle)
+    const created =
+      (await metric(w1.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })) -
+      before1 +
+      (await metric(w2.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })) -
+      before2
+    t.equal(created, 5, 'five creates succeeded in total, not ten')
+    const all = (await caches()).filter((o) => mirrors.includes(o.spec.cacheSpec[0].images[0]))
+    t.equal(all.length, 5, 'one object per image')
+    await w2.stop()
+  })
+
+  t.test('a status written the way kube-fledged writes it is picked up; a failure is retried with the refresh annotation', async (t) => {
+    const image = mirror('nginx:1.25')
+    const path = `${CACHES}/${imageCacheName(image)}`
+    const put = async (mutate: (o: any) => void) => {
+      const obj = (await c.request('GET', path)).json()
+      mutate(obj)
+      const r = await c.request('PUT', path, { body: obj }) // full update: the CRD has no status subresource
+      if (r.status !== 200) throw new Error(`PUT ${r.status}: ${r.body}`)
+    }
+    const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
+    await put((o) => {
+      o.status = { status: 'Processing', reason: 'ImageCacheCreate', message: 'Images are being pulled', startTime: now() }
+    })
+    await waitFor('pending', () => w1.server.prepull!.stateOf(image)?.state === 'pending')
+    await put((o) => {
+      o.status = {
+        status: 'Failed',
+        reason: 'ImageCacheCreate',
+        message: 'Image pull failed for some images. Please see "failures" section',
+        failures: { [image]: [{ node: 'node-b', reason: 'ImagePullFailed', message: 'manifest unknown' }] },
+        startTime: o.status.startTime,
+        completionTime: now(),
+      }
+    })
+    const state = await waitFor('failed', () => {
+      const s = w1.server.prepull!.stateOf(image)
+      return s?.state === 'failed' ? s : undefined
+    })
+    t.same(state.failed.map((f) => f.node), ['node-b'])
+    const text = await w1.server.metrics.registry.metrics()
+    t.match(text, `mirrorhook_prepull_image_failed_node{image="${image}",node="node-b",reason="ImagePullFailed"} 1`)
+    t.match(text, `mirrorhook_prepull_image_state{image="${image}",state="failed"} 1`)
+    t.ok(first.lines.some((l) => l.image === image && /pre-pull failed on 1 node\(s\): node-b/.test(l.msg ?? '')), 'logged with the node')
+
+    const annotated = await waitFor('refresh requested', async () => {
+      const o = (await c.request('GET', path)).json()
+      return o.metadata.annotations?.['kubefledged.io/refresh-imagecache'] ? o : undefined
+    })
+    t.equal(annotated.status.status, 'Failed', 'the status is left to kube-fledged')
+    // kube-fledged: refresh runs, succeeds, removes the annotation.
+    await put((o) => {
+      o.status = { status: 'Processing', reason: 'ImageCacheRefresh', message: 'Image cache is being refreshed', startTime: now() }
+    })
+    await put((o) => {
+      o.status = { ...o.status, status: 'Succeeded', message: 'All requested images pulled succesfully', completionTime: now() }
+      delete o.metadata.annotations['kubefledged.io/refresh-imagecache']
+    })
+    await waitFor('cached', () => w1.server.prepull!.stateOf(image)?.state === 'cached')
+    const after = await w1.server.metrics.registry.metrics()
+    t.notMatch(after, `mirrorhook_prepull_image_failed_node{image="${image}"`, 'the failure series is gone')
+    t.match(after, 'mirrorhook_prepull_images{state="cached"} 1')
+  })
+
+  t.test("kube-fledged's own image-pull Pods pass through: the cached image stays, busybox follows the rules, nothing new is cached", async (t) => {
+    await createNamespace(c, 'fledged-jobs', true)
+    const pod = await createPod(
+      'fledged-jobs',
+      'mirrorhook-abc-xyz12',
+      {
+        restartPolicy: 'Never',
+        nodeSelector: { 'kubernetes.io/hostname': 'node-a' },
+        initContainers: [{ name: 'busybox', image: 'senthilrch/busybox:1.35.0', command: ['cp', '/bin/echo', '/tmp/bin'] }],
+        containers: [{ name: 'imagepuller', image: mirror('nginx:1.25'), command: ['/tmp/bin/echo', 'Image pulled successfully!'] }],
+      },
+      {
+        labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', imagecache: 'mirrorhook-abc', controller: 'kubefledged-controller' },
+        ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name: 'mirrorhook-abc-xyz', uid: '6b7e1c8c-1111-4a3c-9a3e-0123456789ab', controller: true }],
+      },
+    )
+    t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'not rewritten again')
+    t.equal(pod.spec.initContainers[0].image, 'm.daocloud.io/docker.io/senthilrch/busybox:1.35.0', 'busybox rewritten like any image')
+    await new Promise((r) => setTimeout(r, 2_500)) // a Pod sweep has run since
+    await waitFor('idle', () => w1.server.prepull!.queue.idle)
+    t.notOk(await cacheOf('m.daocloud.io/docker.io/senthilrch/busybox:1.35.0'), 'its busybox is not turned into a cache')
+  })
+
+  t.test('the API server stopped for a while: nothing admitted meanwhile is lost', async (t) => {
+    const images = Array.from({ length: 10 }, (_, i) => `docker.io/library/outage-${i}:1`)
+    const retriesBefore = await metric(w1.server, 'mirrorhook_prepull_retries_total')
+    const outage = await stopApiserver(c)
+    // Admission does not need the API server: another replica of it could still call the webhook.
+    const r = await review(w1.url, w1.caPem, images, 'during-outage')
+    t.equal(r.response.allowed, true)
+    t.equal(r.response.patchType, 'JSONPatch', 'admission unaffected')
+    await waitFor('writes failing and retried', async () => (await metric(w1.server, 'mirrorhook_prepull_retries_total')) > retriesBefore, 15_000)
+    await new Promise((res) => setTimeout(res, 4_000))
+    t.equal(w1.server.prepull!.queue.size, 10, 'all ten still queued')
+    await outage.restore()
+    const mirrors = images.map((i) => `m.daocloud.io/${i}`)
+    await waitFor('all ten cached after the outage', async () => (await Promise.all(mirrors.map(cacheOf))).every(Boolean), 60_000).catch((e) => {
+      t.comment(JSON.stringify(w1.server.prepull!.queue.stats()))
+      for (const l of first.lines.slice(-30)) t.comment(JSON.stringify(l))
+      throw e
+    })
+    t.pass('all ten ImageCaches exist')
+  })
+
+  t.test('a restart re-ensures every image still in use', async (t) => {
+    await w1.stop()
+    // Pods admitted while pre-pull was off, and a cache deleted by hand.
+    const off = await start({ enabled: false })
+    await registerWebhook(c, off, 'shop')
+    await createPod('shop', 'while-off', {
+      containers: [
+        { name: 'a', image: 'traefik:3.1' },
+        { name: 'b', image: 'haproxy:3.0' },
+      ],
+    })
+    t.notOk(off.server.prepull, 'pre-pull disabled in that instance')
+    const del = await c.request('DELETE', `${CACHES}/${imageCacheName(mirror('redis:7.2'))}`)
+    t.equal(del.status, 200)
+    await off.stop()
+    t.notOk(await cacheOf(mirror('traefik:3.1')))
+
+    const again = await start()
+    for (const image of [mirror('traefik:3.1'), mirror('haproxy:3.0'), mirror('redis:7.2'), mirror('busybox:1.36')]) {
+      const obj = await waitFor(`${image} ensured after the restart`, () => cacheOf(image))
+      t.same(obj.spec.cacheSpec[0].images, [image])
+    }
+    t.equal((await cacheOf(mirror('traefik:3.1'))).metadata.annotations['mirrorhook.io/original-image'], 'traefik:3.1', 'original from the Pod annotation')
+    await again.stop()
+  })
+}
