@@ -287,7 +287,9 @@ export class ReachabilityService {
       const result = await store.update((stored) => {
         const now = this.now()
         if (stored) this.table.merge(stored.registries.map(recordFromJson), stored.refusals.map(refusalFromJson), now)
-        return this.worthWriting(stored, now) ? tableToSnapshot(this.table, now, this.identity) : undefined
+        if (!this.worthWriting(stored, now)) return undefined
+        // The writer's static list too, so `mirrorhook state` shows it without the config at hand.
+        return { ...tableToSnapshot(this.table, now, this.identity), static: [...this.policy.unreachable].sort() }
       })
       this.metrics?.syncs.inc({ result: result.conflicts > 0 ? 'conflict' : 'ok' })
       if (result.conflicts > 0) this.logger.debug({ conflicts: result.conflicts }, 'state ConfigMap changed under us; merged again')

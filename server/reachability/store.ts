@@ -60,11 +60,14 @@ export class ConfigMapStore {
    * Read-merge-write until it sticks: `update` gets what is stored now and returns what to store,
    * or undefined to write nothing. Returns the number of conflicts met.
    */
-  async update(update: (stored: StateSnapshot | undefined) => StateSnapshot | undefined, maxAttempts = 5): Promise<{ written: boolean; conflicts: number }> {
+  async update(
+    update: (stored: StateSnapshot | undefined) => StateSnapshot | undefined | Promise<StateSnapshot | undefined>,
+    maxAttempts = 5,
+  ): Promise<{ written: boolean; conflicts: number }> {
     let conflicts = 0
     for (let attempt = 1; ; attempt++) {
       const stored = await this.read()
-      const next = update(stored.snapshot)
+      const next = await update(stored.snapshot)
       if (!next) return { written: false, conflicts }
       const body: V1ConfigMap = {
         apiVersion: 'v1',
