@@ -259,7 +259,7 @@ if (!existsSync(HELM)) {
     t.same(serving.spec.dnsNames, ['edge-mirrorhook.infra.svc', 'edge-mirrorhook.infra.svc.cluster.local'], 'the name the API server calls: <service>.<namespace>.svc')
     t.ok(serving.spec.renewBefore)
     const webhook = find(rendered, 'MutatingWebhookConfiguration')
-    t.equal(webhook.metadata.annotations['cert-manager.io/inject-ca-from'], 'infra/edge-mirrorhook')
+    t.equal(webhook.metadata.annotations?.['cert-manager.io/inject-ca-from'], 'infra/edge-mirrorhook')
 
     const pod = find(rendered, 'Deployment').spec.template.spec
     const opts = await parseServeArgs(pod.containers[0].args)
@@ -306,7 +306,7 @@ if (!existsSync(HELM)) {
     t.notOk(defaults.some((m) => m.kind === 'ServiceMonitor'), 'off by default (needs the Prometheus Operator)')
     const rendered = await render({ serviceMonitor: { enabled: true, labels: { release: 'prom' } } })
     const monitor = find(rendered, 'ServiceMonitor')
-    t.equal(monitor.metadata.labels.release, 'prom')
+    t.equal(monitor.metadata.labels?.release, 'prom')
     t.same(monitor.spec.endpoints[0].port, 'metrics')
     t.same(monitor.spec.selector.matchLabels, find(rendered, 'Deployment').spec.selector.matchLabels)
   })
