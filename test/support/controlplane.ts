@@ -157,6 +157,8 @@ export interface ControlPlane {
 // process-group bookkeeping: everything we start is killed when this process goes away.
 
 const liveGroups = new Set<number>();
+/** logs dirs of control planes not stopped yet, printed if the process is killed. */
+const liveLogs = new Set<string>();
 let hooksInstalled = false;
 
 function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
@@ -187,6 +189,8 @@ function installExitHooks(): void {
     const handler = () => {
       for (const g of liveGroups) killGroup(g, 'SIGKILL');
       liveGroups.clear();
+      for (const d of liveLogs) process.stderr.write(`# ${sig}: control plane killed; its logs are in ${d}\n`);
+      liveLogs.clear();
       process.removeListener(sig, handler);
       if (process.listenerCount(sig) === 0) {
         // Nobody else cares: die of the signal as if we had never listened.
@@ -452,6 +456,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     debug(`stopping ${workDir} (keepLogs: ${!!stopOpts.keepLogs})`);
     await stopProcesses();
     debug(`stopped ${workDir}`);
+    liveLogs.delete(logsDir);
     stopped = true;
     rmSync(etcdDataDir, { recursive: true, force: true });
     if (stopOpts.keepLogs) {
@@ -569,6 +574,7 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     mkdirSync(path.dirname(kubeconfigPath), { recursive: true });
     writeFileSync(kubeconfigPath, toYaml(kubeconfig), { mode: 0o600 });
 
+    if (!detach) liveLogs.add(logsDir);
     debug(`ready: ${server} ${version} in ${workDir} (etcd pid ${etcd.child.pid}, kube-apiserver pid ${api.child.pid})`);
     const cp: ControlPlane = {
       server,
