@@ -93,6 +93,18 @@ if (cp) {
     t.equal(none.stdout.trim(), '', 'a dry run creates nothing')
   })
 
+  t.test('plain manifests: helm template | kubectl apply, for real, then kubectl delete', async (t) => {
+    await createNamespace(cp, 'plain-system', false)
+    const manifests = await must(cp.helm(['template', 'plain', CHART, '--namespace', 'plain-system']), 'helm template')
+    const applied = await must(cp.kubectl(['apply', '-f', '-'], { input: manifests }), 'kubectl apply')
+    t.match(applied, /deployment\.apps\/plain-mirrorhook created/)
+    t.match(applied, /mutatingwebhookconfiguration\.admissionregistration\.k8s\.io\/plain-mirrorhook created/)
+    const deployment = JSON.parse(await must(cp.kubectl(['get', 'deployment', 'plain-mirrorhook', '-n', 'plain-system', '-o', 'json']), 'get'))
+    t.equal(deployment.spec.replicas, 2)
+    const deleted = await must(cp.kubectl(['delete', '-f', '-', '--wait=false'], { input: manifests }), 'kubectl delete')
+    t.match(deleted, /mutatingwebhookconfiguration\.admissionregistration\.k8s\.io "plain-mirrorhook" deleted/)
+  })
+
   t.test('helm install (default values) for real: objects created, NOTES say how to opt in and check', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-chart-e2e-'))
     t.teardown(() => rm(dir, { recursive: true, force: true }))
