@@ -220,13 +220,13 @@ if (cp) {
 
   t.test('CA rotation: the API server verifies the webhook at every moment', async (t) => {
     const name = 'ca-rotation'
-    // A CA with 20 days left, with rotation due 30 days before expiry; promotion 3 s after staging.
+    // A CA with 20 days left, with rotation due 30 days before expiry; promotion 5 s after staging.
     const signer = await createCa('mirrorhook webhook CA', 20)
     const serving = await issueServing(signer, { ...SANS, validDays: 20 })
     await plantSecret(core, `${name}-tls`, signer, serving)
     const port = await freePort()
     await registerAt(cp, name, port)
-    const timings = { caRenewBeforeDays: 30, caPromotionDelayMs: 3_000 }
+    const timings = { caRenewBeforeDays: 30, caPromotionDelayMs: 5_000 }
     const replica = await startReplica(kubeConfig, { secretName: `${name}-tls`, webhookConfigName: name, port, timings, checkIntervalMs: 250 })
     t.teardown(() => replica.stop())
 
@@ -238,7 +238,7 @@ if (cp) {
     // Sample until well after the promotion: the bundle in the API must verify what the server presents,
     // and the API server's own call must go through.
     const seen = new Set<string>()
-    const deadline = Date.now() + 8_000
+    const deadline = Date.now() + 12_000
     let samples = 0
     while (Date.now() < deadline) {
       const bundle = await caBundleOf(cp, name)
