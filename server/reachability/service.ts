@@ -12,7 +12,7 @@ import { ClusterLearner, type Finding } from './learner.js'
 import { ReachabilityMetrics } from './metrics.js'
 import { probeRegistry, type ProbeOptions, type ProbeResult } from './probe.js'
 import { Prober } from './prober.js'
-import { recordFromJson, refusalFromJson, type StateSnapshot, tableToSnapshot } from './snapshot.js'
+import { forStorage, recordFromJson, refusalFromJson, type StateSnapshot, tableToSnapshot } from './snapshot.js'
 import { type Observation, StateTable, type Transition } from './state.js'
 import { ConfigMapStore } from './store.js'
 
@@ -289,7 +289,7 @@ export class ReachabilityService {
         if (stored) this.table.merge(stored.registries.map(recordFromJson), stored.refusals.map(refusalFromJson), now)
         if (!this.worthWriting(stored, now)) return undefined
         // The writer's static list too, so `mirrorhook state` shows it without the config at hand.
-        return { ...tableToSnapshot(this.table, now, this.identity), static: [...this.policy.unreachable].sort() }
+        return forStorage({ ...tableToSnapshot(this.table, now, this.identity), static: [...this.policy.unreachable].sort() })
       })
       this.metrics?.syncs.inc({ result: result.conflicts > 0 ? 'conflict' : 'ok' })
       if (result.conflicts > 0) this.logger.debug({ conflicts: result.conflicts }, 'state ConfigMap changed under us; merged again')

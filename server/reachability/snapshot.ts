@@ -135,6 +135,26 @@ export function tableToSnapshot(table: StateTable, now: number, writer?: string)
   }
 }
 
+// A ConfigMap holds at most 1 MiB; leave room for metadata.
+export const MAX_STORED_BYTES = 900 * 1024
+
+/**
+ * What goes into the ConfigMap: decided states without their observation history, and as
+ * many refusals as fit, newest first. GET /state keeps everything.
+ */
+export function forStorage(snapshot: StateSnapshot, maxBytes = MAX_STORED_BYTES): StateSnapshot {
+  const registries = snapshot.registries
+    .filter((r) => r.state !== 'unknown')
+    .map((r) => ({ ...r, recent: [], lastObservation: undefined, status: undefined, evidence: undefined }))
+  let refusals = [...snapshot.refusals].sort((a, b) => Date.parse(b.at) - Date.parse(a.at))
+  const out = (): StateSnapshot => ({ ...snapshot, registries, refusals, probes: undefined, probesOffline: undefined })
+  while (refusals.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes) refusals = refusals.slice(0, Math.floor(refusals.length * 0.8))
+  // Registries last: the oldest decisions go first.
+  registries.sort((a, b) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt))
+  while (registries.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes) registries.splice(Math.floor(registries.length * 0.8))
+  return out()
+}
+
 export class SnapshotError extends Error {}
 
 export function parseSnapshot(value: unknown, source: string): StateSnapshot {

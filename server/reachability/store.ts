@@ -73,7 +73,7 @@ export class ConfigMapStore {
         apiVersion: 'v1',
         kind: 'ConfigMap',
         metadata: { name: this.name, namespace: this.namespace, labels: MANAGED_BY, resourceVersion: stored.resourceVersion },
-        data: { [STATE_KEY]: JSON.stringify(next, null, 1) },
+        data: { [STATE_KEY]: JSON.stringify(next) },
       }
       try {
         if (stored.exists) await this.core.replaceNamespacedConfigMap({ name: this.name, namespace: this.namespace, body })

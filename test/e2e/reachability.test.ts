@@ -180,7 +180,7 @@ if (cp) {
   t.test('state survives a restart: a new instance starts from the ConfigMap', async (t) => {
     await until('slow state written', async () => {
       const cm = await core.readNamespacedConfigMap({ name: 'mirrorhook-reachability', namespace: STATE_NAMESPACE })
-      return /"state": "slow"/.test(cm.data?.['state.json'] ?? '') ? true : undefined
+      return /"state":\s*"slow"/.test(cm.data?.['state.json'] ?? '') ? true : undefined
     })
     const { devCertDir } = webhook
     const port = webhook.server.port

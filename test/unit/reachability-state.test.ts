@@ -2,7 +2,7 @@
 // expiry, refusals, merging replicas' copies, and the probe schedule it drives.
 import t from 'tap'
 import { jittered, nextDelayMs, type ProbeSchedule } from '../../server/reachability/prober.js'
-import { recordFromJson, recordToJson, tableToSnapshot } from '../../server/reachability/snapshot.js'
+import { forStorage, recordFromJson, recordToJson, tableToSnapshot } from '../../server/reachability/snapshot.js'
 import { type Observation, type ObservationOutcome, type ObservationSource, StateTable, type Transition } from '../../server/reachability/state.js'
 
 const MIN = 60_000
@@ -193,4 +193,24 @@ t.test('jitter stays within its fraction', async (t) => {
   t.equal(jittered(1000, 0.2, () => 1), 1200)
   t.equal(jittered(1000, 0.2, () => 0.5), 1000)
   t.equal(jittered(1000, 0, Math.random), 1000)
+})
+
+t.test('the ConfigMap copy drops history, then the oldest refusals, then the oldest registries, to fit', async (t) => {
+  const { tbl } = table()
+  for (let i = 0; i < 50; i++) {
+    tbl.observe(`r${i}.example`, obs(T0 + i * 1000, 'fail', 'pod', `i/o timeout #${i}`))
+    tbl.refuse(`m.example/docker.io/org/image-${i}`, 'not in the mirror allowlist', T0 + i * 1000)
+  }
+  tbl.observe('known.example', obs(T0, 'ok'))
+  const small = forStorage(tableToSnapshot(tbl, T0 + 10 * MIN), 4000)
+  tbl.expire(T0 + 31 * MIN)
+  tbl.observe('fresh.example', obs(T0 + 31 * MIN, 'fail'))
+  const full = tableToSnapshot(tbl, T0 + 31 * MIN)
+  const all = forStorage(full)
+  t.same(all.registries.map((r) => r.registry), ['fresh.example'], 'lapsed (unknown) records are not shared')
+  t.same(all.registries[0]?.recent, [], 'no observation history')
+  t.ok(Buffer.byteLength(JSON.stringify(small)) <= 4000, 'fits')
+  t.equal(small.refusals.length, 0, 'refusals go first')
+  t.ok(small.registries.length > 0 && small.registries.length < 51)
+  t.equal(small.registries[0]?.registry, 'r49.example', 'the newest decisions stay')
 })
