@@ -62,6 +62,8 @@ async function eventually<T>(what: string, check: () => Promise<T | undefined | 
   }
 }
 
+let notes = ''
+
 if (cp) {
   await createNamespace(cp, NS, false)
   await createNamespace(cp, 'kube-fledged', false)
@@ -110,6 +112,7 @@ if (cp) {
     t.teardown(() => rm(dir, { recursive: true, force: true }))
     await writeFile(join(dir, 'values.yaml'), stringify({ config: CONFIG }))
     const out = await must(cp.helm(['install', 'mirrorhook', CHART, '--namespace', NS, '-f', join(dir, 'values.yaml')], { timeoutMs: 120_000 }), 'helm install')
+    notes = out
     t.match(out, /STATUS: deployed/)
     t.match(out, /kubectl label namespace <namespace> mirrorhook\.io\/enabled=true/, 'NOTES: opting a namespace in')
     t.match(out, /--dry-run=server/, 'NOTES: checking with a server-side dry run')
@@ -240,6 +243,20 @@ if (cp) {
       return r.code === 0 && r.stdout !== 'nginx:1.27' && r.stdout
     })
     t.equal(image, 'm.daocloud.io/docker.io/library/nginx:1.27')
+
+    // The check the NOTES print, typed as an operator would.
+    const check = notes.split('\n').find((l) => l.includes('run mirrorhook-check'))?.trim()
+    t.ok(check, 'NOTES carry the dry-run check')
+    const shell = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+      const sh = spawn('/bin/sh', ['-c', check!.replace('<namespace>', 'shop').replace(/^kubectl /, `"${join(cp.binDir, 'kubectl')}" --kubeconfig "${cp.kubeconfigPath}" `)])
+      let stdout = ''
+      let stderr = ''
+      sh.stdout.on('data', (d) => (stdout += d))
+      sh.stderr.on('data', (d) => (stderr += d))
+      sh.on('close', () => resolve({ stdout, stderr }))
+    })
+    t.equal(shell.stdout, 'm.daocloud.io/docker.io/library/nginx:1.27\n', 'prints the mirror reference')
+    t.match(shell.stderr, /^Warning: mirrorhook: .*nginx:1\.27/m, 'and kubectl shows the webhook warning')
 
     await must(cp.kubectl(['create', '-f', '-'], { input: JSON.stringify(pod('web')) }), 'create Pod')
     const caches = await eventually(
