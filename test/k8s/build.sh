@@ -20,6 +20,7 @@ KUBECTL_LAYER_VERSION="2.2.2"
 
 log() { printf '[k8s:build] %s\n' "$*" >&2; }
 die() { printf '[k8s:build] ERROR: %s\n' "$*" >&2; exit "${2:-1}"; }
+first_line() { local out; out="$("$@")" || return; printf '%s\n' "${out%%$'\n'*}"; } # no `| head -1`: SIGPIPE under pipefail
 
 # Versions come from go.mod, the single source of truth.
 K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$HERE/go.mod")"
@@ -73,7 +74,13 @@ install_bin() { # tmpfile name  -- atomically move a checked binary into place
 }
 
 TMP_FILES=()
-cleanup() { local f; for f in "${TMP_FILES[@]:-}"; do [[ -n "$f" ]] && rm -rf "$f"; done; }
+cleanup() {
+  local f
+  for f in "${TMP_FILES[@]:-}"; do
+    if [[ -n "$f" ]]; then rm -rf "$f"; fi
+  done
+  return 0 # the script's exit status is its own, not this trap's
+}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -122,7 +129,7 @@ if is_current etcd; then
 else
   TMP_FILES+=("$BIN_DIR/.etcd.tmp.$$")
   tmp="$(go_build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION")"
-  out="$("$tmp" --version | head -1)"
+  out="$(first_line "$tmp" --version)"
   [[ "$out" == "etcd Version: ${ETCD_VERSION#v}" ]] || die "unexpected etcd --version: $out"
   install_bin "$tmp" etcd
 fi
@@ -157,7 +164,7 @@ PY
     cp "$work/layer/$name/$name" "$tmp"
     chmod 0755 "$tmp"
   done
-  out="$("$BIN_DIR/.kubectl.tmp.$$" version --client 2>/dev/null | head -1)"
+  out="$(first_line "$BIN_DIR/.kubectl.tmp.$$" version --client 2>/dev/null)"
   [[ "$out" == "Client Version: v1.35."* ]] || die "unexpected kubectl version: $out"
   out="$("$BIN_DIR/.helm.tmp.$$" version --short 2>/dev/null)"
   [[ "$out" == v4.* ]] || die "unexpected helm version: $out"
@@ -168,9 +175,11 @@ fi
 {
   echo "kube-apiserver $K8S_VERSION"
   echo "etcd $ETCD_VERSION"
-  "$BIN_DIR/kubectl" version --client 2>/dev/null | head -1 | sed 's/^Client Version: /kubectl /'
+  kv="$(first_line "$BIN_DIR/kubectl" version --client 2>/dev/null)"
+  echo "kubectl ${kv#Client Version: }"
   echo "helm $("$BIN_DIR/helm" version --short 2>/dev/null)"
 } > "$BIN_DIR/VERSIONS.tmp" && mv -f "$BIN_DIR/VERSIONS.tmp" "$BIN_DIR/VERSIONS"
 log "binaries ready in $BIN_DIR:"
 sed 's/^/[k8s:build]   /' "$BIN_DIR/VERSIONS" >&2
 echo "$BIN_DIR"
+exit 0
