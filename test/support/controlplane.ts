@@ -381,8 +381,22 @@ async function waitFor(
 /**
  * Starts etcd and kube-apiserver on free loopback ports and waits until /readyz is 200
  * (and namespace "default" exists). Throws with the log tails if they do not come up.
+ * A port taken between choosing it and binding it (another test file starting at the same
+ * moment) is retried with new ports, up to 3 attempts.
  */
 export async function startControlPlane(opts: StartOptions = {}): Promise<ControlPlane> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (e) {
+      const msg = String((e as Error).message);
+      if (attempt >= 3 || !/address already in use/i.test(msg)) throw e;
+      debug(`port clash, retrying (attempt ${attempt + 1}): ${msg.split('\n')[0]}`);
+    }
+  }
+}
+
+async function startOnce(opts: StartOptions): Promise<ControlPlane> {
   const bins = checkBinaries(opts.binDir);
   if (!bins.ok) throw new Error(bins.message);
   const binDir = bins.binDir;
@@ -623,7 +637,11 @@ export async function startControlPlane(opts: StartOptions = {}): Promise<Contro
     await stopProcesses().catch(() => {});
     stopped = true;
     rmSync(etcdDataDir, { recursive: true, force: true });
-    (e as Error).message += `\n(control-plane logs kept in ${logsDir})`;
+    if (ownWorkDir && /address already in use/i.test(String((e as Error).message))) {
+      rmSync(workDir, { recursive: true, force: true }); // startControlPlane retries
+    } else {
+      (e as Error).message += `\n(control-plane logs kept in ${logsDir})`;
+    }
     throw e;
   }
 }
