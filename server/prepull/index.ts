@@ -87,8 +87,9 @@ export class UsageTracker implements UsageSource {
     return this.originals.get(image)
   }
 
+  // Three sweeps: a Pod is stored seconds after its admission, so one of them lists it.
   private get admissionGraceMs(): number {
-    return 2 * this.sweepMs + 60_000
+    return 3 * this.sweepMs
   }
 }
 

@@ -345,7 +345,7 @@ t.test('unused images: marked, purged after the configured time, deleted once th
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
   t.same(reconciler.plan(IMAGE), { kind: 'none' })
 
-  // The Pods are gone; a recent admission still counts for two sweep intervals and a minute.
+  // The Pods are gone; a recent admission still counts for three sweep intervals.
   await clock.advance(60_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
   t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
