@@ -1,6 +1,6 @@
 // Pod-level rules and JSON Patch building. Pure: objects in, decisions and patch out.
 import type { Policy } from './policy.js'
-import { decideImage, type ImageDecision, type ReachabilityView } from './rewrite.js'
+import { decideImage, type ImageDecision, type KeepCode, type ReachabilityView } from './rewrite.js'
 
 export const ORIGINAL_IMAGES_ANNOTATION = 'mirrorhook.io/original-images'
 export const SKIP_LABEL = 'mirrorhook.io/skip'
@@ -156,6 +156,9 @@ function clip(s: string): string {
   return s.length <= MAX_WARNING ? s : `${s.slice(0, MAX_WARNING - 1)}…`
 }
 
+// Kept images an operator would expect to see mirrored get a warning saying why not.
+const WARN_WHEN_KEPT: ReadonlySet<KeepCode> = new Set(['unparseable', 'inexpressible', 'mirror-unreachable', 'mirror-refused'])
+
 /** Warnings for the admission response: each rewrite, and each image left alone because it is invalid. */
 export function warningsFor(plans: readonly ImagePlan[]): string[] {
   const out: string[] = []
@@ -163,7 +166,7 @@ export function warningsFor(plans: readonly ImagePlan[]): string[] {
     const d = p.decision
     if (d.action === 'rewrite') {
       out.push(clip(`mirrorhook: ${p.name}: ${d.original} -> ${d.rewritten} (${d.reason})`))
-    } else if (d.code === 'unparseable' || d.code === 'inexpressible') {
+    } else if (WARN_WHEN_KEPT.has(d.code)) {
       out.push(clip(`mirrorhook: ${p.name}: ${d.original} left unchanged: ${d.reason}`))
     }
   }

@@ -27,7 +27,7 @@ t.test('rewrite prints one line per image', async (t) => {
   const r = await run(['rewrite', 'nginx:1.25', 'registry.corp.example/app:1', 'Bad:Ref'])
   t.equal(r.code, 0)
   t.same(r.stdout.trim().split('\n'), [
-    'nginx:1.25 -> m.daocloud.io/docker.io/library/nginx:1.25 (mode always)',
+    'nginx:1.25 -> m.daocloud.io/docker.io/library/nginx:1.25 (registry docker.io is unknown (no learned state consulted; --url or --from-cluster use what the server knows); reachability.unknown is mirror)',
     'registry.corp.example/app:1 kept: registry registry.corp.example is not in the configured registries',
     'Bad:Ref kept: invalid image reference: invalid reference format: repository name (library/Bad) must be lowercase',
   ])

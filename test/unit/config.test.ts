@@ -12,11 +12,11 @@ function problemsOf(fn: () => unknown): string[] {
   return []
 }
 
-t.test('embedded defaults: DaoCloud prefix, its registries, mode always', async (t) => {
+t.test('embedded defaults: DaoCloud prefix, its registries, mode auto', async (t) => {
   const c = resolveConfig(undefined, {})
   t.same(c.mirror, { prefix: 'm.daocloud.io' })
   t.same(c.registries, [...DAOCLOUD_REGISTRIES])
-  t.equal(c.mode, 'always')
+  t.equal(c.mode, 'auto')
   t.same(c.excludedNamespaces, ['kube-system', 'mirrorhook'])
   t.same(c.podOwners, ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job'])
   t.equal(c.kubeFledged.namespace, 'kube-fledged')

@@ -162,3 +162,26 @@ t.test('requests that are not Pod CREATE/UPDATE are ignored', async (t) => {
   t.equal(run(pod, { subResource: 'status' }).result.outcome, 'ignored')
   t.equal(run({ spec: undefined as unknown as Record<string, unknown> }).result.outcome, 'ignored')
 })
+
+t.test('images kept because the mirror is down or refused them are explained in a warning', async (t) => {
+  const policy = policyOf({ mode: 'auto' } as ConfigInput)
+  const view = {
+    status: (registry: string) =>
+      registry === 'm.daocloud.io'
+        ? { state: 'unreachable' as const, evidence: 'probe refused' }
+        : { state: 'unreachable' as const, evidence: 'pod status: i/o timeout' },
+    mirrorRefusal: (repository: string) => (repository.endsWith('/private') ? 'HTTP 403 not in the allowlist' : undefined),
+  }
+  const request: AdmissionRequest = {
+    uid: 'u',
+    namespace: 'shop',
+    operation: 'CREATE',
+    object: { spec: { containers: [{ name: 'a', image: 'ghcr.io/org/private:1' }] } },
+  }
+  const down = admit(request, policy, view)
+  t.equal(down.outcome, 'unchanged')
+  t.match(down.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror m\.daocloud\.io is unreachable/])
+  const up = { ...view, status: (r: string) => (r === 'm.daocloud.io' ? { state: 'reachable' as const, evidence: 'probe 401' } : view.status(r)) }
+  const refused = admit(request, policy, up)
+  t.match(refused.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror refused .*not in the allowlist/])
+})
