@@ -217,17 +217,38 @@ t.test('graceful shutdown: not ready first, in-flight reviews answered', async (
     metricsPort: 0,
     devCertDir: await mkdtemp(join(tmpdir(), 'mirrorhook-dev-')),
     certReloadIntervalMs: 60_000,
-    shutdownDelayMs: 300,
+    shutdownDelayMs: 500,
     env: {},
     logger: pino({ level: 'silent' }),
     kube: null,
   })
   const ca = await readFile(server.caFile!, 'utf8')
-  const closing = server.close()
+  // A review whose body is still arriving when shutdown begins.
+  const inFlight = new Promise<number>((resolve, reject) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port: server.port, path: '/mutate', method: 'POST', ca, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) } },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      },
+    )
+    req.on('error', reject)
+    req.write(review.slice(0, 20))
+    req.on('socket', (socket) =>
+      socket.once('secureConnect', () =>
+        setTimeout(() => {
+          closing = server.close()
+          // Finish the body only after the server has begun closing.
+          setTimeout(() => req.end(review.slice(20)), 800)
+        }, 100),
+      ),
+    )
+  })
+  let closing: Promise<void> | undefined
+  await until(async () => (closing ? true : undefined))
   const ready = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`)
   t.equal(ready.status, 503, 'not ready while draining')
-  const answer = await post(server.port, ca)
-  t.equal(answer.status, 200, 'a review arriving during the delay is still answered')
+  t.equal(await inFlight, 200, 'the in-flight review is answered')
   await closing
   await t.rejects(post(server.port, ca), 'closed afterwards')
 })
