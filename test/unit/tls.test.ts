@@ -34,7 +34,7 @@ function post(port: number, ca: string, agent?: Agent): Promise<Answer> {
       (res) => {
         const socket = res.socket as import('node:tls').TLSSocket
         const cert = socket.getPeerCertificate() as PeerCertificate
-        const reused = socket.isSessionReused() || (res.req as unknown as { reusedSocket?: boolean }).reusedSocket === true
+        const reused = socket.isSessionReused() || req.reusedSocket
         let body = ''
         res.on('data', (c) => (body += c))
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body, fingerprint: cert.fingerprint256, reused }))

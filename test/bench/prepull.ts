@@ -1,6 +1,6 @@
 // Pre-pull at scale against a real kube-apiserver: Pods with 10,000 distinct images
 // are admitted through the webhook (a separate `mirrorhook serve` process), then the
-// ImageCaches are counted. Run: npx tsx bench/prepull.ts [images] [writesPerSecond]
+// ImageCaches are counted. Run: npx tsx test/bench/prepull.ts [images] [writesPerSecond]
 import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
@@ -9,16 +9,16 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { imageCacheName } from '../server/prepull/imagecache.js'
-import { checkBinaries, startControlPlane } from '../test/support/controlplane.js'
-import { createNamespace, registerWebhook } from '../test/support/webhook.js'
+import { imageCacheName } from '../../server/prepull/imagecache.js'
+import { checkBinaries, startControlPlane } from '../support/controlplane.js'
+import { createNamespace, registerWebhook } from '../support/webhook.js'
 
 const IMAGES = Number(process.argv[2] ?? 10_000)
 const RATE = Number(process.argv[3] ?? 250)
 const PER_POD = 10
 const NS = 'kube-fledged'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 const bins = checkBinaries()
 if (!bins.ok) {
