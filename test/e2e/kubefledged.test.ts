@@ -10,6 +10,7 @@ import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { cleanupRestartedApiservers, stopApiserver } from '../support/apiserver-outage.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
+import { podReview } from '../support/helpers.js'
 import { applyObject, createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
@@ -93,18 +94,7 @@ if (cp) {
   }
   // An AdmissionReview straight to a webhook instance, as another API server replica would send it.
   function review(url: string, caPem: string, images: string[], uid: string): Promise<any> {
-    const body = JSON.stringify({
-      apiVersion: 'admission.k8s.io/v1',
-      kind: 'AdmissionReview',
-      request: {
-        uid,
-        kind: { group: '', version: 'v1', kind: 'Pod' },
-        resource: { group: '', version: 'v1', resource: 'pods' },
-        namespace: 'shop',
-        operation: 'CREATE',
-        object: { metadata: { name: uid }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } },
-      },
-    })
+    const body = JSON.stringify(podReview(uid, images))
     return new Promise((resolve, reject) => {
       const req = https.request(url, { method: 'POST', ca: caPem, headers: { 'Content-Type': 'application/json' } }, (res) => {
         let text = ''

@@ -1,7 +1,6 @@
 // Learning from the cluster on a real API server: Pod statuses and Events are
 // written as the kubelet would (there is no kubelet), and later Pods follow.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { CoreV1Api } from '@kubernetes/client-node'
 import { pino } from 'pino'
 import { resolveConfig } from '../../server/core/config.js'
@@ -9,10 +8,10 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
 import type { StateSnapshot } from '../../server/reachability/snapshot.js'
 import { ConfigMapStore } from '../../server/reachability/store.js'
+import { runCli as runCliAs, until as untilWithin } from '../support/helpers.js'
 import { withControlPlane } from '../support/tap-cluster.js'
 import { createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 
-const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
 const STATE_NAMESPACE = 'mirrorhook'
 const CONFIG = {
   mirror: { prefix: 'm.daocloud.io' },
@@ -55,18 +54,7 @@ if (cp) {
   await registerWebhook(cp, webhook, 'shop', 'gcr.io/acme/probe:1')
   await webhook.server.reachability!.learnerSynced()
 
-  const runCli = (args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-        env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', KUBECONFIG: cp.kubeconfigPath },
-      })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (c) => (stdout += c))
-      child.stderr.on('data', (c) => (stderr += c))
-      child.on('error', reject)
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }))
-    })
+  const runCli = (args: string[]) => runCliAs(args, { env: { KUBECONFIG: cp.kubeconfigPath } })
 
   async function createPod(namespace: string, name: string, image: string, labels: Record<string, string> = {}): Promise<{ image: string; warnings: string }> {
     const r = await cp!.kubectl(['create', '-o', 'json', '-f', '-'], {
@@ -88,15 +76,7 @@ if (cp) {
     await core.replaceNamespacedPodStatus({ name, namespace, body: pod })
   }
 
-  async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const value = await fn()
-      if (value !== undefined) return value
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  }
+  const until = <T>(what: string, fn: () => Promise<T | undefined>) => untilWithin(what, fn, 20_000)
 
   const stateOf = (registry: string) => webhook.server.reachability!.view().status(registry)
 

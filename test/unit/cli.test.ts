@@ -1,26 +1,13 @@
 // The command line as an operator runs it: a child process, stdout, stderr and exit codes.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
+import { runCli } from '../support/helpers.js'
 
-const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
-
-function run(args: string[], stdin?: string, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }))
-    child.stdin.end(stdin ?? '')
-  })
+function run(args: string[], stdin?: string, env: Record<string, string> = {}) {
+  return runCli(args, { stdin, env: { HOME: process.env.HOME ?? '', ...env } })
 }
 
 t.test('rewrite prints one line per image', async (t) => {

@@ -2,7 +2,6 @@
 // down gets the mirror, one that recovers is used directly again, a mirror
 // that is down gets nothing; the state, the metrics and the CLI explain it.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import https from 'node:https'
@@ -14,8 +13,8 @@ import { stringify } from 'yaml'
 import { startServer, type RunningServer } from '../../server/serve.js'
 import { createCa, issueServing, type KeyPairPem } from '../../server/tls/certs.js'
 import type { LookupFunction } from '../../server/reachability/probe.js'
+import { podReview, runCli, until } from '../support/helpers.js'
 
-const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
 
 // *.test names resolve to loopback, so the registries can carry names the mirror grammar accepts.
 const lookup: LookupFunction = (hostname, options, callback) => {
@@ -53,28 +52,6 @@ async function freePort(): Promise<number> {
   const { port } = s.address() as AddressInfo
   await new Promise((resolve) => s.close(resolve))
   return port
-}
-
-function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c) => (stdout += c))
-    child.stderr.on('data', (c) => (stderr += c))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }))
-  })
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await fn()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 const ca = await createCa('service-test-ca', 1)
@@ -131,23 +108,8 @@ async function stateOf(name: string): Promise<any> {
   return body.registries.find((r) => r.registry === name)
 }
 
-function review(uid: string) {
-  return {
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid,
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: 'shop',
-      operation: 'CREATE',
-      object: { metadata: { name: 'web' }, spec: { containers: [{ name: 'web', image: IMAGE }] } },
-    },
-  }
-}
-
 async function admit(uid: string): Promise<{ image: string; warnings: string[] }> {
-  const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: review(uid) })
+  const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: podReview(uid, [IMAGE]) })
   const response = res.json().response
   const patch = response.patch ? JSON.parse(Buffer.from(response.patch, 'base64').toString()) : []
   const op = patch.find((o: { path: string }) => o.path === '/spec/containers/0/image')
@@ -195,7 +157,7 @@ t.test('while the mirror is down nothing is rewritten to it', async (t) => {
   )
   const a = await admit('mirror-down')
   t.equal(a.image, IMAGE, 'pulled directly rather than from a dead mirror')
-  const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: review('mirror-down-2') })
+  const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: podReview('mirror-down-2', [IMAGE]) })
   t.equal(res.json().response.patch, undefined)
   const metrics = await (await fetch(`${ops}/metrics`)).text()
   t.match(metrics, new RegExp(`mirrorhook_images_kept_total\\{reason="mirror-unreachable"\\} [1-9]`))

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { createCa, issueServing } from '../../server/tls/certs.js'
 import { startServer, type RunningServer } from '../../server/serve.js'
+import { until } from '../support/helpers.js'
 
 const review = JSON.stringify({
   apiVersion: 'admission.k8s.io/v1',
@@ -53,15 +54,6 @@ async function issue(dir: string, name: string) {
   return { ca: ca.certPem, ...serving }
 }
 
-async function until<T>(fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await fn()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 t.test('certificate files rotated mid-run: answers continue, new connections get the new certificate', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-'))
@@ -119,7 +111,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   await symlink('v2', join(dir, '..data_tmp'))
   await rename(join(dir, '..data_tmp'), join(dir, '..data'))
 
-  const after = await until(async () => {
+  const after = await until('the new certificate', async () => {
     const a = await post(server.port, trustAll)
     return a.fingerprint !== before.fingerprint ? a : undefined
   })
@@ -139,7 +131,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   t.equal((await post(server.port, trustAll)).fingerprint, after.fingerprint, 'a certificate without its key is not used')
   await rm(join(dir, 'tls.key'))
   await writeFile(join(dir, 'tls.key'), third.keyPem)
-  const thirdAnswer = await until(async () => {
+  const thirdAnswer = await until('the overwritten pair', async () => {
     const a = await post(server.port, third.ca).catch(() => undefined)
     return a?.status === 200 ? a : undefined
   })
@@ -245,7 +237,7 @@ t.test('graceful shutdown: not ready first, in-flight reviews answered', async (
     )
   })
   let closing: Promise<void> | undefined
-  await until(async () => (closing ? true : undefined))
+  await until('shutdown to begin', async () => (closing ? true : undefined))
   const ready = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`)
   t.equal(ready.status, 503, 'not ready while draining')
   t.equal(await inFlight, 200, 'the in-flight review is answered')
