@@ -186,7 +186,8 @@ export function buildCli(): Command {
         selfManagedTls: opts.tlsMode === 'self-managed' ? selfManagedOptions(opts) : undefined,
         certReloadIntervalMs: opts.certReloadInterval * 1000,
         shutdownDelayMs: opts.shutdownDelay * 1000,
-        env: process.env,
+        // --namespace is the one source of the own namespace (excluded namespaces, state ConfigMap).
+        env: { ...process.env, POD_NAMESPACE: opts.namespace },
         logger,
       })
       const stop = (signal: string) => {
