@@ -8,7 +8,7 @@
 // Binaries come from test/k8s/build.sh (`npm run k8s:build`): $MIRRORHOOK_K8S_BIN or
 // ~/.cache/mirrorhook/k8s/<kubernetes version>/.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, readFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
-import { createCertificateAuthority, generateRsaKeyPair } from './certs.js';
+import { createCa, issueServing } from '../../server/tls/certs.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(HERE, '..', '..');
@@ -415,14 +415,14 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
   if (!detach) installExitHooks();
 
   // --- PKI, tokens -------------------------------------------------------------------------
-  const ca = await createCertificateAuthority('mirrorhook-e2e-apiserver-ca');
-  const serving = await ca.issue({
-    commonName: 'kube-apiserver',
+  const ca = await createCa('mirrorhook-e2e-apiserver-ca', 7);
+  const serving = await issueServing(ca, {
     dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
-    ips: ['127.0.0.1', '::1', '10.0.0.1'],
-    usages: ['server'],
+    ipAddresses: ['127.0.0.1', '::1', '10.0.0.1'],
+    validDays: 7,
   });
-  const sa = generateRsaKeyPair();
+  // Service-account token signing wants RSA.
+  const sa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const adminToken = randomBytes(24).toString('hex');
   const userToken = randomBytes(24).toString('hex');
   const f = (name: string, content: string) => {
@@ -433,8 +433,8 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
   const caFile = f('ca.crt', ca.certPem);
   const certFile = f('apiserver.crt', serving.certPem);
   const keyFile = f('apiserver.key', serving.keyPem);
-  const saKey = f('sa.key', sa.privateKeyPem);
-  const saPub = f('sa.pub', sa.publicKeyPem);
+  const saKey = f('sa.key', sa.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+  const saPub = f('sa.pub', sa.publicKey.export({ type: 'spki', format: 'pem' }).toString());
   const tokens = f('tokens.csv', `${adminToken},admin,admin,system:masters\n${userToken},e2e-unprivileged,e2e-unprivileged\n`);
 
   const started: Spawned[] = [];
