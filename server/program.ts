@@ -100,7 +100,10 @@ async function dryRun(options: { file: string; config?: string }): Promise<void>
         continue
       }
       reportPlans(result.kind, result.name, result.plans)
-      applyToDocument(doc, result.patch.map((op) => ({ ...op, path: `${prefix}${op.path}` })))
+      applyToDocument(
+        doc,
+        result.patch.map((op) => ({ ...op, path: `${prefix}${op.path}` })),
+      )
     }
     out.push(doc.toString())
   }
@@ -110,8 +113,7 @@ async function dryRun(options: { file: string; config?: string }): Promise<void>
 async function rewrite(images: string[], options: { config?: string } & StateSource): Promise<void> {
   const { policy } = await loadConfig(options.config)
   // The decision as the server would take it now, with the evidence it has.
-  const reachability =
-    options.url || options.fromCluster ? viewFor(policy, await loadState(policy, options)) : configOnlyView(policy)
+  const reachability = options.url || options.fromCluster ? viewFor(policy, await loadState(policy, options)) : configOnlyView(policy)
   for (const image of images) process.stdout.write(`${describe(decideImage(image, policy, reachability))}\n`)
 }
 
@@ -123,7 +125,10 @@ async function state(options: { config?: string; output: string } & StateSource)
 }
 
 function selfManagedOptions(opts: Record<string, string | undefined>): SelfManagedTlsOptions {
-  const sans = (opts.tlsExtraSans ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  const sans = (opts.tlsExtraSans ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
   return {
     namespace: opts.namespace ?? 'mirrorhook',
     secretName: opts.tlsSecret ?? 'mirrorhook-tls',
@@ -151,19 +156,36 @@ export function buildCli(): Command {
     .addOption(new Option('--tls-key <file>', 'serving key (PEM), reloaded when it changes').env('TLS_KEY_FILE'))
     .addOption(new Option('--dev-cert-dir <dir>', 'where development certificates go when no certificate is set').default('.dev-certs'))
     .addOption(
-      new Option('--tls-mode <mode>', 'self-managed: keep a CA and serving certificate in a Secret and the caBundle in the webhook configuration')
+      new Option(
+        '--tls-mode <mode>',
+        'self-managed: keep a CA and serving certificate in a Secret and the caBundle in the webhook configuration',
+      )
         .choices(['self-managed'])
         .env('TLS_MODE'),
     )
-    .addOption(new Option('--tls-secret <name>', 'self-managed: the Secret holding the certificates').env('TLS_SECRET_NAME').default('mirrorhook-tls'))
-    .addOption(new Option('--tls-cert-dir <dir>', 'self-managed: writable folder for the serving files').default(join(tmpdir(), 'mirrorhook-tls')))
     .addOption(
-      new Option('--tls-extra-sans <names>', 'self-managed: extra DNS names or IPs for the serving certificate, comma-separated').env('TLS_EXTRA_SANS'),
+      new Option('--tls-secret <name>', 'self-managed: the Secret holding the certificates')
+        .env('TLS_SECRET_NAME')
+        .default('mirrorhook-tls'),
     )
     .addOption(
-      new Option('--webhook-config-name <name>', 'self-managed: the MutatingWebhookConfiguration whose caBundle it keeps').env('WEBHOOK_CONFIG_NAME').default('mirrorhook'),
+      new Option('--tls-cert-dir <dir>', 'self-managed: writable folder for the serving files').default(join(tmpdir(), 'mirrorhook-tls')),
     )
-    .addOption(new Option('--service-name <name>', 'self-managed: the Service in front of the webhook (certificate names)').env('SERVICE_NAME').default('mirrorhook'))
+    .addOption(
+      new Option('--tls-extra-sans <names>', 'self-managed: extra DNS names or IPs for the serving certificate, comma-separated').env(
+        'TLS_EXTRA_SANS',
+      ),
+    )
+    .addOption(
+      new Option('--webhook-config-name <name>', 'self-managed: the MutatingWebhookConfiguration whose caBundle it keeps')
+        .env('WEBHOOK_CONFIG_NAME')
+        .default('mirrorhook'),
+    )
+    .addOption(
+      new Option('--service-name <name>', 'self-managed: the Service in front of the webhook (certificate names)')
+        .env('SERVICE_NAME')
+        .default('mirrorhook'),
+    )
     .addOption(new Option('--namespace <namespace>', "the webhook's own namespace").env('POD_NAMESPACE').default('mirrorhook'))
     .addOption(new Option('--cert-reload-interval <seconds>', 'how often the certificate files are checked').default(10).argParser(seconds))
     .addOption(
@@ -216,7 +238,7 @@ export function buildCli(): Command {
     .description('show what mirrorhook does with each image reference')
     .argument('<image...>', 'image references as written in a Pod spec')
     .option('-c, --config <file>', 'configuration file (YAML)')
-    .option('--url <url>', "use the learned state of a running server (its metrics listener, e.g. http://127.0.0.1:9090)")
+    .option('--url <url>', 'use the learned state of a running server (its metrics listener, e.g. http://127.0.0.1:9090)')
     .option('--from-cluster', 'use the learned state kept in the cluster (the ConfigMap, through the kubeconfig)')
     .action(async (images: string[], opts) => rewrite(images, { config: opts.config, url: opts.url, fromCluster: opts.fromCluster }))
 
@@ -225,11 +247,23 @@ export function buildCli(): Command {
     .description('list each registry with its state, the evidence and since when')
     .option('--url <url>', 'ask a running server (its metrics listener, e.g. http://127.0.0.1:9090); default: read the ConfigMap')
     .option('-c, --config <file>', 'configuration file (YAML): where the ConfigMap is, the static unreachable list')
-    .addOption(new Option('-n, --namespace <namespace>', "the ConfigMap's namespace (default: reachability.persistence.namespace, POD_NAMESPACE, mirrorhook)"))
+    .addOption(
+      new Option(
+        '-n, --namespace <namespace>',
+        "the ConfigMap's namespace (default: reachability.persistence.namespace, POD_NAMESPACE, mirrorhook)",
+      ),
+    )
     .option('--configmap <name>', 'the ConfigMap (default: reachability.persistence.configMap)')
     .addOption(new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table'))
     .action(async (opts) =>
-      state({ config: opts.config, url: opts.url, namespace: opts.namespace, configMap: opts.configmap, output: opts.output, fromCluster: !opts.url }),
+      state({
+        config: opts.config,
+        url: opts.url,
+        namespace: opts.namespace,
+        configMap: opts.configmap,
+        output: opts.output,
+        fromCluster: !opts.url,
+      }),
     )
 
   return program

@@ -124,7 +124,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const kubeFledged = loaded.config.kubeFledged
   const prepull =
     kube && kubeFledged.enabled
-      ? new Prepull({ kubeConfig: kube.kubeConfig, config: kubeFledged, logger: logger.child({ component: 'prepull' }), registry: metrics.registry })
+      ? new Prepull({
+          kubeConfig: kube.kubeConfig,
+          config: kubeFledged,
+          logger: logger.child({ component: 'prepull' }),
+          registry: metrics.registry,
+        })
       : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
   const webhook = await buildWebhookApp({
@@ -143,7 +148,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     },
     onError: (error) => {
       metrics.certReloads.inc({ result: 'error' })
-      logger.warn({ certFile, err: error.message }, 'serving certificate files changed but do not form a valid pair yet; keeping the previous one')
+      logger.warn(
+        { certFile, err: error.message },
+        'serving certificate files changed but do not form a valid pair yet; keeping the previous one',
+      )
     },
   })
 
@@ -154,7 +162,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
     ops = await buildOpsApp({ logger, metrics, readiness })
-    const staticState = () => ({ version: 1 as const, writtenAt: new Date().toISOString(), registries: [], refusals: [], static: [...loaded.policy.unreachable] })
+    const staticState = () => ({
+      version: 1 as const,
+      writtenAt: new Date().toISOString(),
+      registries: [],
+      refusals: [],
+      static: [...loaded.policy.unreachable],
+    })
     await ops.register(statePlugin, { snapshot: () => reachability?.snapshot() ?? staticState() })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }

@@ -64,7 +64,10 @@ export type Config = z.infer<typeof configSchema>
 export type ConfigInput = z.input<typeof configSchema>
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[], source?: string) {
+  constructor(
+    readonly problems: string[],
+    source?: string,
+  ) {
     super(`invalid configuration${source ? ` in ${source}` : ''}:\n  - ${problems.join('\n  - ')}`)
     this.name = 'ConfigError'
   }
@@ -98,7 +101,10 @@ export interface EnvOverlay {
 
 // Strips a scheme and trailing slashes: DOCKER_PROXY_URL was often written as a URL.
 export function normaliseMirrorPrefix(value: string): string {
-  return value.trim().replace(/^[a-z][a-z0-9+.-]*:\/\//i, '').replace(/\/+$/, '')
+  return value
+    .trim()
+    .replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')
+    .replace(/\/+$/, '')
 }
 
 export function splitList(value: string): string[] {

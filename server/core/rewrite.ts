@@ -124,7 +124,8 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
     why = 'mode always'
   } else {
     const status = reachability.status(registry)
-    const unknownChoice = mode === 'auto' && status.state === 'unknown' ? `; reachability.unknown is ${policy.config.reachability.unknown}` : ''
+    const unknownChoice =
+      mode === 'auto' && status.state === 'unknown' ? `; reachability.unknown is ${policy.config.reachability.unknown}` : ''
     const mirrored =
       status.state === 'unreachable' ||
       (mode === 'auto' && (status.state === 'slow' || (status.state === 'unknown' && policy.config.reachability.unknown === 'mirror')))

@@ -30,10 +30,7 @@ export const kubeFledgedSchema = z
     namespace: z.string().trim().regex(DNS_LABEL, 'must be a namespace name').default(KUBE_FLEDGED_DEFAULTS.namespace),
     // Nodes that get the images; absent means every node.
     nodeSelector: z
-      .record(
-        z.string().regex(LABEL_KEY, 'must be a label key'),
-        z.string().regex(LABEL_VALUE, 'must be a label value'),
-      )
+      .record(z.string().regex(LABEL_KEY, 'must be a label key'), z.string().regex(LABEL_VALUE, 'must be a label value'))
       .optional(),
     // Secrets in `namespace` used to pull from the mirror.
     imagePullSecrets: z.array(z.string().trim().max(253).regex(DNS_SUBDOMAIN, 'must be a Secret name')).default([]),

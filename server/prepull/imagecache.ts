@@ -161,7 +161,13 @@ export function viewOf(cache: ImageCache): CacheView {
     failedNodes,
     refreshRequested,
     purgeRequested,
-    purgeFinished: !purge ? undefined : status.status === 'Succeeded' ? 'succeeded' : FAILED_STATUSES.has(status.status ?? '') ? 'failed' : undefined,
+    purgeFinished: !purge
+      ? undefined
+      : status.status === 'Succeeded'
+        ? 'succeeded'
+        : FAILED_STATUSES.has(status.status ?? '')
+          ? 'failed'
+          : undefined,
     unusedSince: time(annotations[UNUSED_SINCE_ANNOTATION]),
     completedAt: time(status.completionTime),
   }

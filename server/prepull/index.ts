@@ -6,15 +6,7 @@ import type { Registry } from 'prom-client'
 import type { AdmittedEvent } from '../http/context.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import type { KubeFledgedConfig } from './config.js'
-import {
-  buildImageCache,
-  type CacheState,
-  type ImageCache,
-  imageOf,
-  isKubeFledgedPod,
-  type NodeFailure,
-  viewOf,
-} from './imagecache.js'
+import { buildImageCache, type CacheState, type ImageCache, imageOf, isKubeFledgedPod, type NodeFailure, viewOf } from './imagecache.js'
 import { ApiError, imageCachePath, type ImageCacheApi, KubeHttp, KubeImageCacheApi, KubePodSource, type PodSource } from './kubeapi.js'
 import { PrepullMetrics } from './metrics.js'
 import { TokenBucket, WorkQueue } from './queue.js'

@@ -241,7 +241,8 @@ export class KubePodSource implements PodSource {
           fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed',
         },
       })
-      for (const pod of page.items ?? []) for (const [image, original] of rewrittenImagesOf(pod)) if (!out.has(image)) out.set(image, original)
+      for (const pod of page.items ?? [])
+        for (const [image, original] of rewrittenImagesOf(pod)) if (!out.has(image)) out.set(image, original)
       cont = page.metadata?.continue || undefined
     } while (cont)
     return out

@@ -173,14 +173,19 @@ export class Reconciler {
         const r = await this.write('delete', () => this.o.api.remove(name, precondition(c)))
         if (r === 'conflict') return { kind: 'later', afterMs: 1_000 }
         if (typeof r === 'object') return r
-        log.info({ image, name, reason: viewOf(c).purgeFinished ? 'purged earlier' : 'spec differs from the configuration' }, 'ImageCache replaced')
+        log.info(
+          { image, name, reason: viewOf(c).purgeFinished ? 'purged earlier' : 'spec differs from the configuration' },
+          'ImageCache replaced',
+        )
         return this.create(image)
       }
       case 'refresh':
       case 'purge': {
         const c = cache!
         const key = action.kind === 'refresh' ? REFRESH_ANNOTATION : PURGE_ANNOTATION
-        const r = await this.write('annotate', () => this.o.api.annotate(name, { [key]: new Date(now).toISOString() }, c.metadata.resourceVersion ?? ''))
+        const r = await this.write('annotate', () =>
+          this.o.api.annotate(name, { [key]: new Date(now).toISOString() }, c.metadata.resourceVersion ?? ''),
+        )
         if (r === 'ok') {
           const a = this.attempts.get(image) ?? { refresh: 0, purge: 0, lastAt: 0 }
           const v = viewOf(c)
@@ -188,7 +193,8 @@ export class Reconciler {
           else if (v.purgeFinished === 'failed') a.purge++
           a.lastAt = now
           this.attempts.set(image, a)
-          if (action.kind === 'refresh') log.info({ image, name, failedNodes: v.failedNodes.map((f) => f.node) }, 'asked kube-fledged to retry a failed ImageCache')
+          if (action.kind === 'refresh')
+            log.info({ image, name, failedNodes: v.failedNodes.map((f) => f.node) }, 'asked kube-fledged to retry a failed ImageCache')
           else log.info({ image, name }, 'no Pod uses this image any more: asked kube-fledged to purge it from the nodes')
           return { kind: 'done' }
         }
@@ -198,7 +204,9 @@ export class Reconciler {
       case 'mark-used': {
         const c = cache!
         const value = action.kind === 'mark-unused' ? new Date(now).toISOString() : null
-        const r = await this.write('annotate', () => this.o.api.annotate(name, { [UNUSED_SINCE_ANNOTATION]: value }, c.metadata.resourceVersion ?? ''))
+        const r = await this.write('annotate', () =>
+          this.o.api.annotate(name, { [UNUSED_SINCE_ANNOTATION]: value }, c.metadata.resourceVersion ?? ''),
+        )
         return r === 'ok' ? { kind: 'done' } : this.afterMetadataWrite(r)
       }
       case 'delete': {

@@ -30,24 +30,44 @@ interface Rule {
 // and an allowlist refusal is worded as "pull access denied".
 const RULES: readonly Rule[] = [
   // Not about the registry at all.
-  { kind: 'other', pattern: /ErrImageNeverPull|InvalidImageName|signature validation failed|SignatureValidationFailed/i, cause: 'not a registry failure' },
+  {
+    kind: 'other',
+    pattern: /ErrImageNeverPull|InvalidImageName|signature validation failed|SignatureValidationFailed/i,
+    cause: 'not a registry failure',
+  },
   { kind: 'other', pattern: /pull QPS exceeded/i, cause: 'kubelet pull QPS limit' },
 
   { kind: 'network', pattern: /no such host/i, cause: 'DNS: no such host' },
-  { kind: 'network', pattern: /server misbehaving|Temporary failure in name resolution|lookup \S+( on \S+)?: .*(timeout|refused)/i, cause: 'DNS lookup failed' },
+  {
+    kind: 'network',
+    pattern: /server misbehaving|Temporary failure in name resolution|lookup \S+( on \S+)?: .*(timeout|refused)/i,
+    cause: 'DNS lookup failed',
+  },
   { kind: 'network', pattern: /TLS handshake timeout/i, cause: 'TLS handshake timeout' },
   { kind: 'network', pattern: /x509: [^"\n]*|tls: [^"\n]*|remote error: tls[^"\n]*/i, cause: (m) => `TLS: ${m[0].slice(0, 80)}` },
   { kind: 'network', pattern: /connection refused/i, cause: 'connection refused' },
   { kind: 'network', pattern: /connection reset by peer/i, cause: 'connection reset' },
   { kind: 'network', pattern: /no route to host|network is unreachable|host is down/i, cause: 'no route to host' },
-  { kind: 'network', pattern: /Client\.Timeout exceeded|request canceled while waiting for connection|awaiting headers/i, cause: 'HTTP client timeout' },
+  {
+    kind: 'network',
+    pattern: /Client\.Timeout exceeded|request canceled while waiting for connection|awaiting headers/i,
+    cause: 'HTTP client timeout',
+  },
   { kind: 'network', pattern: /i\/o timeout|connection timed out|connect: operation timed out/i, cause: 'i/o timeout' },
   { kind: 'network', pattern: /context deadline exceeded|code = DeadlineExceeded/i, cause: 'context deadline exceeded' },
   { kind: 'network', pattern: /because of no progress|no progress in/i, cause: 'no progress (stalled download)' },
   { kind: 'network', pattern: /registry is unavailable|RegistryUnavailable/i, cause: 'registry unavailable' },
   { kind: 'network', pattern: /proxyconnect tcp/i, cause: 'proxy connection failed' },
-  { kind: 'network', pattern: /\b(50[0-4]) (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out|Not Implemented)/i, cause: (m) => `HTTP ${m[1]}` },
-  { kind: 'network', pattern: /(unexpected )?status(code)?[: ]+(50[0-4])\b|\bHTTP status: (50[0-4])\b/i, cause: (m) => `HTTP ${m[3] ?? m[4]}` },
+  {
+    kind: 'network',
+    pattern: /\b(50[0-4]) (Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out|Not Implemented)/i,
+    cause: (m) => `HTTP ${m[1]}`,
+  },
+  {
+    kind: 'network',
+    pattern: /(unexpected )?status(code)?[: ]+(50[0-4])\b|\bHTTP status: (50[0-4])\b/i,
+    cause: (m) => `HTTP ${m[3] ?? m[4]}`,
+  },
   { kind: 'network', pattern: /broken pipe|unexpected EOF|: EOF\b|http2: server sent GOAWAY|stream error/i, cause: 'connection dropped' },
 
   { kind: 'rate-limited', pattern: /toomanyrequests|429 Too Many Requests|pull rate limit/i, cause: 'rate limited (HTTP 429)' },
@@ -56,7 +76,11 @@ const RULES: readonly Rule[] = [
   { kind: 'not-found', pattern: /repository does not exist or may require/i, cause: 'repository does not exist or requires login' },
   { kind: 'forbidden', pattern: /403 Forbidden|\bstatus(code)?:? 403\b/i, cause: 'HTTP 403 Forbidden' },
 
-  { kind: 'unauthorized', pattern: /401 Unauthorized|unauthorized:|authentication required|insufficient_scope|no basic auth credentials|failed to authorize/i, cause: 'unauthorized' },
+  {
+    kind: 'unauthorized',
+    pattern: /401 Unauthorized|unauthorized:|authentication required|insufficient_scope|no basic auth credentials|failed to authorize/i,
+    cause: 'unauthorized',
+  },
   { kind: 'unauthorized', pattern: /denied:|access.*denied/i, cause: 'access denied' },
 
   { kind: 'not-found', pattern: /manifest unknown|name unknown|blob unknown|not found|NotFound|\b404\b/i, cause: 'not found' },
@@ -96,7 +120,8 @@ export interface PulledImage {
 
 // `Successfully pulled image "x" in 2.5s (3.1s including waiting). Image size: 123 bytes.`;
 // older kubelets print only `… in 2.5s`.
-const PULLED = /^Successfully pulled image "([^"]+)" in ([0-9.hmsµμun]+)(?: \(([0-9.hmsµμun]+) including waiting\))?(?:\. Image size: (\d+) bytes\.?)?/
+const PULLED =
+  /^Successfully pulled image "([^"]+)" in ([0-9.hmsµμun]+)(?: \(([0-9.hmsµμun]+) including waiting\))?(?:\. Image size: (\d+) bytes\.?)?/
 
 /** Reads a `Pulled` event's message; undefined for "already present on machine" and the like. */
 export function parsePulledMessage(message: string): PulledImage | undefined {

@@ -56,7 +56,8 @@ export async function fetchState(url: string, timeoutMs = 5000): Promise<LoadedS
 
 export async function readClusterState(policy: Policy, source: StateSource, env: NodeJS.ProcessEnv = process.env): Promise<LoadedState> {
   const kube = findKubeConfig(env)
-  if (!kube) throw new StateSourceError('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); use --url to ask a running server')
+  if (!kube)
+    throw new StateSourceError('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); use --url to ask a running server')
   const persistence = policy.config.reachability.persistence
   const namespace = source.namespace ?? persistence.namespace ?? (env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE)
   const store = new ConfigMapStore(kube.kubeConfig, namespace, source.configMap ?? persistence.configMap)
@@ -107,7 +108,14 @@ function isoSeconds(ms: number): string {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n')
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 2)))
+        .join('')
+        .trimEnd(),
+    )
+    .join('\n')
 }
 
 /** The operator's view: one line per registry with state, since when and the evidence. */
@@ -121,7 +129,11 @@ export function formatState(loaded: LoadedState, staticUnreachable: readonly str
     const r = recordFromJson(json)
     const expired = r.state !== 'unknown' && r.expiresAt !== undefined && r.expiresAt <= now
     const state = expired ? 'unknown' : r.state
-    const evidence = expired ? `${r.state} evidence expired; last: ${describeEvidence(r)}` : r.decidedBy ? describeEvidence(r) : 'no evidence'
+    const evidence = expired
+      ? `${r.state} evidence expired; last: ${describeEvidence(r)}`
+      : r.decidedBy
+        ? describeEvidence(r)
+        : 'no evidence'
     rows.push([
       r.registry,
       state,
@@ -134,10 +146,17 @@ export function formatState(loaded: LoadedState, staticUnreachable: readonly str
   const refusals = snapshot.refusals.filter((r) => Date.parse(r.expiresAt) > now)
   if (refusals.length > 0) {
     const refusalRows = [['NOT SERVED BY THE MIRROR', 'SINCE', 'COUNT', 'EVIDENCE']]
-    for (const r of refusals) refusalRows.push([r.repository, `${r.firstAt.replace(/\.\d{3}Z$/, 'Z')} (${ago(now - Date.parse(r.firstAt))})`, String(r.count), r.detail])
+    for (const r of refusals)
+      refusalRows.push([
+        r.repository,
+        `${r.firstAt.replace(/\.\d{3}Z$/, 'Z')} (${ago(now - Date.parse(r.firstAt))})`,
+        String(r.count),
+        r.detail,
+      ])
     out.push('', table(refusalRows))
   }
-  if (snapshot.probesOffline) out.push('', 'note: no probe target answers; probe failures are ignored until one does (check the webhook\'s egress)')
+  if (snapshot.probesOffline)
+    out.push('', "note: no probe target answers; probe failures are ignored until one does (check the webhook's egress)")
   out.push('', `source: ${loaded.source}, written ${snapshot.writtenAt}${snapshot.writer ? ` by ${snapshot.writer}` : ''}`)
   return `${out.join('\n')}\n`
 }

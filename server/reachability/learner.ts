@@ -2,7 +2,16 @@
 // their Events are watched (informers) in the namespaces that opted in; the
 // kubelet's messages are turned into observations. Nothing here contacts a
 // registry: a host named in a Pod spec is only ever a key in the table.
-import { CoreV1Api, type CoreV1Event, type KubeConfig, ListWatch, makeInformer, type V1Namespace, type V1Pod, Watch } from '@kubernetes/client-node'
+import {
+  CoreV1Api,
+  type CoreV1Event,
+  type KubeConfig,
+  ListWatch,
+  makeInformer,
+  type V1Namespace,
+  type V1Pod,
+  Watch,
+} from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { type MirrorTarget, type Policy, registryKey } from '../core/policy.js'
 import { tryParseNormalizedNamed } from '../core/reference.js'
@@ -56,8 +65,7 @@ export function pullFailures(pod: V1Pod): ContainerPullFailure[] {
   const out: ContainerPullFailure[] = []
   const status = pod.status
   for (const list of [status?.initContainerStatuses, status?.containerStatuses, status?.ephemeralContainerStatuses] as (
-    | ContainerStatusLike[]
-    | undefined
+    ContainerStatusLike[] | undefined
   )[]) {
     for (const s of list ?? []) {
       const waiting = s.state?.waiting
@@ -226,7 +234,12 @@ export class ClusterLearner {
       if (previous === current) continue
       this.seenPods.set(key, current)
       if (f.reason !== 'ErrImagePull' && previous !== undefined) continue
-      const finding = findingForFailure({ image: f.image, error: f.error, where: `pod ${podName(pod)}` }, 'pod', this.options.policy(), this.now())
+      const finding = findingForFailure(
+        { image: f.image, error: f.error, where: `pod ${podName(pod)}` },
+        'pod',
+        this.options.policy(),
+        this.now(),
+      )
       if (finding) this.options.onFinding(finding)
     }
   }
@@ -276,7 +289,10 @@ export class ClusterLearner {
   }
 
   // Informers stop on errors; start them again with backoff until stopped.
-  private supervise(informer: { start(): Promise<void>; stop(): Promise<void>; on(verb: 'error', cb: (err?: unknown) => void): void }, what: string): Watched {
+  private supervise(
+    informer: { start(): Promise<void>; stop(): Promise<void>; on(verb: 'error', cb: (err?: unknown) => void): void },
+    what: string,
+  ): Watched {
     let timer: NodeJS.Timeout | undefined
     let delay = RESTART_MIN_MS
     let stopped = false

@@ -136,7 +136,8 @@ export async function probeRegistry(registry: string, options: ProbeOptions): Pr
       const { status } = answer
       if (status >= 300 && status < 400 && answer.location && hop < (options.maxRedirects ?? 3)) {
         const next = new URL(answer.location, url)
-        if (next.protocol !== 'https:') return { ok: false, durationMs, status, detail: `HTTP ${status} redirects to non-HTTPS ${next.host}` }
+        if (next.protocol !== 'https:')
+          return { ok: false, durationMs, status, detail: `HTTP ${status} redirects to non-HTTPS ${next.host}` }
         url = next
         continue
       }

@@ -174,7 +174,12 @@ export class ReachabilityService {
     this.expireTimer = setInterval(() => this.table.expire(this.now()), 10_000)
     this.expireTimer.unref?.()
     this.logger.info(
-      { probes: this.features.probes, persistence: this.features.persistence ?? 'off', learning: this.features.learning, mode: this.policy.config.mode },
+      {
+        probes: this.features.probes,
+        persistence: this.features.persistence ?? 'off',
+        learning: this.features.learning,
+        mode: this.policy.config.mode,
+      },
       'reachability started',
     )
   }
@@ -221,11 +226,20 @@ export class ReachabilityService {
     this.logger.debug({ registry, ok: result.ok, detail: result.detail }, 'probe')
     const wasOffline = this.probesOffline
     this.lastProbeOk.set(registry, result.ok)
-    const observation: Observation = { at: this.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail, durationMs: result.durationMs }
+    const observation: Observation = {
+      at: this.now(),
+      source: 'probe',
+      outcome: result.ok ? 'ok' : 'fail',
+      detail: result.detail,
+      durationMs: result.durationMs,
+    }
     if (!result.ok && !this.anyProbeAnswered()) {
       this.heldFailures.set(registry, observation)
       if (this.probesOffline && !wasOffline) {
-        this.logger.warn({ targets: this.prober?.registries }, 'no registry answers probes: assuming this webhook cannot reach the network; probe failures are ignored')
+        this.logger.warn(
+          { targets: this.prober?.registries },
+          'no registry answers probes: assuming this webhook cannot reach the network; probe failures are ignored',
+        )
       }
       return
     }
@@ -255,7 +269,10 @@ export class ReachabilityService {
 
   private transitioned(t: Transition): void {
     this.metrics?.transitions.inc({ registry: t.registry, to: t.to })
-    this.logger.info({ registry: t.registry, from: t.from, to: t.to, evidence: t.observation?.detail }, `registry ${t.registry} is now ${t.to}`)
+    this.logger.info(
+      { registry: t.registry, from: t.from, to: t.to, evidence: t.observation?.detail },
+      `registry ${t.registry} is now ${t.to}`,
+    )
     this.syncSoon()
   }
 

@@ -49,9 +49,7 @@ export const snapshotSchema = z.object({
   registries: z.array(recordSchema),
   refusals: z.array(refusalSchema).default([]),
   // Only in GET /state: what this replica probes and when next.
-  probes: z
-    .array(z.object({ registry: z.string(), nextAt: time.optional(), inFlight: z.boolean().optional() }))
-    .optional(),
+  probes: z.array(z.object({ registry: z.string(), nextAt: time.optional(), inFlight: z.boolean().optional() })).optional(),
   static: z.array(z.string()).optional(),
   // Only in GET /state: no probe target answers, so probe failures are being ignored.
   probesOffline: z.boolean().optional(),
@@ -148,10 +146,12 @@ export function forStorage(snapshot: StateSnapshot, maxBytes = MAX_STORED_BYTES)
     .map((r) => ({ ...r, recent: [], lastObservation: undefined, status: undefined, evidence: undefined }))
   let refusals = [...snapshot.refusals].sort((a, b) => Date.parse(b.at) - Date.parse(a.at))
   const out = (): StateSnapshot => ({ ...snapshot, registries, refusals, probes: undefined, probesOffline: undefined })
-  while (refusals.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes) refusals = refusals.slice(0, Math.floor(refusals.length * 0.8))
+  while (refusals.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes)
+    refusals = refusals.slice(0, Math.floor(refusals.length * 0.8))
   // Registries last: the oldest decisions go first.
   registries.sort((a, b) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt))
-  while (registries.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes) registries.splice(Math.floor(registries.length * 0.8))
+  while (registries.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes)
+    registries.splice(Math.floor(registries.length * 0.8))
   return out()
 }
 

@@ -84,7 +84,16 @@ function isPassive(o: Observation): boolean {
 }
 
 function newRecord(registry: string, now: number): RegistryRecord {
-  return { registry, state: 'unknown', since: now, confirmations: 0, updatedAt: now, consecutiveFailures: 0, consecutiveSuccesses: 0, recent: [] }
+  return {
+    registry,
+    state: 'unknown',
+    since: now,
+    confirmations: 0,
+    updatedAt: now,
+    consecutiveFailures: 0,
+    consecutiveSuccesses: 0,
+    recent: [],
+  }
 }
 
 export class StateTable {
@@ -109,7 +118,10 @@ export class StateTable {
       return { state: 'unknown', evidence: record?.decidedBy ? `evidence expired; last: ${describeEvidence(record)}` : 'no evidence yet' }
     }
     if (record.expiresAt !== undefined && record.expiresAt <= now) {
-      return { state: 'unknown', evidence: `${record.state} evidence expired at ${iso(record.expiresAt)}; last: ${describeEvidence(record)}` }
+      return {
+        state: 'unknown',
+        evidence: `${record.state} evidence expired at ${iso(record.expiresAt)}; last: ${describeEvidence(record)}`,
+      }
     }
     return { state: record.state, evidence: describeEvidence(record) }
   }

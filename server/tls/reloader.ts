@@ -85,7 +85,10 @@ export class CertificateReloader {
         next = await readKeyPair(this.certFile, this.keyFile)
       } catch (error) {
         // A rotation writes the two files one after the other; a mismatch is retried on the next event.
-        const [cert, key] = await Promise.all([readFile(this.certFile, 'utf8').catch(() => ''), readFile(this.keyFile, 'utf8').catch(() => '')])
+        const [cert, key] = await Promise.all([
+          readFile(this.certFile, 'utf8').catch(() => ''),
+          readFile(this.keyFile, 'utf8').catch(() => ''),
+        ])
         if (cert !== this.current.cert || key !== this.current.key) this.events.onError?.(error as Error)
         return false
       }

@@ -185,7 +185,8 @@ export function stateFromSecret(secret: V1Secret): TlsState | undefined {
   const stagedAt = new Date(secret.metadata?.annotations?.[STAGED_AT_ANNOTATION] ?? Number.NaN)
   return {
     signer: { certPem: signerCert, keyPem: signerKey },
-    next: nextCert && nextKey && !Number.isNaN(stagedAt.getTime()) ? { signer: { certPem: nextCert, keyPem: nextKey }, stagedAt } : undefined,
+    next:
+      nextCert && nextKey && !Number.isNaN(stagedAt.getTime()) ? { signer: { certPem: nextCert, keyPem: nextKey }, stagedAt } : undefined,
     trust: splitPems(get(SECRET_KEYS.trust) ?? ''),
     serving: { certPem: cert ?? '', keyPem: key ?? '' },
   }
@@ -439,7 +440,10 @@ export class SelfManagedTls {
     } catch (error) {
       if (statusOf(error) !== 404) throw error
       this.metrics.bundleSynced.set(0)
-      this.deps.logger.warn({ webhookConfiguration: name }, 'MutatingWebhookConfiguration not found: the API server cannot verify this webhook until it exists')
+      this.deps.logger.warn(
+        { webhookConfiguration: name },
+        'MutatingWebhookConfiguration not found: the API server cannot verify this webhook until it exists',
+      )
       return false
     }
     const webhooks = config.webhooks ?? []
@@ -457,7 +461,10 @@ export class SelfManagedTls {
         { name, body: ops, fieldManager: 'mirrorhook' },
         setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
       )
-      this.deps.logger.info({ webhookConfiguration: name, webhooks: ops.length / 2 }, 'caBundle written to the MutatingWebhookConfiguration')
+      this.deps.logger.info(
+        { webhookConfiguration: name, webhooks: ops.length / 2 },
+        'caBundle written to the MutatingWebhookConfiguration',
+      )
     }
     this.metrics.bundleSynced.set(1)
     return true

@@ -28,7 +28,11 @@ function reviewFor(i: number): AdmissionReview {
       object: {
         apiVersion: 'v1',
         kind: 'Pod',
-        metadata: { generateName: 'web-', labels: { app: 'web' }, ownerReferences: [{ kind: 'ReplicaSet', name: 'web-1', controller: true }] },
+        metadata: {
+          generateName: 'web-',
+          labels: { app: 'web' },
+          ownerReferences: [{ kind: 'ReplicaSet', name: 'web-1', controller: true }],
+        },
         spec: {
           initContainers: [{ name: 'migrate', image: `ghcr.io/example/migrate:v${i % 50}` }],
           containers: [
@@ -91,10 +95,13 @@ const bodies = reviews.map((r) => JSON.stringify(r))
 
 function post(body: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: server.port, path: '/mutate', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
-      res.resume()
-      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))))
-    })
+    const req = request(
+      { host: '127.0.0.1', port: server.port, path: '/mutate', method: 'POST', agent, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        res.resume()
+        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))))
+      },
+    )
     req.on('error', reject)
     req.end(body)
   })
@@ -120,6 +127,8 @@ const latency = (await server.metrics.latency.get()).values
 const sum = latency.find((v) => v.metricName === 'mirrorhook_admission_duration_seconds_sum')?.value ?? 0
 const n = latency.find((v) => v.metricName === 'mirrorhook_admission_duration_seconds_count')?.value ?? 1
 console.log(`server-side decision time (histogram mean): ${((sum / n) * 1e6).toFixed(1)} µs`)
-console.log(`process RSS: ${(process.memoryUsage().rss / 1024 / 1024).toFixed(0)} MiB, heap used: ${(process.memoryUsage().heapUsed / 1024 / 1024).toFixed(0)} MiB`)
+console.log(
+  `process RSS: ${(process.memoryUsage().rss / 1024 / 1024).toFixed(0)} MiB, heap used: ${(process.memoryUsage().heapUsed / 1024 / 1024).toFixed(0)} MiB`,
+)
 agent.destroy()
 await server.close()

@@ -40,7 +40,9 @@ function get(url: string): Promise<string> {
 
 function sample(text: string, name: string, labels = ''): number {
   let sum = 0
-  for (const line of text.split('\n')) if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{') && line.includes(labels)) sum += Number(line.split(' ').at(-1))
+  for (const line of text.split('\n'))
+    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{') && line.includes(labels))
+      sum += Number(line.split(' ').at(-1))
   return sum
 }
 
@@ -60,13 +62,40 @@ try {
       mirror: { prefix: 'm.daocloud.io' },
       registries: ['*'],
       reachability: { enabled: false },
-      kubeFledged: { namespace: NS, writesPerSecond: RATE, writeBurst: Math.max(10, Math.round(RATE / 5)), queueSize: 2 * IMAGES, batchSize: 200, podSweepSeconds: 60, unusedPurgeSeconds: 0 },
+      kubeFledged: {
+        namespace: NS,
+        writesPerSecond: RATE,
+        writeBurst: Math.max(10, Math.round(RATE / 5)),
+        queueSize: 2 * IMAGES,
+        batchSize: 200,
+        podSweepSeconds: 60,
+        unusedPurgeSeconds: 0,
+      },
     }),
   )
   child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(ROOT, 'server/cli.ts'), 'serve', '--config', configPath, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--dev-cert-dir', work],
-    { env: { ...process.env, KUBECONFIG: cp.kubeconfigPath, LOG_LEVEL: 'info', KUBERNETES_SERVICE_HOST: '' }, stdio: ['ignore', 'pipe', 'inherit'], cwd: ROOT },
+    [
+      '--import',
+      'tsx',
+      join(ROOT, 'server/cli.ts'),
+      'serve',
+      '--config',
+      configPath,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+      '--dev-cert-dir',
+      work,
+    ],
+    {
+      env: { ...process.env, KUBECONFIG: cp.kubeconfigPath, LOG_LEVEL: 'info', KUBERNETES_SERVICE_HOST: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+      cwd: ROOT,
+    },
   )
   // The listening line (info) carries both ports; the rest of the output is read and dropped.
   const ports = await new Promise<{ port: number; metricsPort: number }>((resolve, reject) => {
@@ -124,7 +153,9 @@ try {
   // metrics: listing 10,000 objects repeatedly would load the API server being measured.
   for (;;) {
     const text = await get(metricsUrl)
-    const written = sample(text, 'mirrorhook_prepull_api_writes_total', 'result="created"') + sample(text, 'mirrorhook_prepull_api_writes_total', 'result="already-exists"')
+    const written =
+      sample(text, 'mirrorhook_prepull_api_writes_total', 'result="created"') +
+      sample(text, 'mirrorhook_prepull_api_writes_total', 'result="already-exists"')
     if (written >= IMAGES && sample(text, 'mirrorhook_prepull_queue_depth') === 0) break
     if (Date.now() - t0 > 30 * 60_000) break
     await new Promise((r) => setTimeout(r, 100))

@@ -29,8 +29,10 @@ async function decisions(): Promise<void> {
   const service = new ReachabilityService({ policy, logger: pino({ level: 'silent' }), namespace: 'x' })
   const now = Date.now()
   // A full table: every DaoCloud registry known plus passive entries.
-  for (let i = 0; i < MAX_REGISTRIES; i++) service.observe(`r${i}.example`, { at: now, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
-  for (const r of ['docker.io', 'ghcr.io', 'quay.io']) service.observe(r, { at: now, source: 'probe', outcome: 'fail', detail: 'connection refused' })
+  for (let i = 0; i < MAX_REGISTRIES; i++)
+    service.observe(`r${i}.example`, { at: now, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
+  for (const r of ['docker.io', 'ghcr.io', 'quay.io'])
+    service.observe(r, { at: now, source: 'probe', outcome: 'fail', detail: 'connection refused' })
   const images = ['nginx:1.25', 'ghcr.io/org/app:1', 'quay.io/a/b@sha256:' + 'a'.repeat(64), 'registry.k8s.io/pause:3.10']
   const measure = (view: ReachabilityView) => {
     const n = 200_000
@@ -41,7 +43,9 @@ async function decisions(): Promise<void> {
   }
   const staticUs = measure(staticReachability(policy))
   const learnedUs = measure(service.view())
-  console.log(`decision per image: static view ${staticUs.toFixed(2)} µs, learned view (${MAX_REGISTRIES} registries known) ${learnedUs.toFixed(2)} µs`)
+  console.log(
+    `decision per image: static view ${staticUs.toFixed(2)} µs, learned view (${MAX_REGISTRIES} registries known) ${learnedUs.toFixed(2)} µs`,
+  )
 }
 
 async function probes(): Promise<void> {
@@ -58,7 +62,9 @@ async function probes(): Promise<void> {
     samples.push(r.durationMs)
   }
   samples.sort((a, b) => a - b)
-  console.log(`probe GET /v2/ over TLS on loopback (new connection each): p50 ${percentile(samples, 50).toFixed(1)} ms, p99 ${percentile(samples, 99).toFixed(1)} ms`)
+  console.log(
+    `probe GET /v2/ over TLS on loopback (new connection each): p50 ${percentile(samples, 50).toFixed(1)} ms, p99 ${percentile(samples, 99).toFixed(1)} ms`,
+  )
 
   // Detection and recovery through the service with fast settings.
   const closedPort = await new Promise<number>((resolve) => {
@@ -74,12 +80,19 @@ async function probes(): Promise<void> {
         mirror: { hosts: { [name]: `registry.test:${port}/mirror` } },
         registries: [name],
         mode: 'auto',
-        reachability: { probes: { intervalSeconds: 1, recheckSeconds: 0.2, timeoutSeconds: 1, maxBackoffSeconds: 4, jitter: 0, successThreshold: 2 } },
+        reachability: {
+          probes: { intervalSeconds: 1, recheckSeconds: 0.2, timeoutSeconds: 1, maxBackoffSeconds: 4, jitter: 0, successThreshold: 2 },
+        },
       },
       {},
     ),
   )
-  const service = new ReachabilityService({ policy, logger: pino({ level: 'silent' }), namespace: 'x', probe: { ca: ca.certPem, lookup, env: {} } })
+  const service = new ReachabilityService({
+    policy,
+    logger: pino({ level: 'silent' }),
+    namespace: 'x',
+    probe: { ca: ca.certPem, lookup, env: {} },
+  })
   const started = Date.now()
   await service.start()
   const waitFor = async (state: string) => {
@@ -108,7 +121,8 @@ function stateSize(): void {
   for (let i = 0; i < MAX_REGISTRIES; i++) {
     for (let k = 0; k < 5; k++) table.observe(`registry-${i}.example.com`, { at: now + k, source: 'pod', outcome: 'fail', detail })
   }
-  for (let i = 0; i < MAX_REFUSALS; i++) table.refuse(`m.daocloud.io/docker.io/org-${i}/image-${i}`, 'not in the mirror allowlist (pod ns/pod-1234)', now)
+  for (let i = 0; i < MAX_REFUSALS; i++)
+    table.refuse(`m.daocloud.io/docker.io/org-${i}/image-${i}`, 'not in the mirror allowlist (pod ns/pod-1234)', now)
   const full = tableToSnapshot(table, now)
   const stored = forStorage(full)
   const kib = (v: unknown) => (Buffer.byteLength(JSON.stringify(v)) / 1024).toFixed(0)

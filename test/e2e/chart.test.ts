@@ -30,7 +30,14 @@ function standInCrd(group: string, kind: string, plural: string, version: string
       group,
       scope: 'Namespaced',
       names: { kind, plural, singular: kind.toLowerCase(), listKind: `${kind}List` },
-      versions: [{ name: version, served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } }],
+      versions: [
+        {
+          name: version,
+          served: true,
+          storage: true,
+          schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } },
+        },
+      ],
     },
   }
 }
@@ -89,7 +96,14 @@ if (cp) {
       const objects = parseAllDocuments(manifests).filter((d) => d.contents !== null).length
       const r = await cp.kubectl(['apply', '--dry-run=server', '-f', '-'], { input: manifests })
       t.equal(r.code, 0, `${mode}: kubectl apply --dry-run=server`, { stderr: r.stderr })
-      t.equal(r.stdout.trim().split('\n').filter((l) => l.endsWith('(server dry run)')).length, objects, `${mode}: all ${objects} objects accepted`)
+      t.equal(
+        r.stdout
+          .trim()
+          .split('\n')
+          .filter((l) => l.endsWith('(server dry run)')).length,
+        objects,
+        `${mode}: all ${objects} objects accepted`,
+      )
     }
     const none = await cp.kubectl(['get', 'deployments,mutatingwebhookconfigurations', '-A', '-o', 'name'])
     t.equal(none.stdout.trim(), '', 'a dry run creates nothing')
@@ -101,7 +115,9 @@ if (cp) {
     const applied = await must(cp.kubectl(['apply', '-f', '-'], { input: manifests }), 'kubectl apply')
     t.match(applied, /deployment\.apps\/plain-mirrorhook created/)
     t.match(applied, /mutatingwebhookconfiguration\.admissionregistration\.k8s\.io\/plain-mirrorhook created/)
-    const deployment = JSON.parse(await must(cp.kubectl(['get', 'deployment', 'plain-mirrorhook', '-n', 'plain-system', '-o', 'json']), 'get'))
+    const deployment = JSON.parse(
+      await must(cp.kubectl(['get', 'deployment', 'plain-mirrorhook', '-n', 'plain-system', '-o', 'json']), 'get'),
+    )
     t.equal(deployment.spec.replicas, 2)
     const deleted = await must(cp.kubectl(['delete', '-f', '-', '--wait=false'], { input: manifests }), 'kubectl delete')
     t.match(deleted, /mutatingwebhookconfiguration\.admissionregistration\.k8s\.io "plain-mirrorhook" deleted/)
@@ -111,16 +127,34 @@ if (cp) {
     const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-chart-e2e-'))
     t.teardown(() => rm(dir, { recursive: true, force: true }))
     await writeFile(join(dir, 'values.yaml'), stringify({ config: CONFIG }))
-    const out = await must(cp.helm(['install', 'mirrorhook', CHART, '--namespace', NS, '-f', join(dir, 'values.yaml')], { timeoutMs: 120_000 }), 'helm install')
+    const out = await must(
+      cp.helm(['install', 'mirrorhook', CHART, '--namespace', NS, '-f', join(dir, 'values.yaml')], { timeoutMs: 120_000 }),
+      'helm install',
+    )
     notes = out
     t.match(out, /STATUS: deployed/)
     t.match(out, /kubectl label namespace <namespace> mirrorhook\.io\/enabled=true/, 'NOTES: opting a namespace in')
     t.match(out, /--dry-run=server/, 'NOTES: checking with a server-side dry run')
-    const names = await must(cp.kubectl(['get', 'deployment,service,serviceaccount,configmap,poddisruptionbudget,role,rolebinding', '-n', NS, '-o', 'name']), 'get')
-    for (const expected of ['deployment.apps/mirrorhook', 'service/mirrorhook', 'serviceaccount/mirrorhook', 'configmap/mirrorhook-config', 'poddisruptionbudget.policy/mirrorhook', 'role.rbac.authorization.k8s.io/mirrorhook-tls', 'role.rbac.authorization.k8s.io/mirrorhook-state']) {
+    const names = await must(
+      cp.kubectl(['get', 'deployment,service,serviceaccount,configmap,poddisruptionbudget,role,rolebinding', '-n', NS, '-o', 'name']),
+      'get',
+    )
+    for (const expected of [
+      'deployment.apps/mirrorhook',
+      'service/mirrorhook',
+      'serviceaccount/mirrorhook',
+      'configmap/mirrorhook-config',
+      'poddisruptionbudget.policy/mirrorhook',
+      'role.rbac.authorization.k8s.io/mirrorhook-tls',
+      'role.rbac.authorization.k8s.io/mirrorhook-state',
+    ]) {
       t.ok(names.split('\n').includes(expected), expected)
     }
-    t.equal((await cp.kubectl(['get', 'role', 'mirrorhook-imagecaches', '-n', 'kube-fledged', '-o', 'name'])).code, 0, 'ImageCache Role in kube-fledged')
+    t.equal(
+      (await cp.kubectl(['get', 'role', 'mirrorhook-imagecaches', '-n', 'kube-fledged', '-o', 'name'])).code,
+      0,
+      'ImageCache Role in kube-fledged',
+    )
     t.equal((await cp.kubectl(['get', 'mutatingwebhookconfiguration', 'mirrorhook', '-o', 'name'])).code, 0)
   })
 
@@ -200,55 +234,95 @@ if (cp) {
         'current-context': 'sa',
       }),
     )
-    const whoami = await must(cp.kubectl(['--kubeconfig', kubeconfig, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}']), 'whoami')
+    const whoami = await must(
+      cp.kubectl(['--kubeconfig', kubeconfig, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}']),
+      'whoami',
+    )
     t.equal(whoami, SA)
 
     // The API server cannot reach a Service here (no nodes): point the chart's configuration at loopback.
     const port = await freePort()
     await must(
-      cp.kubectl(['patch', 'mutatingwebhookconfiguration', 'mirrorhook', '--type=json', '-p', JSON.stringify([{ op: 'replace', path: '/webhooks/0/clientConfig', value: { url: `https://127.0.0.1:${port}/mutate` } }])]),
+      cp.kubectl([
+        'patch',
+        'mutatingwebhookconfiguration',
+        'mirrorhook',
+        '--type=json',
+        '-p',
+        JSON.stringify([{ op: 'replace', path: '/webhooks/0/clientConfig', value: { url: `https://127.0.0.1:${port}/mutate` } }]),
+      ]),
       'point the webhook at loopback',
     )
     // The same arguments as the chart's container, read from the rendered Deployment.
     const deployment = JSON.parse(await must(cp.kubectl(['get', 'deployment', 'mirrorhook', '-n', NS, '-o', 'json']), 'get deployment'))
     const chartArgs: string[] = deployment.spec.template.spec.containers[0].args
-    const configText = JSON.parse(await must(cp.kubectl(['get', 'configmap', 'mirrorhook-config', '-n', NS, '-o', 'json']), 'get configmap')).data['config.yaml']
+    const configText = JSON.parse(
+      await must(cp.kubectl(['get', 'configmap', 'mirrorhook-config', '-n', NS, '-o', 'json']), 'get configmap'),
+    ).data['config.yaml']
     await writeFile(join(dir, 'config.yaml'), configText)
     const args = chartArgs
-      .map((a) => a.replace(/^--config=.*/, `--config=${join(dir, 'config.yaml')}`).replace(/^--tls-cert-dir=.*/, `--tls-cert-dir=${join(dir, 'tls')}`))
+      .map((a) =>
+        a
+          .replace(/^--config=.*/, `--config=${join(dir, 'config.yaml')}`)
+          .replace(/^--tls-cert-dir=.*/, `--tls-cert-dir=${join(dir, 'tls')}`),
+      )
       .map((a) => a.replace(/^--port=.*/, `--port=${port}`).replace(/^--metrics-port=.*/, '--metrics-port=0'))
     t.ok(args.includes(`--config=${join(dir, 'config.yaml')}`), 'runs with the chart configuration')
 
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'server', 'cli.ts'), ...args, '--host=127.0.0.1', '--tls-extra-sans=127.0.0.1'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: dir, KUBECONFIG: kubeconfig, POD_NAMESPACE: NS, LOG_LEVEL: 'debug' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(REPO_ROOT, 'server', 'cli.ts'), ...args, '--host=127.0.0.1', '--tls-extra-sans=127.0.0.1'],
+      {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: dir, KUBECONFIG: kubeconfig, POD_NAMESPACE: NS, LOG_LEVEL: 'debug' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     let log = ''
     child.stdout.on('data', (d) => (log += d))
     child.stderr.on('data', (d) => (log += d))
     t.teardown(() => stopChild(child))
-    await eventually('the webhook listens', async () => log.includes('mirrorhook listening on https://') || (child.exitCode !== null && Promise.reject(new Error(`exited: ${log}`)))).catch((e: Error) => {
+    await eventually(
+      'the webhook listens',
+      async () =>
+        log.includes('mirrorhook listening on https://') || (child.exitCode !== null && Promise.reject(new Error(`exited: ${log}`))),
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n${log.slice(-4000)}`)
     })
 
     const secret = JSON.parse(await must(cp.kubectl(['get', 'secret', 'mirrorhook-tls', '-n', NS, '-o', 'json']), 'TLS Secret'))
     t.equal(secret.metadata.labels['app.kubernetes.io/managed-by'], 'mirrorhook', 'created the TLS Secret')
-    const caBundle = await must(cp.kubectl(['get', 'mutatingwebhookconfiguration', 'mirrorhook', '-o', 'jsonpath={.webhooks[0].clientConfig.caBundle}']), 'caBundle')
+    const caBundle = await must(
+      cp.kubectl(['get', 'mutatingwebhookconfiguration', 'mirrorhook', '-o', 'jsonpath={.webhooks[0].clientConfig.caBundle}']),
+      'caBundle',
+    )
     t.equal(caBundle, secret.data['ca.crt'], 'wrote its caBundle')
 
-    const pod = (name: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop' }, spec: { containers: [{ name: 'web', image: 'nginx:1.27' }] } })
+    const pod = (name: string) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: 'shop' },
+      spec: { containers: [{ name: 'web', image: 'nginx:1.27' }] },
+    })
     const image = await eventually('the API server calls the webhook', async () => {
-      const r = await cp.kubectl(['create', '--dry-run=server', '-o', 'jsonpath={.spec.containers[0].image}', '-f', '-'], { input: JSON.stringify(pod('dry')) })
+      const r = await cp.kubectl(['create', '--dry-run=server', '-o', 'jsonpath={.spec.containers[0].image}', '-f', '-'], {
+        input: JSON.stringify(pod('dry')),
+      })
       return r.code === 0 && r.stdout !== 'nginx:1.27' && r.stdout
     })
     t.equal(image, 'm.daocloud.io/docker.io/library/nginx:1.27')
 
     // The check the NOTES print, typed as an operator would.
-    const check = notes.split('\n').find((l) => l.includes('run mirrorhook-check'))?.trim()
+    const check = notes
+      .split('\n')
+      .find((l) => l.includes('run mirrorhook-check'))
+      ?.trim()
     t.ok(check, 'NOTES carry the dry-run check')
     const shell = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
-      const sh = spawn('/bin/sh', ['-c', check!.replace('<namespace>', 'shop').replace(/^kubectl /, `"${join(cp.binDir, 'kubectl')}" --kubeconfig "${cp.kubeconfigPath}" `)])
+      const sh = spawn('/bin/sh', [
+        '-c',
+        check!.replace('<namespace>', 'shop').replace(/^kubectl /, `"${join(cp.binDir, 'kubectl')}" --kubeconfig "${cp.kubeconfigPath}" `),
+      ])
       let stdout = ''
       let stderr = ''
       sh.stdout.on('data', (d) => (stdout += d))
@@ -262,7 +336,9 @@ if (cp) {
     const caches = await eventually(
       'an ImageCache written under the ServiceAccount',
       async () => {
-        const list = JSON.parse(await must(cp.kubectl(['get', 'imagecaches.kubefledged.io', '-n', 'kube-fledged', '-o', 'json']), 'list ImageCaches'))
+        const list = JSON.parse(
+          await must(cp.kubectl(['get', 'imagecaches.kubefledged.io', '-n', 'kube-fledged', '-o', 'json']), 'list ImageCaches'),
+        )
         return list.items.length > 0 && list.items
       },
       60_000,
@@ -278,8 +354,15 @@ if (cp) {
       message:
         'rpc error: code = DeadlineExceeded desc = failed to pull and unpack image "quay.io/acme/app:1": failed to resolve reference "quay.io/acme/app:1": failed to do request: Head "https://quay.io/v2/acme/app/manifests/1": dial tcp 54.1.2.3:443: i/o timeout',
     }
-    const status = { status: { containerStatuses: [{ name: 'web', image: 'quay.io/acme/app:1', imageID: '', ready: false, restartCount: 0, state: { waiting } }] } }
-    await must(cp.kubectl(['patch', 'pod', 'failing', '-n', 'shop', '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]), 'report the failed pull')
+    const status = {
+      status: {
+        containerStatuses: [{ name: 'web', image: 'quay.io/acme/app:1', imageID: '', ready: false, restartCount: 0, state: { waiting } }],
+      },
+    }
+    await must(
+      cp.kubectl(['patch', 'pod', 'failing', '-n', 'shop', '--subresource=status', '--type=merge', '-p', JSON.stringify(status)]),
+      'report the failed pull',
+    )
     const state = await eventually(
       'the state ConfigMap written under the ServiceAccount',
       async () => {
@@ -300,15 +383,33 @@ if (cp) {
     t.ok(caBundle, 'the webhook wrote one')
     // Back to the chart's Service form (the previous test pointed it at loopback), keeping the caBundle.
     await must(
-      cp.kubectl(['patch', 'mutatingwebhookconfiguration', 'mirrorhook', '--type=json', '-p', JSON.stringify([{ op: 'replace', path: '/webhooks/0/clientConfig', value: { service: { name: 'mirrorhook', namespace: NS, path: '/mutate', port: 443 }, caBundle } }])]),
+      cp.kubectl([
+        'patch',
+        'mutatingwebhookconfiguration',
+        'mirrorhook',
+        '--type=json',
+        '-p',
+        JSON.stringify([
+          {
+            op: 'replace',
+            path: '/webhooks/0/clientConfig',
+            value: { service: { name: 'mirrorhook', namespace: NS, path: '/mutate', port: 443 }, caBundle },
+          },
+        ]),
+      ]),
       'restore the Service form',
     )
-    const checksum = async () => JSON.parse(await must(cp.kubectl(['get', 'deployment', 'mirrorhook', '-n', NS, '-o', 'json']), 'get')).spec.template.metadata.annotations['checksum/config']
+    const checksum = async () =>
+      JSON.parse(await must(cp.kubectl(['get', 'deployment', 'mirrorhook', '-n', NS, '-o', 'json']), 'get')).spec.template.metadata
+        .annotations['checksum/config']
     const oldChecksum = await checksum()
     const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-chart-upgrade-'))
     t.teardown(() => rm(dir, { recursive: true, force: true }))
     await writeFile(join(dir, 'values.yaml'), stringify({ config: { ...CONFIG, noProxy: ['.corp.example'] } }))
-    const out = await must(cp.helm(['upgrade', 'mirrorhook', CHART, '--namespace', NS, '-f', join(dir, 'values.yaml')], { timeoutMs: 120_000 }), 'helm upgrade')
+    const out = await must(
+      cp.helm(['upgrade', 'mirrorhook', CHART, '--namespace', NS, '-f', join(dir, 'values.yaml')], { timeoutMs: 120_000 }),
+      'helm upgrade',
+    )
     t.match(out, /STATUS: deployed/)
     t.not(await checksum(), oldChecksum, 'new checksum/config: the Deployment rolls')
     const after = JSON.parse(await must(cp.kubectl(['get', 'mutatingwebhookconfiguration', 'mirrorhook', '-o', 'json']), 'get'))
@@ -318,7 +419,11 @@ if (cp) {
     const uninstall = await must(cp.helm(['uninstall', 'mirrorhook', '--namespace', NS], { timeoutMs: 120_000 }), 'helm uninstall')
     t.match(uninstall, /uninstalled/)
     t.equal((await cp.kubectl(['get', 'mutatingwebhookconfiguration', 'mirrorhook'])).code, 1, 'webhook configuration removed')
-    t.equal((await cp.kubectl(['get', 'secret', 'mirrorhook-tls', '-n', NS, '-o', 'name'])).stdout.trim(), 'secret/mirrorhook-tls', 'the TLS Secret is not part of the release (NOTES say so)')
+    t.equal(
+      (await cp.kubectl(['get', 'secret', 'mirrorhook-tls', '-n', NS, '-o', 'name'])).stdout.trim(),
+      'secret/mirrorhook-tls',
+      'the TLS Secret is not part of the release (NOTES say so)',
+    )
   })
 }
 
@@ -335,4 +440,3 @@ async function stopChild(child: ChildProcess): Promise<void> {
   await exited
   clearTimeout(timer)
 }
-

@@ -85,7 +85,12 @@ if (cp) {
     const r = await c.request('GET', `${CACHES}/${imageCacheName(image)}`)
     return r.status === 200 ? r.json() : undefined
   }
-  async function createPod(namespace: string, name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}): Promise<any> {
+  async function createPod(
+    namespace: string,
+    name: string,
+    spec: Record<string, unknown>,
+    metadata: Record<string, unknown> = {},
+  ): Promise<any> {
     const r = await c.kubectl(['create', '-o', 'json', '-f', '-'], {
       input: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, ...metadata }, spec }),
     })
@@ -153,11 +158,23 @@ if (cp) {
       t.notOk(obj.status, 'no status sent')
     }
     t.equal((await cacheOf(mirror('busybox:1.36'))).metadata.annotations['mirrorhook.io/original-image'], 'busybox:1.36')
-    t.match((await cacheOf(mirror('redis:7.2'))).metadata.annotations['mirrorhook.io/original-image'], /^(docker\.io\/library\/)?redis:7\.2$/)
+    t.match(
+      (await cacheOf(mirror('redis:7.2'))).metadata.annotations['mirrorhook.io/original-image'],
+      /^(docker\.io\/library\/)?redis:7\.2$/,
+    )
   })
 
   t.test('dry-run admissions create nothing', async (t) => {
-    const dry = await c.kubectl(['run', 'dry', '-n', 'shop', '--image=alpine:3.20', '--dry-run=server', '-o', 'jsonpath={.spec.containers[0].image}'])
+    const dry = await c.kubectl([
+      'run',
+      'dry',
+      '-n',
+      'shop',
+      '--image=alpine:3.20',
+      '--dry-run=server',
+      '-o',
+      'jsonpath={.spec.containers[0].image}',
+    ])
     t.equal(dry.code, 0, dry.stderr)
     t.equal(dry.stdout, mirror('alpine:3.20'), 'the dry run was mutated')
     await createPod('shop', 'after-dry', { containers: [{ name: 'c', image: 'memcached:1.6' }] })
@@ -219,11 +236,17 @@ if (cp) {
       const s = w1.server.prepull!.stateOf(image)
       return s?.state === 'failed' ? s : undefined
     })
-    t.same(state.failed.map((f) => f.node), ['node-b'])
+    t.same(
+      state.failed.map((f) => f.node),
+      ['node-b'],
+    )
     const text = await w1.server.metrics.registry.metrics()
     t.match(text, `mirrorhook_prepull_image_failed_node{image="${image}",node="node-b",reason="ImagePullFailed"} 1`)
     t.match(text, `mirrorhook_prepull_image_state{image="${image}",state="failed"} 1`)
-    t.ok(first.lines.some((l) => l.image === image && /pre-pull failed on 1 node\(s\): node-b/.test(l.msg ?? '')), 'logged with the node')
+    t.ok(
+      first.lines.some((l) => l.image === image && /pre-pull failed on 1 node\(s\): node-b/.test(l.msg ?? '')),
+      'logged with the node',
+    )
 
     const annotated = await waitFor('refresh requested', async () => {
       const o = (await c.request('GET', path)).json()
@@ -244,28 +267,44 @@ if (cp) {
     t.match(after, 'mirrorhook_prepull_images{state="cached"} 1')
   })
 
-  t.test("kube-fledged's own image-pull Pods pass through: the cached image stays, busybox follows the rules, nothing new is cached", async (t) => {
-    await createNamespace(c, 'fledged-jobs', true)
-    const pod = await createPod(
-      'fledged-jobs',
-      'mirrorhook-abc-xyz12',
-      {
-        restartPolicy: 'Never',
-        nodeSelector: { 'kubernetes.io/hostname': 'node-a' },
-        initContainers: [{ name: 'busybox', image: 'senthilrch/busybox:1.35.0', command: ['cp', '/bin/echo', '/tmp/bin'] }],
-        containers: [{ name: 'imagepuller', image: mirror('nginx:1.25'), command: ['/tmp/bin/echo', 'Image pulled successfully!'] }],
-      },
-      {
-        labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', imagecache: 'mirrorhook-abc', controller: 'kubefledged-controller' },
-        ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name: 'mirrorhook-abc-xyz', uid: '6b7e1c8c-1111-4a3c-9a3e-0123456789ab', controller: true }],
-      },
-    )
-    t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'not rewritten again')
-    t.equal(pod.spec.initContainers[0].image, 'm.daocloud.io/docker.io/senthilrch/busybox:1.35.0', 'busybox rewritten like any image')
-    await new Promise((r) => setTimeout(r, 2_500)) // a Pod sweep has run since
-    await waitFor('idle', () => w1.server.prepull!.queue.idle)
-    t.notOk(await cacheOf('m.daocloud.io/docker.io/senthilrch/busybox:1.35.0'), 'its busybox is not turned into a cache')
-  })
+  t.test(
+    "kube-fledged's own image-pull Pods pass through: the cached image stays, busybox follows the rules, nothing new is cached",
+    async (t) => {
+      await createNamespace(c, 'fledged-jobs', true)
+      const pod = await createPod(
+        'fledged-jobs',
+        'mirrorhook-abc-xyz12',
+        {
+          restartPolicy: 'Never',
+          nodeSelector: { 'kubernetes.io/hostname': 'node-a' },
+          initContainers: [{ name: 'busybox', image: 'senthilrch/busybox:1.35.0', command: ['cp', '/bin/echo', '/tmp/bin'] }],
+          containers: [{ name: 'imagepuller', image: mirror('nginx:1.25'), command: ['/tmp/bin/echo', 'Image pulled successfully!'] }],
+        },
+        {
+          labels: {
+            app: 'kubefledged',
+            kubefledged: 'kubefledged-image-manager',
+            imagecache: 'mirrorhook-abc',
+            controller: 'kubefledged-controller',
+          },
+          ownerReferences: [
+            {
+              apiVersion: 'batch/v1',
+              kind: 'Job',
+              name: 'mirrorhook-abc-xyz',
+              uid: '6b7e1c8c-1111-4a3c-9a3e-0123456789ab',
+              controller: true,
+            },
+          ],
+        },
+      )
+      t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'not rewritten again')
+      t.equal(pod.spec.initContainers[0].image, 'm.daocloud.io/docker.io/senthilrch/busybox:1.35.0', 'busybox rewritten like any image')
+      await new Promise((r) => setTimeout(r, 2_500)) // a Pod sweep has run since
+      await waitFor('idle', () => w1.server.prepull!.queue.idle)
+      t.notOk(await cacheOf('m.daocloud.io/docker.io/senthilrch/busybox:1.35.0'), 'its busybox is not turned into a cache')
+    },
+  )
 
   t.test('the API server stopped for a while: nothing admitted before is lost', async (t) => {
     // A slow writer, so Pods are stored (admitted) well before their caches are written.
@@ -281,7 +320,11 @@ if (cp) {
     await new Promise((res) => setTimeout(res, 4_000))
     t.equal(slow.server.prepull!.queue.size, queued, 'nothing dropped while the API server is down')
     await outage.restore()
-    await waitFor('all cached after the outage', async () => (await Promise.all(images.map((i) => cacheOf(mirror(i))))).every(Boolean), 60_000)
+    await waitFor(
+      'all cached after the outage',
+      async () => (await Promise.all(images.map((i) => cacheOf(mirror(i))))).every(Boolean),
+      60_000,
+    )
     t.equal(await metric(slow.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0)
     await slow.stop()
   })
@@ -308,7 +351,11 @@ if (cp) {
       const obj = await waitFor(`${image} ensured after the restart`, () => cacheOf(image))
       t.same(obj.spec.cacheSpec[0].images, [image])
     }
-    t.equal((await cacheOf(mirror('traefik:3.1'))).metadata.annotations['mirrorhook.io/original-image'], 'traefik:3.1', 'original from the Pod annotation')
+    t.equal(
+      (await cacheOf(mirror('traefik:3.1'))).metadata.annotations['mirrorhook.io/original-image'],
+      'traefik:3.1',
+      'original from the Pod annotation',
+    )
     await again.stop()
   })
 
@@ -370,7 +417,14 @@ if (cp) {
     await createPod('shop', 'short-lived', { containers: [{ name: 'v', image: 'vault:1.13' }] })
     await waitFor('created', () => cacheOf(image))
     await put((o) => {
-      o.status = { status: 'Failed', reason: 'ImageCacheCreate', message: 'failed', startTime: now(), completionTime: now(), failures: { [image]: [{ node: 'n1', reason: 'ImagePullFailed', message: 'x' }] } }
+      o.status = {
+        status: 'Failed',
+        reason: 'ImageCacheCreate',
+        message: 'failed',
+        startTime: now(),
+        completionTime: now(),
+        failures: { [image]: [{ node: 'n1', reason: 'ImagePullFailed', message: 'x' }] },
+      }
     })
     await waitFor('refresh (patch)', async () => (await cacheOf(image))?.metadata.annotations?.['kubefledged.io/refresh-imagecache'])
     await put((o) => {
@@ -380,7 +434,11 @@ if (cp) {
 
     const del = await c.kubectl(['delete', 'pod', '-n', 'shop', 'short-lived', '--wait=false'])
     t.equal(del.code, 0, del.stderr)
-    const marked = await waitFor('marked unused', async () => (await cacheOf(image))?.metadata.annotations?.['mirrorhook.io/unused-since'], 20_000)
+    const marked = await waitFor(
+      'marked unused',
+      async () => (await cacheOf(image))?.metadata.annotations?.['mirrorhook.io/unused-since'],
+      20_000,
+    )
     t.ok(Date.parse(marked) > 0)
     await waitFor('purge requested', async () => (await cacheOf(image))?.metadata.annotations?.['kubefledged.io/purge-imagecache'], 20_000)
     // kube-fledged purges: Processing, then Succeeded with reason ImageCachePurge, and removes its annotation.
@@ -397,7 +455,10 @@ if (cp) {
 
     t.equal(await metric(p.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0, 'no write refused')
     t.equal(await metric(p.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'error' }), 0, 'Pods listed every time')
-    t.notOk(log.lines.some((l) => /forbidden/i.test(JSON.stringify(l))), 'nothing forbidden')
+    t.notOk(
+      log.lines.some((l) => /forbidden/i.test(JSON.stringify(l))),
+      'nothing forbidden',
+    )
     t.ok(log.lines.some((l) => /ImageCache deleted after its purge/.test(l.msg ?? '')))
     await p.stop()
   })

@@ -56,9 +56,19 @@ if (cp) {
 
   const runCli = (args: string[]) => runCliAs(args, { env: { KUBECONFIG: cp.kubeconfigPath } })
 
-  async function createPod(namespace: string, name: string, image: string, labels: Record<string, string> = {}): Promise<{ image: string; warnings: string }> {
+  async function createPod(
+    namespace: string,
+    name: string,
+    image: string,
+    labels: Record<string, string> = {},
+  ): Promise<{ image: string; warnings: string }> {
     const r = await cp!.kubectl(['create', '-o', 'json', '-f', '-'], {
-      input: JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { containers: [{ name: 'app', image }] } }),
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace, labels },
+        spec: { containers: [{ name: 'app', image }] },
+      }),
     })
     if (r.code !== 0) throw new Error(r.stderr)
     return { image: JSON.parse(r.stdout).spec.containers[0].image, warnings: r.stderr }
@@ -71,7 +81,9 @@ if (cp) {
     pod.status = {
       ...pod.status,
       phase: 'Pending',
-      containerStatuses: [{ name: 'app', image, imageID: '', ready: false, restartCount: 0, started: false, state: { waiting: { reason, message } } }],
+      containerStatuses: [
+        { name: 'app', image, imageID: '', ready: false, restartCount: 0, started: false, state: { waiting: { reason, message } } },
+      ],
     }
     await core.replaceNamespacedPodStatus({ name, namespace, body: pod })
   }
@@ -98,7 +110,10 @@ if (cp) {
       return r.code === 0 && /quay\.io\s+unreachable/.test(r.stdout) ? r : undefined
     })
     t.match(fromCluster.stdout, /^REGISTRY\s+STATE\s+SINCE\s+EXPIRES\s+EVIDENCE$/m)
-    t.match(fromCluster.stdout, /quay\.io\s+unreachable\s+\S+Z \(\d+s ago\)\s+\S+Z\s+pod status: i\/o timeout pulling quay\.io\/acme\/app:1 \(pod shop\/first\), since \S+Z/)
+    t.match(
+      fromCluster.stdout,
+      /quay\.io\s+unreachable\s+\S+Z \(\d+s ago\)\s+\S+Z\s+pod status: i\/o timeout pulling quay\.io\/acme\/app:1 \(pod shop\/first\), since \S+Z/,
+    )
     t.match(fromCluster.stdout, /gcr\.io\s+unreachable\s+-\s+never\s+listed in config unreachable/)
     t.match(fromCluster.stdout, new RegExp(`source: ConfigMap ${STATE_NAMESPACE}/mirrorhook-reachability`))
 
@@ -115,7 +130,12 @@ if (cp) {
     await createPod('shop', 'typo', 'ghcr.io/acme/typo:1')
     await failPull('shop', 'typo', 'ErrImagePull', NOT_FOUND)
     await createPod('elsewhere', 'quiet', 'ghcr.io/acme/x:1')
-    await failPull('elsewhere', 'quiet', 'ImagePullBackOff', `Back-off pulling image "ghcr.io/acme/x:1": ErrImagePull: ${TIMEOUT.replace(/quay/g, 'ghcr')}`)
+    await failPull(
+      'elsewhere',
+      'quiet',
+      'ImagePullBackOff',
+      `Back-off pulling image "ghcr.io/acme/x:1": ErrImagePull: ${TIMEOUT.replace(/quay/g, 'ghcr')}`,
+    )
     // A Pod after both, so the learner has seen them once this one is counted (skipped: it keeps its image).
     await createPod('shop', 'marker', 'quay.io/acme/marker:1', { 'mirrorhook.io/skip': 'true' })
     await failPull('shop', 'marker', 'ErrImagePull', TIMEOUT)
@@ -126,7 +146,9 @@ if (cp) {
 
   t.test('an image the mirror refuses is no longer rewritten; other images still are', async (t) => {
     await failPull('shop', 'later', 'ErrImagePull', ALLOWLIST)
-    await until('refusal learned', async () => (webhook.server.reachability!.view().mirrorRefusal?.('m.daocloud.io/quay.io/acme/app') ? true : undefined))
+    await until('refusal learned', async () =>
+      webhook.server.reachability!.view().mirrorRefusal?.('m.daocloud.io/quay.io/acme/app') ? true : undefined,
+    )
     const again = await createPod('shop', 'again', 'quay.io/acme/app:3')
     t.equal(again.image, 'quay.io/acme/app:3', 'kept: the mirror would refuse it')
     t.equal((await createPod('shop', 'other', 'quay.io/acme/other:1')).image, 'm.daocloud.io/quay.io/acme/other:1')
@@ -186,13 +208,19 @@ if (cp) {
     // Both write at once: one of them meets a 409 and merges again.
     await Promise.all([a.syncNow(), b.syncNow()])
     await Promise.all([a.syncNow(), b.syncNow()])
-    for (const [name, r] of [['a', a], ['b', b]] as const) {
+    for (const [name, r] of [
+      ['a', a],
+      ['b', b],
+    ] as const) {
       t.equal(r.view().status('registry-a.example').state, 'unreachable', `${name} knows what a saw`)
       t.equal(r.view().status('registry-b.example').state, 'unreachable', `${name} knows what b saw`)
     }
     const cm = await core.readNamespacedConfigMap({ name: 'mirrorhook-reachability', namespace: STATE_NAMESPACE })
     const stored = JSON.parse(cm.data!['state.json']!) as { registries: { registry: string }[] }
-    t.ok(['registry-a.example', 'registry-b.example', 'quay.io', 'ghcr.io'].every((n) => stored.registries.some((r) => r.registry === n)), 'nothing lost')
+    t.ok(
+      ['registry-a.example', 'registry-b.example', 'quay.io', 'ghcr.io'].every((n) => stored.registries.some((r) => r.registry === n)),
+      'nothing lost',
+    )
   })
 
   t.test('a write that lost the race (409) is retried on top of the winner', async (t) => {
@@ -219,12 +247,16 @@ if (cp) {
     const result = await mine.update(async (stored) => {
       seen.push(stored?.registries.map((r) => r.registry))
       // Another replica writes between our read and our write, once.
-      if (seen.length === 1) await theirs.update((s) => snapshot('theirs', [...(s?.registries.map((r) => r.registry) ?? []), 'two.example']))
+      if (seen.length === 1)
+        await theirs.update((s) => snapshot('theirs', [...(s?.registries.map((r) => r.registry) ?? []), 'two.example']))
       return snapshot('mine', [...(stored?.registries.map((r) => r.registry) ?? []), 'three.example'])
     })
     t.same(result, { written: true, conflicts: 1 })
     t.same(seen, [['one.example'], ['one.example', 'two.example']], 'read again after the 409')
     const final = await mine.read()
-    t.same(final.snapshot?.registries.map((r) => r.registry), ['one.example', 'two.example', 'three.example'])
+    t.same(
+      final.snapshot?.registries.map((r) => r.registry),
+      ['one.example', 'two.example', 'three.example'],
+    )
   })
 }

@@ -20,7 +20,13 @@ const NAMESPACE = 'mirrorhook'
 const APPS = 'apps'
 const logger = pino({ level: process.env.MIRRORHOOK_TEST_LOG_LEVEL ?? 'silent' })
 // Rewrites everything, learns nothing: these tests are about TLS only.
-const CONFIG = { mirror: { prefix: 'm.daocloud.io' }, registries: ['*'], mode: 'always', reachability: { enabled: false }, kubeFledged: { enabled: false } }
+const CONFIG = {
+  mirror: { prefix: 'm.daocloud.io' },
+  registries: ['*'],
+  mode: 'always',
+  reachability: { enabled: false },
+  kubeFledged: { enabled: false },
+}
 
 const cp = await withControlPlane(t)
 
@@ -134,7 +140,10 @@ async function plantSecret(core: CoreV1Api, name: string, signer: KeyPairPem, se
   })
 }
 
-const SANS = { dnsNames: ['mirrorhook.mirrorhook.svc', 'mirrorhook.mirrorhook.svc.cluster.local', 'mirrorhook.mirrorhook', 'mirrorhook'], ipAddresses: ['127.0.0.1'] }
+const SANS = {
+  dnsNames: ['mirrorhook.mirrorhook.svc', 'mirrorhook.mirrorhook.svc.cluster.local', 'mirrorhook.mirrorhook', 'mirrorhook'],
+  ipAddresses: ['127.0.0.1'],
+}
 
 if (cp) {
   const kubeConfig = await cp.kubeConfig()
@@ -145,19 +154,36 @@ if (cp) {
   t.test('replicas starting together end with one Secret and a caBundle that verifies every one of them', async (t) => {
     const port = await freePort()
     await registerAt(cp, 'replicas', port)
-    const replicas = await Promise.all([0, 1, 2].map((i) => startReplica(kubeConfig, { secretName: 'replicas-tls', webhookConfigName: 'replicas', port: i === 0 ? port : 0 })))
+    const replicas = await Promise.all(
+      [0, 1, 2].map((i) =>
+        startReplica(kubeConfig, { secretName: 'replicas-tls', webhookConfigName: 'replicas', port: i === 0 ? port : 0 }),
+      ),
+    )
     t.teardown(() => Promise.all(replicas.map((r) => r.stop())))
 
     const secret = await core.readNamespacedSecret({ name: 'replicas-tls', namespace: NAMESPACE })
     const created = await Promise.all(
-      replicas.map(async (r) => (await r.server.metrics.registry.getSingleMetric('mirrorhook_tls_secret_changes_total')?.get())?.values.find((v) => v.labels.change === 'created')?.value ?? 0),
+      replicas.map(
+        async (r) =>
+          (await r.server.metrics.registry.getSingleMetric('mirrorhook_tls_secret_changes_total')?.get())?.values.find(
+            (v) => v.labels.change === 'created',
+          )?.value ?? 0,
+      ),
     )
-    t.equal(created.reduce((a, b) => a + b, 0), 1, 'exactly one replica created the Secret; the others read it')
+    t.equal(
+      created.reduce((a, b) => a + b, 0),
+      1,
+      'exactly one replica created the Secret; the others read it',
+    )
 
     const bundle = await caBundleOf(cp, 'replicas')
     t.equal(bundle, decode(secret, SECRET_KEYS.trust), 'the caBundle is the Secret trust bundle')
     for (const [i, r] of replicas.entries()) {
-      t.equal(await readFile(r.server.selfManagedTls!.files.certFile, 'utf8'), decode(secret, SECRET_KEYS.cert), `replica ${i} serves the shared certificate`)
+      t.equal(
+        await readFile(r.server.selfManagedTls!.files.certFile, 'utf8'),
+        decode(secret, SECRET_KEYS.cert),
+        `replica ${i} serves the shared certificate`,
+      )
       const h = await handshake(r.server.port, bundle)
       t.ok(h.authorized, `replica ${i}: the caBundle verifies its certificate for 127.0.0.1 (${h.error ?? 'ok'})`)
       t.equal(h.fingerprint, fingerprintOf(decode(secret, SECRET_KEYS.cert)))
@@ -170,7 +196,13 @@ if (cp) {
     const instances = [0, 1, 2, 3, 4].map(
       (i) =>
         new SelfManagedTls(
-          { namespace: NAMESPACE, secretName: 'race-tls', webhookConfigName: 'absent', serviceName: 'mirrorhook', certDir: join(tmpdir(), `mirrorhook-race-${process.pid}-${i}`) },
+          {
+            namespace: NAMESPACE,
+            secretName: 'race-tls',
+            webhookConfigName: 'absent',
+            serviceName: 'mirrorhook',
+            certDir: join(tmpdir(), `mirrorhook-race-${process.pid}-${i}`),
+          },
           { kubeConfig, logger },
         ),
     )
@@ -179,43 +211,57 @@ if (cp) {
     t.equal(results.filter((r) => r.changes.includes('created')).length, 1, 'one creation')
     const secret = await core.readNamespacedSecret({ name: 'race-tls', namespace: NAMESPACE })
     for (const r of results) t.equal(r.state.serving.certPem, decode(secret, SECRET_KEYS.cert))
-    t.notOk(results.some((r) => r.caBundleSynced), 'no webhook configuration to patch is reported, not fatal')
+    t.notOk(
+      results.some((r) => r.caBundleSynced),
+      'no webhook configuration to patch is reported, not fatal',
+    )
   })
 
   for (const [label, serving] of [
     ['soon-expiring', { validDays: 3, issuedDaysAgo: 0 }],
     ['expired', { validDays: 1, issuedDaysAgo: 5 }],
   ] as const) {
-    t.test(`${label === 'expired' ? 'an' : 'a'} ${label} serving certificate is rotated, and the running server switches to it`, async (t) => {
-      const name = `rotate-${label}`
-      const signer = await createCa('mirrorhook webhook CA', 3650)
-      const good = await issueServing(signer, { ...SANS, validDays: 90 })
-      await plantSecret(core, `${name}-tls`, signer, good)
-      const port = await freePort()
-      await registerAt(cp, name, port)
-      const replica = await startReplica(kubeConfig, { secretName: `${name}-tls`, webhookConfigName: name, port, checkIntervalMs: 200 })
-      t.teardown(() => replica.stop())
-      await eventually('the API server calls the webhook', () => apiServerMutates(cp))
-      t.equal((await handshake(port, signer.certPem)).fingerprint, fingerprintOf(good.certPem), 'serving the planted certificate')
+    t.test(
+      `${label === 'expired' ? 'an' : 'a'} ${label} serving certificate is rotated, and the running server switches to it`,
+      async (t) => {
+        const name = `rotate-${label}`
+        const signer = await createCa('mirrorhook webhook CA', 3650)
+        const good = await issueServing(signer, { ...SANS, validDays: 90 })
+        await plantSecret(core, `${name}-tls`, signer, good)
+        const port = await freePort()
+        await registerAt(cp, name, port)
+        const replica = await startReplica(kubeConfig, { secretName: `${name}-tls`, webhookConfigName: name, port, checkIntervalMs: 200 })
+        t.teardown(() => replica.stop())
+        await eventually('the API server calls the webhook', () => apiServerMutates(cp))
+        t.equal((await handshake(port, signer.certPem)).fingerprint, fingerprintOf(good.certPem), 'serving the planted certificate')
 
-      // Time passes: the certificate in the Secret is now close to (or past) its end.
-      const old = await issueServing(signer, { ...SANS, validDays: serving.validDays, now: new Date(Date.now() - serving.issuedDaysAgo * DAY) })
-      const secret = await core.readNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE })
-      secret.data = { ...secret.data, [SECRET_KEYS.cert]: Buffer.from(old.certPem).toString('base64'), [SECRET_KEYS.key]: Buffer.from(old.keyPem).toString('base64') }
-      await core.replaceNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE, body: secret })
+        // Time passes: the certificate in the Secret is now close to (or past) its end.
+        const old = await issueServing(signer, {
+          ...SANS,
+          validDays: serving.validDays,
+          now: new Date(Date.now() - serving.issuedDaysAgo * DAY),
+        })
+        const secret = await core.readNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE })
+        secret.data = {
+          ...secret.data,
+          [SECRET_KEYS.cert]: Buffer.from(old.certPem).toString('base64'),
+          [SECRET_KEYS.key]: Buffer.from(old.keyPem).toString('base64'),
+        }
+        await core.replaceNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE, body: secret })
 
-      let presented = ''
-      await eventually('the server presents a renewed certificate', async () => {
-        presented = (await handshake(port, signer.certPem)).fingerprint
-        return presented !== fingerprintOf(good.certPem) && presented !== fingerprintOf(old.certPem)
-      })
-      const renewed = decode(await core.readNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE }), SECRET_KEYS.cert)
-      t.equal(presented, fingerprintOf(renewed), 'the renewed certificate is the one in the Secret')
-      t.ok(describeCertificate(renewed).notAfter.getTime() > Date.now() + 80 * DAY, 'valid for the full period again')
-      t.ok(new X509Certificate(renewed).checkIssued(new X509Certificate(signer.certPem)), 'same CA: no caBundle change needed')
-      t.ok((await handshake(port, await caBundleOf(cp, name))).authorized)
-      t.ok(await apiServerMutates(cp), 'the API server still calls it')
-    })
+        let presented = ''
+        await eventually('the server presents a renewed certificate', async () => {
+          presented = (await handshake(port, signer.certPem)).fingerprint
+          return presented !== fingerprintOf(good.certPem) && presented !== fingerprintOf(old.certPem)
+        })
+        const renewed = decode(await core.readNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE }), SECRET_KEYS.cert)
+        t.equal(presented, fingerprintOf(renewed), 'the renewed certificate is the one in the Secret')
+        t.ok(describeCertificate(renewed).notAfter.getTime() > Date.now() + 80 * DAY, 'valid for the full period again')
+        t.ok(new X509Certificate(renewed).checkIssued(new X509Certificate(signer.certPem)), 'same CA: no caBundle change needed')
+        t.ok((await handshake(port, await caBundleOf(cp, name))).authorized)
+        t.ok(await apiServerMutates(cp), 'the API server still calls it')
+      },
+    )
   }
 
   t.test('CA rotation: the API server verifies the webhook at every moment', async (t) => {
@@ -227,7 +273,13 @@ if (cp) {
     const port = await freePort()
     await registerAt(cp, name, port)
     const timings = { caRenewBeforeDays: 30, caPromotionDelayMs: 5_000 }
-    const replica = await startReplica(kubeConfig, { secretName: `${name}-tls`, webhookConfigName: name, port, timings, checkIntervalMs: 250 })
+    const replica = await startReplica(kubeConfig, {
+      secretName: `${name}-tls`,
+      webhookConfigName: name,
+      port,
+      timings,
+      checkIntervalMs: 250,
+    })
     t.teardown(() => replica.stop())
 
     const secret = await core.readNamespacedSecret({ name: `${name}-tls`, namespace: NAMESPACE })

@@ -119,8 +119,20 @@ if (cp) {
 
   t.test('an ephemeral container added through the subresource is rewritten', async (t) => {
     await create(pod('shop', 'debug-me', { containers: [{ name: 'app', image: 'nginx:1.25' }] }))
-    const patch = { spec: { ephemeralContainers: [{ name: 'debugger', image: 'busybox:1.36', targetContainerName: 'app', stdin: true, tty: true }] } }
-    const r = await cp.kubectl(['patch', 'pod', '-n', 'shop', 'debug-me', '--subresource=ephemeralcontainers', '--type=strategic', '-p', JSON.stringify(patch)])
+    const patch = {
+      spec: { ephemeralContainers: [{ name: 'debugger', image: 'busybox:1.36', targetContainerName: 'app', stdin: true, tty: true }] },
+    }
+    const r = await cp.kubectl([
+      'patch',
+      'pod',
+      '-n',
+      'shop',
+      'debug-me',
+      '--subresource=ephemeralcontainers',
+      '--type=strategic',
+      '-p',
+      JSON.stringify(patch),
+    ])
     t.equal(r.code, 0, r.stderr)
     t.match(r.stderr, /Warning: mirrorhook: debugger: busybox:1\.36 -> /)
     const stored = await get('shop', 'debug-me')

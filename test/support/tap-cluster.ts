@@ -16,17 +16,17 @@
 //   - with CI=true that is a test failure, never a silent skip.
 // The control plane is stopped in t.teardown; its logs are removed when the file passed
 // and kept (path printed) when anything in it failed. Set MIRRORHOOK_KEEP_LOGS=1 to keep them always.
-import path from 'node:path';
-import type { Test } from 'tap';
-import { checkBinaries, startControlPlane, type ControlPlane, type StartOptions } from './controlplane.js';
+import path from 'node:path'
+import type { Test } from 'tap'
+import { checkBinaries, startControlPlane, type ControlPlane, type StartOptions } from './controlplane.js'
 
 function testFileName(t: Test): string {
-  const file = process.argv[1];
-  return t.name !== 'TAP' || !file ? t.name : path.relative(process.cwd(), file);
+  const file = process.argv[1]
+  return t.name !== 'TAP' || !file ? t.name : path.relative(process.cwd(), file)
 }
 
 export function isCI(): boolean {
-  return /^(1|true|yes)$/i.test(process.env.CI ?? '');
+  return /^(1|true|yes)$/i.test(process.env.CI ?? '')
 }
 
 /**
@@ -36,22 +36,22 @@ export function isCI(): boolean {
  * Throws (failing the file) when the binaries are there but the control plane does not come up.
  */
 export async function withControlPlane(t: Test, opts: StartOptions = {}): Promise<ControlPlane | null> {
-  const bins = checkBinaries(opts.binDir);
+  const bins = checkBinaries(opts.binDir)
   if (!bins.ok) {
     if (isCI()) {
-      t.fail(`end-to-end tests cannot run, and with CI=true that is a failure, not a skip: ${bins.message}`);
+      t.fail(`end-to-end tests cannot run, and with CI=true that is a failure, not a skip: ${bins.message}`)
     } else {
-      const msg = `end-to-end tests skipped: ${bins.message}`;
-      process.stderr.write(`# ${msg}\n`);
-      t.plan(0, msg);
+      const msg = `end-to-end tests skipped: ${bins.message}`
+      process.stderr.write(`# ${msg}\n`)
+      t.plan(0, msg)
     }
-    return null;
+    return null
   }
-  const cp = await startControlPlane(opts);
+  const cp = await startControlPlane(opts)
   t.teardown(async () => {
-    const failed = !t.passing();
-    const keep = failed || /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_KEEP_LOGS ?? '');
-    await cp.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' });
-  });
-  return cp;
+    const failed = !t.passing()
+    const keep = failed || /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_KEEP_LOGS ?? '')
+    await cp.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
+  })
+  return cp
 }

@@ -91,7 +91,9 @@ t.test('dry-run: the same patch, and the side-effect hook is not called', async 
   const dry = (await app.inject({ method: 'POST', url: '/mutate', payload: review({ dryRun: true }) })).json()
   t.same(decodePatch(dry), decodePatch(wet))
   t.equal(h.admitted.length, 1, 'only the non-dry-run review')
-  t.match(await h.metrics.reviews.get(), { values: [{ labels: { outcome: 'mutated', dry_run: 'false' } }, { labels: { outcome: 'mutated', dry_run: 'true' } }] })
+  t.match(await h.metrics.reviews.get(), {
+    values: [{ labels: { outcome: 'mutated', dry_run: 'false' } }, { labels: { outcome: 'mutated', dry_run: 'true' } }],
+  })
 })
 
 t.test('malformed reviews get a 400 saying what is wrong', async (t) => {

@@ -17,11 +17,23 @@ const CHART = join(REPO_ROOT, 'charts', 'mirrorhook')
 const HELM = join(defaultBinDir(), 'helm')
 const WEBHOOK_SOURCE = join(REPO_ROOT, 'webhook-config', 'mutating-webhook.yaml')
 
-type Manifest = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [key: string]: any }
+type Manifest = {
+  apiVersion: string
+  kind: string
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
+  [key: string]: any
+}
 
 function helm(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(HELM, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), 'mirrorhook-helm-cache'), HELM_CONFIG_HOME: join(tmpdir(), 'mirrorhook-helm-config') } })
+    const child = spawn(HELM, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        HELM_CACHE_HOME: join(tmpdir(), 'mirrorhook-helm-cache'),
+        HELM_CONFIG_HOME: join(tmpdir(), 'mirrorhook-helm-config'),
+      },
+    })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -74,7 +86,11 @@ if (!existsSync(HELM)) {
   const defaults = await render()
 
   t.test('helm lint passes for the defaults and for each TLS mode', async (t) => {
-    for (const args of [[], ['--set', 'tls.mode=cert-manager'], ['--set', 'tls.mode=secret', '--set', 'tls.secretName=own', '--set-string', 'tls.caBundle=-----BEGIN CERTIFICATE-----x']]) {
+    for (const args of [
+      [],
+      ['--set', 'tls.mode=cert-manager'],
+      ['--set', 'tls.mode=secret', '--set', 'tls.secretName=own', '--set-string', 'tls.caBundle=-----BEGIN CERTIFICATE-----x'],
+    ]) {
       const r = await helm(['lint', '--strict', CHART, ...args])
       t.equal(r.code, 0, `helm lint --strict ${args.join(' ')}`, { output: r.stdout + r.stderr })
     }
@@ -83,7 +99,11 @@ if (!existsSync(HELM)) {
   t.test('the chart copy of the webhook configuration is the file in webhook-config/', async (t) => {
     const copy = await readFile(join(CHART, 'files', 'mutating-webhook.yaml'), 'utf8')
     const source = await readFile(WEBHOOK_SOURCE, 'utf8')
-    t.equal(copy, source, 'identical; after editing webhook-config/mutating-webhook.yaml run: cp webhook-config/mutating-webhook.yaml charts/mirrorhook/files/')
+    t.equal(
+      copy,
+      source,
+      'identical; after editing webhook-config/mutating-webhook.yaml run: cp webhook-config/mutating-webhook.yaml charts/mirrorhook/files/',
+    )
   })
 
   t.test('rendered webhook configuration: every setting from webhook-config/, only install fields differ', async (t) => {
@@ -135,7 +155,11 @@ if (!existsSync(HELM)) {
     t.equal(deployment.spec.strategy.rollingUpdate.maxUnavailable, 0, 'a rollout never drops below the replica count')
     t.same(pod.topologySpreadConstraints[0].topologyKey, 'kubernetes.io/hostname')
     t.same(pod.topologySpreadConstraints[0].labelSelector.matchLabels, deployment.spec.selector.matchLabels)
-    t.equal(deployment.spec.template.metadata.labels['app.kubernetes.io/name'], 'mirrorhook', 'the label the webhook uses to leave its own Pods alone')
+    t.equal(
+      deployment.spec.template.metadata.labels['app.kubernetes.io/name'],
+      'mirrorhook',
+      'the label the webhook uses to leave its own Pods alone',
+    )
     t.same(pod.securityContext.seccompProfile, { type: 'RuntimeDefault' })
     t.equal(pod.securityContext.runAsNonRoot, true)
     t.equal(container.securityContext.readOnlyRootFilesystem, true)
@@ -158,7 +182,11 @@ if (!existsSync(HELM)) {
     t.equal(opts.metricsPort, '9090')
     t.equal(opts.tlsMode, 'self-managed')
     t.equal(opts.tlsSecret, 'mirrorhook-tls')
-    t.equal(opts.webhookConfigName, find(defaults, 'MutatingWebhookConfiguration').metadata.name, 'patches the configuration the chart installs')
+    t.equal(
+      opts.webhookConfigName,
+      find(defaults, 'MutatingWebhookConfiguration').metadata.name,
+      'patches the configuration the chart installs',
+    )
     t.equal(opts.serviceName, find(defaults, 'Service').metadata.name, 'certificate names match the Service')
     t.notOk(opts.config, 'no values.config: no --config, the built-in defaults apply')
     const certDir = opts.tlsCertDir as string
@@ -184,7 +212,12 @@ if (!existsSync(HELM)) {
   t.test('RBAC: exactly what the code does, names pinned where RBAC allows', async (t) => {
     const rules = (kind: string, name: string) => find(defaults, kind, name).rules
     t.same(rules('ClusterRole', 'mirrorhook'), [
-      { apiGroups: ['admissionregistration.k8s.io'], resources: ['mutatingwebhookconfigurations'], resourceNames: ['mirrorhook'], verbs: ['get', 'patch'] },
+      {
+        apiGroups: ['admissionregistration.k8s.io'],
+        resources: ['mutatingwebhookconfigurations'],
+        resourceNames: ['mirrorhook'],
+        verbs: ['get', 'patch'],
+      },
       { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
       { apiGroups: [''], resources: ['namespaces', 'events'], verbs: ['list', 'watch'] },
     ])
@@ -197,9 +230,15 @@ if (!existsSync(HELM)) {
       { apiGroups: [''], resources: ['configmaps'], resourceNames: ['mirrorhook-reachability'], verbs: ['get', 'update'] },
     ])
     t.equal(find(defaults, 'Role', 'mirrorhook-imagecaches').metadata.namespace, 'kube-fledged')
-    t.same(rules('Role', 'mirrorhook-imagecaches'), [{ apiGroups: ['kubefledged.io'], resources: ['imagecaches'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] }])
+    t.same(rules('Role', 'mirrorhook-imagecaches'), [
+      { apiGroups: ['kubefledged.io'], resources: ['imagecaches'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+    ])
     for (const binding of defaults.filter((m) => m.kind.endsWith('Binding'))) {
-      t.same(binding.subjects, [{ kind: 'ServiceAccount', name: 'mirrorhook', namespace: 'mirrorhook' }], `${binding.kind}/${binding.metadata.name} binds the chart's ServiceAccount`)
+      t.same(
+        binding.subjects,
+        [{ kind: 'ServiceAccount', name: 'mirrorhook', namespace: 'mirrorhook' }],
+        `${binding.kind}/${binding.metadata.name} binds the chart's ServiceAccount`,
+      )
       t.equal(binding.roleRef.name, find(defaults, binding.kind.replace('Binding', ''), binding.roleRef.name).metadata.name)
     }
   })
@@ -217,7 +256,10 @@ if (!existsSync(HELM)) {
       find(rendered, 'ClusterRole').rules.some((r: { resources: string[] }) => r.resources.includes('events')),
       'no learning: no Events',
     )
-    const off = await render({ config: { kubeFledged: { enabled: false }, reachability: { enabled: false } }, tls: { mode: 'cert-manager' } })
+    const off = await render({
+      config: { kubeFledged: { enabled: false }, reachability: { enabled: false } },
+      tls: { mode: 'cert-manager' },
+    })
     t.same(
       kinds(off).filter((k) => /Role/.test(k)),
       [],
@@ -226,7 +268,12 @@ if (!existsSync(HELM)) {
   })
 
   t.test('the configuration: a ConfigMap the server accepts, and a checksum that rolls the Pods', async (t) => {
-    const config = { mirror: { prefix: 'mirror.corp.example' }, noProxy: ['.corp.example'], mode: 'always', kubeFledged: { enabled: false } }
+    const config = {
+      mirror: { prefix: 'mirror.corp.example' },
+      noProxy: ['.corp.example'],
+      mode: 'always',
+      kubeFledged: { enabled: false },
+    }
     const rendered = await render({ config })
     const text = find(rendered, 'ConfigMap').data['config.yaml'] as string
     const resolved = resolveConfig(parseYaml(text), { POD_NAMESPACE: 'mirrorhook' }, 'chart')
@@ -234,7 +281,9 @@ if (!existsSync(HELM)) {
     t.same(resolved.noProxy, ['.corp.example'])
     const opts = await parseServeArgs(find(rendered, 'Deployment').spec.template.spec.containers[0].args)
     t.equal(opts.config, '/etc/mirrorhook/config.yaml')
-    const mount = find(rendered, 'Deployment').spec.template.spec.containers[0].volumeMounts.find((m: { name: string }) => m.name === 'config')
+    const mount = find(rendered, 'Deployment').spec.template.spec.containers[0].volumeMounts.find(
+      (m: { name: string }) => m.name === 'config',
+    )
     t.equal(mount.mountPath, '/etc/mirrorhook')
 
     const checksum = (m: Manifest[]) => find(m, 'Deployment').spec.template.metadata.annotations['checksum/config']
@@ -256,7 +305,11 @@ if (!existsSync(HELM)) {
     t.equal(find(rendered, 'Issuer', 'edge-mirrorhook-ca').spec.ca.secretName, ca.spec.secretName)
     const serving = find(rendered, 'Certificate', 'edge-mirrorhook')
     t.equal(serving.spec.issuerRef.name, 'edge-mirrorhook-ca')
-    t.same(serving.spec.dnsNames, ['edge-mirrorhook.infra.svc', 'edge-mirrorhook.infra.svc.cluster.local'], 'the name the API server calls: <service>.<namespace>.svc')
+    t.same(
+      serving.spec.dnsNames,
+      ['edge-mirrorhook.infra.svc', 'edge-mirrorhook.infra.svc.cluster.local'],
+      'the name the API server calls: <service>.<namespace>.svc',
+    )
     t.ok(serving.spec.renewBefore)
     const webhook = find(rendered, 'MutatingWebhookConfiguration')
     t.equal(webhook.metadata.annotations?.['cert-manager.io/inject-ca-from'], 'infra/edge-mirrorhook')
@@ -271,11 +324,23 @@ if (!existsSync(HELM)) {
     t.equal(opts.tlsKey, `${mount.mountPath}/tls.key`)
     t.equal(mount.readOnly, true)
     const clusterRules = find(rendered, 'ClusterRole').rules as { resources: string[] }[]
-    t.notOk(clusterRules.some((r) => r.resources.includes('mutatingwebhookconfigurations')), 'cainjector writes the caBundle, not the webhook')
-    t.notOk(rendered.some((m) => m.kind === 'Role' && m.metadata.name.endsWith('-tls')), 'no Secret access')
+    t.notOk(
+      clusterRules.some((r) => r.resources.includes('mutatingwebhookconfigurations')),
+      'cainjector writes the caBundle, not the webhook',
+    )
+    t.notOk(
+      rendered.some((m) => m.kind === 'Role' && m.metadata.name.endsWith('-tls')),
+      'no Secret access',
+    )
 
-    const external = await render({ tls: { mode: 'cert-manager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer', group: 'cert-manager.io' } } } })
-    t.same(kinds(external).filter((k) => /Issuer|Certificate/.test(k)), ['Certificate/mirrorhook'], 'an existing issuer: only the serving Certificate')
+    const external = await render({
+      tls: { mode: 'cert-manager', certManager: { issuerRef: { name: 'corp-ca', kind: 'ClusterIssuer', group: 'cert-manager.io' } } },
+    })
+    t.same(
+      kinds(external).filter((k) => /Issuer|Certificate/.test(k)),
+      ['Certificate/mirrorhook'],
+      'an existing issuer: only the serving Certificate',
+    )
     t.same(find(external, 'Certificate').spec.issuerRef, { name: 'corp-ca', kind: 'ClusterIssuer', group: 'cert-manager.io' })
   })
 
@@ -283,7 +348,10 @@ if (!existsSync(HELM)) {
     const caBundle = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
     const rendered = await render({ tls: { mode: 'secret', secretName: 'corp-tls', caBundle } })
     t.equal(Buffer.from(find(rendered, 'MutatingWebhookConfiguration').webhooks[0].clientConfig.caBundle, 'base64').toString(), caBundle)
-    t.equal(find(rendered, 'Deployment').spec.template.spec.volumes.find((v: { secret?: unknown }) => v.secret).secret.secretName, 'corp-tls')
+    t.equal(
+      find(rendered, 'Deployment').spec.template.spec.volumes.find((v: { secret?: unknown }) => v.secret).secret.secretName,
+      'corp-tls',
+    )
     t.notOk(rendered.some((m) => m.kind === 'Issuer' || m.kind === 'Certificate'))
   })
 
@@ -303,7 +371,10 @@ if (!existsSync(HELM)) {
   })
 
   t.test('optional ServiceMonitor scrapes the metrics port', async (t) => {
-    t.notOk(defaults.some((m) => m.kind === 'ServiceMonitor'), 'off by default (needs the Prometheus Operator)')
+    t.notOk(
+      defaults.some((m) => m.kind === 'ServiceMonitor'),
+      'off by default (needs the Prometheus Operator)',
+    )
     const rendered = await render({ serviceMonitor: { enabled: true, labels: { release: 'prom' } } })
     const monitor = find(rendered, 'ServiceMonitor')
     t.equal(monitor.metadata.labels?.release, 'prom')

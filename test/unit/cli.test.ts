@@ -50,7 +50,10 @@ t.test('dry-run mutates Pods and templates, keeps other documents and comments, 
   t.equal(pod.metadata.annotations.team, 'payments', 'existing annotations kept')
   t.same(cm, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'settings' }, data: { key: 'value' } })
   t.match(r.stdout, /# runs first/, 'comments survive')
-  t.match(r.stderr, /Deployment\/web containers\[sidecar\]: .* kept: registry registry\.corp\.example matches noProxy entry "\.corp\.example"/)
+  t.match(
+    r.stderr,
+    /Deployment\/web containers\[sidecar\]: .* kept: registry registry\.corp\.example matches noProxy entry "\.corp\.example"/,
+  )
   t.match(r.stderr, /ConfigMap\/settings: no Pod spec/)
 })
 

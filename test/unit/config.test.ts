@@ -41,10 +41,13 @@ t.test('the seed tool environment variables mean what they meant there', async (
   t.equal(all.imageCheckIntervalSeconds, 30)
   t.same(all.excludedNamespaces, ['kube-system', 'infra'], 'its own namespace is excluded')
 
-  const withFile = resolveConfig({ mode: 'unreachable', registries: ['gcr.io'], noProxy: ['a.example'] }, {
-    DOCKER_PROXY_URL: 'mirror.example',
-    NO_PROXY_DOCKER_DOMAIN: 'b.example',
-  })
+  const withFile = resolveConfig(
+    { mode: 'unreachable', registries: ['gcr.io'], noProxy: ['a.example'] },
+    {
+      DOCKER_PROXY_URL: 'mirror.example',
+      NO_PROXY_DOCKER_DOMAIN: 'b.example',
+    },
+  )
   t.equal(withFile.mirror.prefix, 'mirror.example', 'the variable sets the prefix over a file')
   t.equal(withFile.mode, 'unreachable', 'but the file keeps its mode')
   t.same(withFile.registries, ['gcr.io'], 'and its registries')
@@ -52,15 +55,42 @@ t.test('the seed tool environment variables mean what they meant there', async (
 })
 
 t.test('an unknown key or a bad value names the key', async (t) => {
-  t.match(problemsOf(() => resolveConfig({ mirorr: {} })), [/^mirorr: unknown key/])
-  t.match(problemsOf(() => resolveConfig({ mirror: { prefix: 'm.daocloud.io', host: {} } })), [/^mirror\.host: unknown key/])
-  t.match(problemsOf(() => resolveConfig({ mode: 'sometimes' })), [/^mode: /])
-  t.match(problemsOf(() => resolveConfig({ registries: 'docker.io' })), [/^registries: /])
-  t.match(problemsOf(() => resolveConfig({ noProxy: ['ok', ''] })), [/^noProxy\[1\]: /])
-  t.match(problemsOf(() => resolveConfig({ imageCheckIntervalSeconds: -1 })), [/^imageCheckIntervalSeconds: /])
-  t.match(problemsOf(() => resolveConfig({ mirror: {} })), [/^mirror: set mirror\.prefix or mirror\.hosts/])
-  t.match(problemsOf(() => resolveConfig(undefined, { IMAGE_CHECK_INTERVAL: 'soon' })), [/^IMAGE_CHECK_INTERVAL: /])
-  t.match(problemsOf(() => resolveConfig(['a'])), [/YAML mapping/])
+  t.match(
+    problemsOf(() => resolveConfig({ mirorr: {} })),
+    [/^mirorr: unknown key/],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ mirror: { prefix: 'm.daocloud.io', host: {} } })),
+    [/^mirror\.host: unknown key/],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ mode: 'sometimes' })),
+    [/^mode: /],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ registries: 'docker.io' })),
+    [/^registries: /],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ noProxy: ['ok', ''] })),
+    [/^noProxy\[1\]: /],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ imageCheckIntervalSeconds: -1 })),
+    [/^imageCheckIntervalSeconds: /],
+  )
+  t.match(
+    problemsOf(() => resolveConfig({ mirror: {} })),
+    [/^mirror: set mirror\.prefix or mirror\.hosts/],
+  )
+  t.match(
+    problemsOf(() => resolveConfig(undefined, { IMAGE_CHECK_INTERVAL: 'soon' })),
+    [/^IMAGE_CHECK_INTERVAL: /],
+  )
+  t.match(
+    problemsOf(() => resolveConfig(['a'])),
+    [/YAML mapping/],
+  )
   const err = (() => {
     try {
       resolveConfig({ mode: 'x', extra: 1 }, {}, 'config.yaml')

@@ -72,7 +72,14 @@ function copiesOf(stage: Stage): Copy[] {
 // `!` re-includes, the last matching line wins, a matched folder covers what is inside it.
 function ignoredBy(patterns: string[], path: string): boolean {
   const toRegex = (glob: string) =>
-    new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\u0000').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]').replace(/\u0000/g, '.*')}(/.*)?$`)
+    new RegExp(
+      `^${glob
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*\*/g, '\u0000')
+        .replace(/\*/g, '[^/]*')
+        .replace(/\?/g, '[^/]')
+        .replace(/\u0000/g, '.*')}(/.*)?$`,
+    )
   let ignored = false
   for (const line of patterns) {
     const negated = line.startsWith('!')
@@ -110,9 +117,15 @@ t.test('stages: build, production dependencies, a small non-root runtime', async
     ['build', 'prod-deps', 'runtime'],
   )
   const runs = (s: Stage) => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args)
-  t.ok(runs(stages[0]!).some((r) => r.startsWith('npm ci')), 'build stage installs the full set')
+  t.ok(
+    runs(stages[0]!).some((r) => r.startsWith('npm ci')),
+    'build stage installs the full set',
+  )
   t.ok(runs(stages[0]!).includes('npm run build'), 'build stage compiles')
-  t.ok(runs(stages[1]!).some((r) => /^npm ci\b.*--omit=dev/.test(r)), 'runtime dependencies without dev ones')
+  t.ok(
+    runs(stages[1]!).some((r) => /^npm ci\b.*--omit=dev/.test(r)),
+    'runtime dependencies without dev ones',
+  )
   t.match(runtime.from, /^(gcr\.io\/distroless\/nodejs20-debian12:nonroot|node:20-(bookworm-)?slim)$/)
   t.same(runs(runtime), [], 'nothing runs in the runtime stage (distroless has no shell)')
   const user = runtime.instructions.find((i) => i.keyword === 'USER')?.args ?? ''
@@ -180,11 +193,15 @@ t.test('the entrypoint starts from a production-only install', async (t) => {
   for (const command of ['serve', 'dry-run', 'rewrite']) t.match(help.out, new RegExp(`^\\s+${command}\\b`, 'm'), `lists ${command}`)
 
   // The default command itself: it loads every runtime module and listens.
-  const child = spawn('node', [script, ...cmd, '--port', '0', '--host', '127.0.0.1', '--metrics-port', 'off', '--dev-cert-dir', join(work, 'certs')], {
-    cwd: app,
-    env: { ...process.env, KUBECONFIG: join(work, 'none'), HOME: work, KUBERNETES_SERVICE_HOST: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  const child = spawn(
+    'node',
+    [script, ...cmd, '--port', '0', '--host', '127.0.0.1', '--metrics-port', 'off', '--dev-cert-dir', join(work, 'certs')],
+    {
+      cwd: app,
+      env: { ...process.env, KUBECONFIG: join(work, 'none'), HOME: work, KUBERNETES_SERVICE_HOST: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   let log = ''
   const listening = await new Promise<boolean>((resolvePromise) => {
     const timer = setTimeout(() => resolvePromise(false), 30_000)

@@ -1,14 +1,8 @@
-import t from 'tap';
-import {
-  compileNoProxy,
-  compileNoProxyOrThrow,
-  isLoopbackHost,
-  splitHostPort,
-  splitNoProxyList,
-} from '../../server/core/noproxy.js';
+import t from 'tap'
+import { compileNoProxy, compileNoProxyOrThrow, isLoopbackHost, splitHostPort, splitNoProxyList } from '../../server/core/noproxy.js'
 
 // [entries, registry host, expected matching entry or false]
-type Row = [readonly string[], string, string | false];
+type Row = [readonly string[], string, string | false]
 
 const rows: Row[] = [
   // exact host, any port, case-insensitive
@@ -110,26 +104,22 @@ const rows: Row[] = [
   [['registry.corp'], 'registry.corp:abc', false],
   [['registry.corp'], 'registry.corp:99999', false],
   [['*'], 'registry.corp:abc', '*'],
-];
+]
 
 t.test('match table', async (t) => {
   for (const [entries, host, want] of rows) {
-    const { matcher, errors } = compileNoProxy(entries);
-    t.same(errors, [], `no errors for ${JSON.stringify(entries)}`);
-    const got = matcher.match(host);
-    t.same(
-      got,
-      want === false ? { excluded: false } : { excluded: true, entry: want },
-      `${JSON.stringify(entries)} vs ${host}`,
-    );
+    const { matcher, errors } = compileNoProxy(entries)
+    t.same(errors, [], `no errors for ${JSON.stringify(entries)}`)
+    const got = matcher.match(host)
+    t.same(got, want === false ? { excluded: false } : { excluded: true, entry: want }, `${JSON.stringify(entries)} vs ${host}`)
   }
-});
+})
 
 t.test('mirror hosts are always excluded, exactly', async (t) => {
   const { matcher, errors } = compileNoProxy(['corp.example'], {
     alwaysExclude: ['mirror.internal:5000', 'Mirror2.Internal', '[fd00::9]:5000', '10.9.9.9', ' '],
-  });
-  t.same(errors, []);
+  })
+  t.same(errors, [])
   const cases: [string, string | false][] = [
     ['mirror.internal:5000', 'mirror'],
     ['mirror.internal:5001', false],
@@ -143,15 +133,15 @@ t.test('mirror hosts are always excluded, exactly', async (t) => {
     ['a.corp.example', 'corp.example'],
     ['docker.io', false],
     ['localhost', 'loopback'],
-  ];
+  ]
   for (const [host, want] of cases) {
-    t.same(matcher.match(host), want === false ? { excluded: false } : { excluded: true, entry: want }, host);
+    t.same(matcher.match(host), want === false ? { excluded: false } : { excluded: true, entry: want }, host)
   }
-  t.same(matcher.entries, ['corp.example'], 'mirrors are not listed as entries');
+  t.same(matcher.entries, ['corp.example'], 'mirrors are not listed as entries')
 
-  const star = compileNoProxy(['*'], { alwaysExclude: ['mirror.internal'] }).matcher;
-  t.same(star.match('mirror.internal'), { excluded: true, entry: 'mirror' }, 'mirror reported before *');
-});
+  const star = compileNoProxy(['*'], { alwaysExclude: ['mirror.internal'] }).matcher
+  t.same(star.match('mirror.internal'), { excluded: true, entry: 'mirror' }, 'mirror reported before *')
+})
 
 t.test('invalid entries are reported by name and skipped', async (t) => {
   const bad = [
@@ -183,43 +173,38 @@ t.test('invalid entries are reported by name and skipped', async (t) => {
     'a..b',
     'ünïcode.example',
     'under_score.example',
-  ];
+  ]
   for (const entry of bad) {
-    const { matcher, errors } = compileNoProxy(['ok.example', `  ${entry} `]);
-    t.equal(errors.length, 1, `one error for ${entry}`);
-    t.match(errors[0], JSON.stringify(entry), `error names ${entry}: ${errors[0]}`);
-    t.same(matcher.entries, ['ok.example'], `${entry} skipped`);
-    t.same(matcher.match('ok.example'), { excluded: true, entry: 'ok.example' });
+    const { matcher, errors } = compileNoProxy(['ok.example', `  ${entry} `])
+    t.equal(errors.length, 1, `one error for ${entry}`)
+    t.match(errors[0], JSON.stringify(entry), `error names ${entry}: ${errors[0]}`)
+    t.same(matcher.entries, ['ok.example'], `${entry} skipped`)
+    t.same(matcher.match('ok.example'), { excluded: true, entry: 'ok.example' })
   }
-  t.ok(compileNoProxy(['registry.corp:65535', 'registry.corp:1', 'fd00::/128', '0.0.0.0/0']).errors.length === 0);
+  t.ok(compileNoProxy(['registry.corp:65535', 'registry.corp:1', 'fd00::/128', '0.0.0.0/0']).errors.length === 0)
 
-  const mirror = compileNoProxy([], { alwaysExclude: ['*', '.mirror', '10.0.0.0/8', 'm:x'] });
-  t.equal(mirror.errors.length, 4);
-  t.match(mirror.errors.join('\n'), /mirror host "\*"/);
-  t.match(mirror.errors.join('\n'), /mirror host "m:x"/);
-});
+  const mirror = compileNoProxy([], { alwaysExclude: ['*', '.mirror', '10.0.0.0/8', 'm:x'] })
+  t.equal(mirror.errors.length, 4)
+  t.match(mirror.errors.join('\n'), /mirror host "\*"/)
+  t.match(mirror.errors.join('\n'), /mirror host "m:x"/)
+})
 
 t.test('throwing form', async (t) => {
-  t.throws(() => compileNoProxyOrThrow(['ok', '10.0.0.0/99']), /"10\.0\.0\.0\/99"/);
-  t.same(compileNoProxyOrThrow(['ok']).match('x.ok'), { excluded: true, entry: 'ok' });
-});
+  t.throws(() => compileNoProxyOrThrow(['ok', '10.0.0.0/99']), /"10\.0\.0\.0\/99"/)
+  t.same(compileNoProxyOrThrow(['ok']).match('x.ok'), { excluded: true, entry: 'ok' })
+})
 
 t.test('entries keeps valid entries trimmed, in order', async (t) => {
-  const { matcher } = compileNoProxy([' A.example ', '', '*', 'bad entry', '10.0.0.0/8']);
-  t.same(matcher.entries, ['A.example', '*', '10.0.0.0/8']);
-});
+  const { matcher } = compileNoProxy([' A.example ', '', '*', 'bad entry', '10.0.0.0/8'])
+  t.same(matcher.entries, ['A.example', '*', '10.0.0.0/8'])
+})
 
 t.test('splitNoProxyList', async (t) => {
-  t.same(splitNoProxyList(''), []);
-  t.same(splitNoProxyList(' , ,'), []);
-  t.same(splitNoProxyList('a.example,.b.example'), ['a.example', '.b.example']);
-  t.same(splitNoProxyList(' a.example , b:5000,,\n[fd00::1]:5000\t10.0.0.0/8 '), [
-    'a.example',
-    'b:5000',
-    '[fd00::1]:5000',
-    '10.0.0.0/8',
-  ]);
-});
+  t.same(splitNoProxyList(''), [])
+  t.same(splitNoProxyList(' , ,'), [])
+  t.same(splitNoProxyList('a.example,.b.example'), ['a.example', '.b.example'])
+  t.same(splitNoProxyList(' a.example , b:5000,,\n[fd00::1]:5000\t10.0.0.0/8 '), ['a.example', 'b:5000', '[fd00::1]:5000', '10.0.0.0/8'])
+})
 
 t.test('splitHostPort', async (t) => {
   const cases: [string, { host: string; port?: number }][] = [
@@ -235,12 +220,11 @@ t.test('splitHostPort', async (t) => {
     ['registry.corp:0', { host: 'registry.corp:0' }],
     ['[fd00::1]x', { host: '[fd00::1]x' }],
     ['[fd00::1', { host: '[fd00::1' }],
-  ];
-  for (const [input, want] of cases) t.same(splitHostPort(input), want, input);
-});
+  ]
+  for (const [input, want] of cases) t.same(splitHostPort(input), want, input)
+})
 
 t.test('isLoopbackHost', async (t) => {
-  for (const h of ['localhost', 'a.localhost:5000', '127.0.0.1', '127.1.2.3:80', '[::1]:5000', '::1'])
-    t.ok(isLoopbackHost(h), h);
-  for (const h of ['docker.io', 'localhost.example', '10.0.0.1', '[::2]', '0.0.0.0']) t.notOk(isLoopbackHost(h), h);
-});
+  for (const h of ['localhost', 'a.localhost:5000', '127.0.0.1', '127.1.2.3:80', '[::1]:5000', '::1']) t.ok(isLoopbackHost(h), h)
+  for (const h of ['docker.io', 'localhost.example', '10.0.0.1', '[::2]', '0.0.0.0']) t.notOk(isLoopbackHost(h), h)
+})

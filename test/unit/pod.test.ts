@@ -39,7 +39,11 @@ const podWith = (metadata: Record<string, unknown> | undefined): Pod => ({
 })
 
 const expectedImages = {
-  initContainers: ['m.daocloud.io/docker.io/library/busybox:1.36', 'registry.corp.example/tools/init:1', 'm.daocloud.io/quay.io/org/init:2'],
+  initContainers: [
+    'm.daocloud.io/docker.io/library/busybox:1.36',
+    'registry.corp.example/tools/init:1',
+    'm.daocloud.io/quay.io/org/init:2',
+  ],
   containers: ['m.daocloud.io/docker.io/library/nginx:1.25', `m.daocloud.io/ghcr.io/org/side@sha256:${'c'.repeat(64)}`],
 }
 const expectedOriginals = {
@@ -83,13 +87,23 @@ t.test('the annotation path escapes the slash', async (t) => {
 t.test('an existing original-images annotation is merged, not lost', async (t) => {
   const pod: Pod = {
     metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: JSON.stringify({ old: 'redis:7' }) } },
-    spec: { containers: [{ name: 'old', image: 'm.daocloud.io/docker.io/library/redis:7' }, { name: 'new', image: 'nginx' }] },
+    spec: {
+      containers: [
+        { name: 'old', image: 'm.daocloud.io/docker.io/library/redis:7' },
+        { name: 'new', image: 'nginx' },
+      ],
+    },
   }
   const { patched } = run(pod)
-  t.same(JSON.parse(String(patched.metadata?.annotations && (patched.metadata.annotations as Record<string, string>)[ORIGINAL_IMAGES_ANNOTATION])), {
-    old: 'redis:7',
-    new: 'nginx',
-  })
+  t.same(
+    JSON.parse(
+      String(patched.metadata?.annotations && (patched.metadata.annotations as Record<string, string>)[ORIGINAL_IMAGES_ANNOTATION]),
+    ),
+    {
+      old: 'redis:7',
+      new: 'nginx',
+    },
+  )
   t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'm.daocloud.io/docker.io/library/redis:7', 'the mirrored image stays')
 })
 
@@ -105,8 +119,13 @@ t.test('pod-level rules', async (t) => {
     metadata: { ownerReferences: [{ apiVersion: 'x/v1', kind, name: 'o', uid: '1', controller: true }] },
     spec: { containers: [{ name: 'c', image: 'nginx' }] },
   })
-  for (const kind of ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job']) t.equal(run(owned(kind)).result.outcome, 'mutated', `owned by ${kind}`)
-  t.match(run(owned('Cluster')).result, { outcome: 'skipped', skip: { code: 'owner-kind', reason: /Cluster/ } }, 'an operator-owned Pod is left alone')
+  for (const kind of ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job'])
+    t.equal(run(owned(kind)).result.outcome, 'mutated', `owned by ${kind}`)
+  t.match(
+    run(owned('Cluster')).result,
+    { outcome: 'skipped', skip: { code: 'owner-kind', reason: /Cluster/ } },
+    'an operator-owned Pod is left alone',
+  )
   t.equal(run(owned('Cluster'), {}, { podOwners: ['Cluster'] }).result.outcome, 'mutated', 'the owner list is configurable')
   const nonController: Pod = {
     metadata: { ownerReferences: [{ kind: 'Cluster', name: 'o', uid: '1' }] },
@@ -122,8 +141,23 @@ t.test('pod-level rules', async (t) => {
 })
 
 t.test('UPDATE only considers images that changed', async (t) => {
-  const old: Pod = { spec: { containers: [{ name: 'a', image: 'nginx:1' }, { name: 'b', image: 'redis:7' }] } }
-  const updated: Pod = { metadata: { labels: { x: 'y' } }, spec: { containers: [{ name: 'a', image: 'nginx:1' }, { name: 'b', image: 'redis:8' }] } }
+  const old: Pod = {
+    spec: {
+      containers: [
+        { name: 'a', image: 'nginx:1' },
+        { name: 'b', image: 'redis:7' },
+      ],
+    },
+  }
+  const updated: Pod = {
+    metadata: { labels: { x: 'y' } },
+    spec: {
+      containers: [
+        { name: 'a', image: 'nginx:1' },
+        { name: 'b', image: 'redis:8' },
+      ],
+    },
+  }
   const { result, patched } = run(updated, { operation: 'UPDATE', oldObject: old })
   t.same(
     (patched.spec.containers as { image: string }[]).map((c) => c.image),
@@ -140,12 +174,25 @@ t.test('ephemeral containers, through the subresource and in a Pod', async (t) =
     spec: { containers: [{ name: 'web', image: 'nginx' }], ephemeralContainers: [existing, { name: 'debug-2', image: 'busybox:1.36' }] },
   }
   const { result, patched } = run(added, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old })
-  t.same(result.patch.map((op) => op.path), ['/spec/ephemeralContainers/1/image'], 'only the image: the subresource drops metadata')
-  t.equal((patched.spec.ephemeralContainers as { image: string }[])[0]!.image, 'busybox:1.36', 'an existing ephemeral container is never changed')
+  t.same(
+    result.patch.map((op) => op.path),
+    ['/spec/ephemeralContainers/1/image'],
+    'only the image: the subresource drops metadata',
+  )
+  t.equal(
+    (patched.spec.ephemeralContainers as { image: string }[])[0]!.image,
+    'busybox:1.36',
+    'an existing ephemeral container is never changed',
+  )
   t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'nginx', 'containers are not touched through the subresource')
 
   const created: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }], ephemeralContainers: [{ name: 'e', image: 'busybox' }] } }
-  t.same(run(created).result.patch.filter((op) => op.op === 'replace').map((op) => op.path), ['/spec/containers/0/image', '/spec/ephemeralContainers/0/image'])
+  t.same(
+    run(created)
+      .result.patch.filter((op) => op.op === 'replace')
+      .map((op) => op.path),
+    ['/spec/containers/0/image', '/spec/ephemeralContainers/0/image'],
+  )
 })
 
 t.test('invalid images are left untouched with a warning', async (t) => {
@@ -181,7 +228,10 @@ t.test('images kept because the mirror is down or refused them are explained in 
   const down = admit(request, policy, view)
   t.equal(down.outcome, 'unchanged')
   t.match(down.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror m\.daocloud\.io is unreachable/])
-  const up = { ...view, status: (r: string) => (r === 'm.daocloud.io' ? { state: 'reachable' as const, evidence: 'probe 401' } : view.status(r)) }
+  const up = {
+    ...view,
+    status: (r: string) => (r === 'm.daocloud.io' ? { state: 'reachable' as const, evidence: 'probe 401' } : view.status(r)),
+  }
   const refused = admit(request, policy, up)
   t.match(refused.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror refused .*not in the allowlist/])
 })

@@ -101,12 +101,21 @@ t.test("kube-fledged's own pull Pods queue nothing", async (t) => {
 t.test('past the queue bound admissions are dropped and counted, admission goes on', async (t) => {
   const small = resolveConfig({ kubeFledged: { queueSize: 2 } }, {})
   const registry = new Registry()
-  const p = new Prepull({ kubeConfig: kubeConfig(), config: small.kubeFledged, logger: pino({ level: 'silent' }), registry, clock: new ManualClock() })
+  const p = new Prepull({
+    kubeConfig: kubeConfig(),
+    config: small.kubeFledged,
+    logger: pino({ level: 'silent' }),
+    registry,
+    clock: new ManualClock(),
+  })
   p.onAdmitted(event({ containers: ['a', 'b', 'c', 'd'].map((n) => ({ name: n, image: `${n}:1` })) }))
   t.equal(p.queue.size, 2)
   t.same(await offers(registry), { queued: 2, dropped: 2 })
   const dropped = (await registry.getSingleMetric('mirrorhook_prepull_dropped_total')!.get()).values
-  t.same(dropped.map((v) => [v.labels.source, v.value]), [['admission', 2]])
+  t.same(
+    dropped.map((v) => [v.labels.source, v.value]),
+    [['admission', 2]],
+  )
 })
 
 t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) => {
@@ -114,10 +123,23 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
   t.same(d, { ...KUBE_FLEDGED_DEFAULTS, imagePullSecrets: [] })
   t.equal(resolveConfig(undefined, { KUBE_FLEDGED_NAMESPACE: 'fledged' }).kubeFledged.namespace, 'fledged')
   const file = resolveConfig(
-    { kubeFledged: { enabled: false, nodeSelector: { 'node-role.kubernetes.io/worker': '' }, imagePullSecrets: ['pull'], writesPerSecond: 2 } },
+    {
+      kubeFledged: {
+        enabled: false,
+        nodeSelector: { 'node-role.kubernetes.io/worker': '' },
+        imagePullSecrets: ['pull'],
+        writesPerSecond: 2,
+      },
+    },
     { KUBE_FLEDGED_NAMESPACE: 'kf' },
   ).kubeFledged
-  t.match(file, { enabled: false, namespace: 'kf', nodeSelector: { 'node-role.kubernetes.io/worker': '' }, imagePullSecrets: ['pull'], writesPerSecond: 2 })
+  t.match(file, {
+    enabled: false,
+    namespace: 'kf',
+    nodeSelector: { 'node-role.kubernetes.io/worker': '' },
+    imagePullSecrets: ['pull'],
+    writesPerSecond: 2,
+  })
   const problems = (input: unknown) => {
     try {
       resolveConfig(input, {})
@@ -152,7 +174,15 @@ t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images 
       ['m.daocloud.io/docker.io/library/nginx:1.25', 'nginx:1.25'],
     ],
   )
-  t.same([...rewrittenImagesOf({ ...pod, metadata: { ...pod.metadata, labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager' } } })], [])
+  t.same(
+    [
+      ...rewrittenImagesOf({
+        ...pod,
+        metadata: { ...pod.metadata, labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager' } },
+      }),
+    ],
+    [],
+  )
   t.same([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
   t.same([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
 })

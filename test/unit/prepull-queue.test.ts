@@ -8,7 +8,10 @@ interface Call {
   at: number
 }
 
-function setup(overrides: Partial<WorkQueueOptions> = {}, answer: (key: string, n: number) => Outcome | Promise<Outcome> = () => ({ kind: 'done' })) {
+function setup(
+  overrides: Partial<WorkQueueOptions> = {},
+  answer: (key: string, n: number) => Outcome | Promise<Outcome> = () => ({ kind: 'done' }),
+) {
   const clock = new ManualClock()
   const calls: Call[] = []
   const perKey = new Map<string, number>()
@@ -90,7 +93,10 @@ t.test('bounded: past capacity new keys are dropped and counted, queued ones are
     { capacity: 3, onDrop: (k) => dropped.push(k) },
     () => new Promise<Outcome>((resolve) => gate.push(() => resolve({ kind: 'done' }))),
   )
-  t.same(['a', 'b', 'c', 'd', 'e'].map((k) => queue.offer(k)), ['queued', 'queued', 'queued', 'dropped', 'dropped'])
+  t.same(
+    ['a', 'b', 'c', 'd', 'e'].map((k) => queue.offer(k)),
+    ['queued', 'queued', 'queued', 'dropped', 'dropped'],
+  )
   t.same(dropped, ['d', 'e'])
   t.equal(queue.stats().dropped, 2)
   await clock.advance(100)
@@ -99,7 +105,10 @@ t.test('bounded: past capacity new keys are dropped and counted, queued ones are
   t.equal(queue.schedule('g'), 'dropped', 'internal scheduling obeys the same bound')
   for (const open of gate.splice(0)) open()
   await clock.advance(0)
-  t.same(calls.map((c) => c.key), ['a', 'b', 'c'])
+  t.same(
+    calls.map((c) => c.key),
+    ['a', 'b', 'c'],
+  )
   t.equal(queue.offer('f'), 'queued', 'room again once written')
 })
 
@@ -113,9 +122,16 @@ t.test('batches: at most batchSize keys per round, a burst waits for the batch d
   queue.offer('late')
   await clock.advance(50)
   t.equal(calls.length, 8, 'the burst and the late key are all handled')
-  t.ok(calls.every((c) => c.at === start + 100), 'one wake-up after the batch delay')
+  t.ok(
+    calls.every((c) => c.at === start + 100),
+    'one wake-up after the batch delay',
+  )
   t.equal(maxInFlight(), 3, 'never more than one batch in flight')
-  t.same(calls.map((c) => c.key), ['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'late'], 'first in, first out')
+  t.same(
+    calls.map((c) => c.key),
+    ['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'late'],
+    'first in, first out',
+  )
 })
 
 t.test('transient failures: the key stays, the queue backs off exponentially, success resets it', async (t) => {
@@ -156,16 +172,26 @@ t.test('a transient failure halts the round: the rest of the batch waits for the
   })
   for (const k of ['a', 'b', 'c', 'd']) queue.offer(k)
   await clock.advance(100)
-  t.same(calls.map((c) => c.key), ['a', 'b'], 'c and d not sent into a failing API')
+  t.same(
+    calls.map((c) => c.key),
+    ['a', 'b'],
+    'c and d not sent into a failing API',
+  )
   t.equal(queue.size, 3)
   await clock.advance(375)
-  t.same(calls.map((c) => c.key), ['a', 'b', 'b', 'c', 'd'], 'the failed key first, then the rest')
+  t.same(
+    calls.map((c) => c.key),
+    ['a', 'b', 'b', 'c', 'd'],
+    'the failed key first, then the rest',
+  )
   t.ok(calls.slice(2).every((c) => c.at === start + 475))
   t.ok(queue.idle)
 })
 
 t.test('later: the key comes back after its delay without slowing the others', async (t) => {
-  const { clock, queue, calls, start } = setup({}, (key, n) => (key === 'busy' && n === 1 ? { kind: 'later', afterMs: 2_000 } : { kind: 'done' }))
+  const { clock, queue, calls, start } = setup({}, (key, n) =>
+    key === 'busy' && n === 1 ? { kind: 'later', afterMs: 2_000 } : { kind: 'done' },
+  )
   queue.offer('busy')
   queue.offer('x')
   await clock.advance(100)
@@ -173,7 +199,14 @@ t.test('later: the key comes back after its delay without slowing the others', a
   t.equal(queue.offer('busy'), 'duplicate', 'a delayed key is still queued')
   queue.offer('y')
   await clock.advance(100)
-  t.same(calls.map((c) => [c.key, c.at - start]), [['busy', 100], ['x', 100], ['y', 200]])
+  t.same(
+    calls.map((c) => [c.key, c.at - start]),
+    [
+      ['busy', 100],
+      ['x', 100],
+      ['y', 200],
+    ],
+  )
   await clock.advance(2_000)
   t.same(calls.at(-1), { key: 'busy', at: start + 2_100 })
   t.equal(queue.stats().backoffStreak, 0)
@@ -194,7 +227,13 @@ t.test('blocked: the queue keeps its keys and stops until resumed', async (t) =>
   missing = false
   queue.resume()
   await clock.advance(100)
-  t.same(calls.slice(1).map((c) => c.key).sort(), ['a', 'b', 'c'])
+  t.same(
+    calls
+      .slice(1)
+      .map((c) => c.key)
+      .sort(),
+    ['a', 'b', 'c'],
+  )
   t.ok(queue.idle)
 })
 

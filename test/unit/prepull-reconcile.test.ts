@@ -370,7 +370,9 @@ t.test('unused images: marked, purged after the configured time, deleted once th
 
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() })
   t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'not deleted while purging')
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [PURGE_ANNOTATION])
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
+    PURGE_ANNOTATION,
+  ])
   t.same(reconciler.plan(IMAGE), { kind: 'delete' })
   queue.schedule(IMAGE)
   await clock.advance(100)
@@ -388,19 +390,32 @@ t.test('an image used again while its cache is being purged gets a fresh cache o
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
   t.equal(queue.stats().delayed, 1, 'waits for kube-fledged')
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [PURGE_ANNOTATION])
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
+    PURGE_ANNOTATION,
+  ])
   t.same(reconciler.plan(IMAGE), { kind: 'replace' })
   await clock.advance(5_000)
   const obj = api.get(imageCacheName(IMAGE))!
   t.equal(obj.status, undefined, 'a new object, waiting for kube-fledged')
-  t.same(api.writes.map((w) => w.verb), ['create', 'delete', 'create'])
+  t.same(
+    api.writes.map((w) => w.verb),
+    ['create', 'delete', 'create'],
+  )
   t.same(api.violations, [])
 })
 
 t.test('decide(): a cache holding another image is never touched', async (t) => {
   const other = buildImageCache('m.daocloud.io/docker.io/library/other:1', undefined, SETTINGS)
   const usage = { inUse: true, usageKnown: true, recentlyUsed: true }
-  const timing = { now: 0, purgeAfterMs: 0, busyRetryMs: 1, refreshDueAt: 0, purgeAttempts: 0, maxPurgeAttempts: 3, purgeAnnotationGraceMs: 0 }
+  const timing = {
+    now: 0,
+    purgeAfterMs: 0,
+    busyRetryMs: 1,
+    refreshDueAt: 0,
+    purgeAttempts: 0,
+    maxPurgeAttempts: 3,
+    purgeAnnotationGraceMs: 0,
+  }
   t.same(decide(IMAGE, other, usage, SETTINGS, timing), { kind: 'foreign' })
   t.same(decide(IMAGE, undefined, { ...usage, inUse: false }, SETTINGS, timing), { kind: 'none' }, 'no cache for an unused image')
   const mine = buildImageCache(IMAGE, undefined, SETTINGS)

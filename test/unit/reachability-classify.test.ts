@@ -186,7 +186,12 @@ const messages: [string, string, PullFailureKind, RegExp][] = [
     'other',
     /not a registry failure/,
   ],
-  ['kubelet: invalid name', 'Failed to apply default image tag "Nginx": couldn\'t parse image name "Nginx": InvalidImageName', 'other', /not a registry failure/],
+  [
+    'kubelet: invalid name',
+    'Failed to apply default image tag "Nginx": couldn\'t parse image name "Nginx": InvalidImageName',
+    'other',
+    /not a registry failure/,
+  ],
 ]
 
 t.test('pull failure messages from the three runtimes', async (t) => {
@@ -205,10 +210,16 @@ t.test('only network failures and rate limits make a registry unreachable', asyn
 })
 
 t.test('Failed events carry the image and the error', async (t) => {
-  t.same(parseFailedPullMessage('Failed to pull image "busybox": rpc error: code = Unknown desc = Error response from daemon: Get https://registry-1.docker.io/v2/: net/http: TLS handshake timeout'), {
-    image: 'busybox',
-    error: 'rpc error: code = Unknown desc = Error response from daemon: Get https://registry-1.docker.io/v2/: net/http: TLS handshake timeout',
-  })
+  t.same(
+    parseFailedPullMessage(
+      'Failed to pull image "busybox": rpc error: code = Unknown desc = Error response from daemon: Get https://registry-1.docker.io/v2/: net/http: TLS handshake timeout',
+    ),
+    {
+      image: 'busybox',
+      error:
+        'rpc error: code = Unknown desc = Error response from daemon: Get https://registry-1.docker.io/v2/: net/http: TLS handshake timeout',
+    },
+  )
   t.equal(parseFailedPullMessage('Error: ErrImagePull'), undefined)
 })
 
@@ -234,12 +245,17 @@ t.test('Go durations as the kubelet prints them', async (t) => {
 })
 
 t.test('Pulled events: current and older kubelet wording', async (t) => {
-  t.same(parsePulledMessage('Successfully pulled image "g1g1/py-kube" in 15.981s (15.981s including waiting). Image size: 129338587 bytes.'), {
-    image: 'g1g1/py-kube',
-    durationMs: 15981,
-    sizeBytes: 129338587,
-  })
-  const waited = parsePulledMessage('Successfully pulled image "docker.m.daocloud.io/library/ubuntu:22.10" in 49.18401355s (1m12.871704s including waiting)')
+  t.same(
+    parsePulledMessage('Successfully pulled image "g1g1/py-kube" in 15.981s (15.981s including waiting). Image size: 129338587 bytes.'),
+    {
+      image: 'g1g1/py-kube',
+      durationMs: 15981,
+      sizeBytes: 129338587,
+    },
+  )
+  const waited = parsePulledMessage(
+    'Successfully pulled image "docker.m.daocloud.io/library/ubuntu:22.10" in 49.18401355s (1m12.871704s including waiting)',
+  )
   t.equal(waited?.image, 'docker.m.daocloud.io/library/ubuntu:22.10')
   t.ok(Math.abs((waited?.durationMs ?? 0) - 49184.01355) < 1e-6, 'the pull itself, not the time spent queued behind other pulls')
   const old = parsePulledMessage('Successfully pulled image "docker.m.daocloud.io/library/ubuntu:22.10" in 1m21.284220239s')

@@ -23,12 +23,19 @@ t.test('auto: unreachable and slow registries get the mirror, reachable ones do 
     reason: 'registry docker.io is unreachable (evidence for docker.io)',
   })
   t.match(decide('ghcr.io/a/b:1', AUTO, v), { action: 'rewrite', reason: 'registry ghcr.io is slow (evidence for ghcr.io)' })
-  t.match(decide('quay.io/a/b:1', AUTO, v), { action: 'keep', code: 'reachable', reason: 'registry quay.io is reachable (evidence for quay.io)' })
+  t.match(decide('quay.io/a/b:1', AUTO, v), {
+    action: 'keep',
+    code: 'reachable',
+    reason: 'registry quay.io is reachable (evidence for quay.io)',
+  })
 })
 
 t.test('auto: unknown follows reachability.unknown, and says so', async (t) => {
   const v = view({})
-  t.match(decide('gcr.io/a/b:1', AUTO, v), { action: 'rewrite', reason: /is unknown \(evidence for gcr\.io\); reachability\.unknown is mirror$/ })
+  t.match(decide('gcr.io/a/b:1', AUTO, v), {
+    action: 'rewrite',
+    reason: /is unknown \(evidence for gcr\.io\); reachability\.unknown is mirror$/,
+  })
   t.match(decide('gcr.io/a/b:1', { ...AUTO, reachability: { unknown: 'direct' } }, v), {
     action: 'keep',
     code: 'reachable',
@@ -46,27 +53,45 @@ t.test('unreachable mode: only unreachable rewrites, slow and unknown do not', a
 
 t.test('a mirror that is down gets nothing, except in mode always', async (t) => {
   const v = view({ 'docker.io': 'unreachable', 'm.daocloud.io': 'unreachable' })
-  t.match(decide('nginx', AUTO, v), { action: 'keep', code: 'mirror-unreachable', reason: 'mirror m.daocloud.io is unreachable (evidence for m.daocloud.io)' })
+  t.match(decide('nginx', AUTO, v), {
+    action: 'keep',
+    code: 'mirror-unreachable',
+    reason: 'mirror m.daocloud.io is unreachable (evidence for m.daocloud.io)',
+  })
   t.match(decide('nginx', { mode: 'unreachable' }, v), { action: 'keep', code: 'mirror-unreachable' })
   t.match(decide('nginx', { mode: 'always' }, v), { action: 'rewrite', reason: 'mode always' }, 'always means always')
   const hostMode: ConfigInput = { ...AUTO, mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io' } } }
-  t.match(decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'docker.m.daocloud.io': 'unreachable' })), { code: 'mirror-unreachable' })
-  t.match(decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'm.daocloud.io': 'unreachable' })), { action: 'rewrite' }, 'the mirror that matters is the target')
+  t.match(decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'docker.m.daocloud.io': 'unreachable' })), {
+    code: 'mirror-unreachable',
+  })
+  t.match(
+    decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'm.daocloud.io': 'unreachable' })),
+    { action: 'rewrite' },
+    'the mirror that matters is the target',
+  )
 })
 
 t.test('an image the mirror refused is kept, by repository, in every mode', async (t) => {
   const v = view({ 'docker.io': 'unreachable' }, { 'm.daocloud.io/docker.io/acme/app': 'not in the mirror allowlist (pod shop/web)' })
   for (const mode of ['auto', 'unreachable', 'always'] as const) {
-    t.match(decide('acme/app:2', { mode }, v), {
-      action: 'keep',
-      code: 'mirror-refused',
-      reason: 'mirror refused m.daocloud.io/docker.io/acme/app (not in the mirror allowlist (pod shop/web))',
-    }, mode)
+    t.match(
+      decide('acme/app:2', { mode }, v),
+      {
+        action: 'keep',
+        code: 'mirror-refused',
+        reason: 'mirror refused m.daocloud.io/docker.io/acme/app (not in the mirror allowlist (pod shop/web))',
+      },
+      mode,
+    )
   }
   t.match(decide(`docker.io/acme/app@sha256:${'a'.repeat(64)}`, AUTO, v), { code: 'mirror-refused' }, 'whatever the tag or digest')
   t.match(decide('acme/other:2', AUTO, v), { action: 'rewrite' }, 'other repositories still go to the mirror')
   const hosts = view({ 'docker.io': 'unreachable' }, { 'docker.m.daocloud.io/acme/app': 'HTTP 403 Forbidden' })
-  t.match(decide('acme/app:1', { ...AUTO, mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io' } } }, hosts), { code: 'mirror-refused' }, 'host mode')
+  t.match(
+    decide('acme/app:1', { ...AUTO, mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io' } } }, hosts),
+    { code: 'mirror-refused' },
+    'host mode',
+  )
 })
 
 t.test('defaults: auto for the embedded config; DOCKER_PROXY_URL alone stays always for every registry', async (t) => {
@@ -97,8 +122,12 @@ t.test('reachability settings are validated', async (t) => {
     }
   }
   t.match(problems({ reachability: { unknown: 'maybe' as never } }), [/^reachability\.unknown: /])
-  t.match(problems({ reachability: { ttlSeconds: 300, probes: { maxBackoffSeconds: 600 } } }), [/^reachability\.probes\.maxBackoffSeconds: .*below ttlSeconds/])
+  t.match(problems({ reachability: { ttlSeconds: 300, probes: { maxBackoffSeconds: 600 } } }), [
+    /^reachability\.probes\.maxBackoffSeconds: .*below ttlSeconds/,
+  ])
   t.match(problems({ reachability: { probes: { concurrency: 0 } } }), [/^reachability\.probes\.concurrency: /])
-  t.match(problems({ reachability: { persistence: { configMap: 'Not_A_Name' } } }), [/^reachability\.persistence\.configMap: must be a Kubernetes object name/])
+  t.match(problems({ reachability: { persistence: { configMap: 'Not_A_Name' } } }), [
+    /^reachability\.persistence\.configMap: must be a Kubernetes object name/,
+  ])
   t.match(problems({ reachability: { probes: { interval: 5 } as never } }), [/^reachability\.probes\.interval: unknown key/])
 })

@@ -38,9 +38,17 @@ function pod(name: string, containers: { name: string; image: string; waiting?: 
 t.test('waiting containers with a pull error, in both waiting reasons', async (t) => {
   const p = pod('web', [
     { name: 'a', image: 'quay.io/acme/app:1', waiting: { reason: 'ErrImagePull', message: TIMEOUT } },
-    { name: 'b', image: 'quay.io/acme/app:1', waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "quay.io/acme/app:1": ErrImagePull: ${TIMEOUT}` } },
+    {
+      name: 'b',
+      image: 'quay.io/acme/app:1',
+      waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "quay.io/acme/app:1": ErrImagePull: ${TIMEOUT}` },
+    },
     // Before 1.30 the back-off message did not carry the cause.
-    { name: 'c', image: 'quay.io/acme/app:1', waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "quay.io/acme/app:1"' } },
+    {
+      name: 'c',
+      image: 'quay.io/acme/app:1',
+      waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "quay.io/acme/app:1"' },
+    },
     { name: 'd', image: 'nginx', waiting: { reason: 'ContainerCreating' } },
     { name: 'e', image: 'nginx' },
   ])
@@ -53,14 +61,18 @@ t.test('waiting containers with a pull error, in both waiting reasons', async (t
   )
 })
 
-t.test('a network failure marks the image\'s registry; not-found marks nothing', async (t) => {
+t.test("a network failure marks the image's registry; not-found marks nothing", async (t) => {
   const pol = policy()
   t.same(findingForFailure({ image: 'quay.io/acme/app:1', error: TIMEOUT, where: 'pod shop/web' }, 'pod', pol, AT), {
     kind: 'registry',
     registry: 'quay.io',
     observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling quay.io/acme/app:1 (pod shop/web)' },
   })
-  t.match(findingForFailure({ image: 'nginx:1.25', error: TIMEOUT, where: 'x' }, 'pod', pol, AT), { registry: 'docker.io' }, 'short names are Docker Hub')
+  t.match(
+    findingForFailure({ image: 'nginx:1.25', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
+    { registry: 'docker.io' },
+    'short names are Docker Hub',
+  )
   t.equal(findingForFailure({ image: 'ghcr.io/acme/typo:1', error: NOT_FOUND, where: 'x' }, 'pod', pol, AT), undefined)
   t.equal(findingForFailure({ image: 'Not A Ref', error: TIMEOUT, where: 'x' }, 'pod', pol, AT), undefined)
 })
@@ -73,7 +85,19 @@ t.test('a refusal by the mirror marks that one repository; by a source registry,
     detail: 'not in the mirror allowlist (pod shop/web)',
     at: AT,
   })
-  t.equal(findingForFailure({ image: 'quay.io/acme/app:1', error: 'unexpected status from HEAD request to https://quay.io/v2/acme/app/manifests/1: 403 Forbidden', where: 'x' }, 'pod', pol, AT), undefined)
+  t.equal(
+    findingForFailure(
+      {
+        image: 'quay.io/acme/app:1',
+        error: 'unexpected status from HEAD request to https://quay.io/v2/acme/app/manifests/1: 403 Forbidden',
+        where: 'x',
+      },
+      'pod',
+      pol,
+      AT,
+    ),
+    undefined,
+  )
   t.match(
     findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
     { kind: 'registry', registry: 'm.daocloud.io' },
@@ -83,13 +107,36 @@ t.test('a refusal by the mirror marks that one repository; by a source registry,
 
 t.test('Pulled events: over the threshold is slow, under it is proof of reachability', async (t) => {
   const pol = policy()
-  t.match(findingForPulled('Successfully pulled image "ghcr.io/acme/big:1" in 3m0.5s (3m0.5s including waiting). Image size: 912345678 bytes.', 'pod shop/big', pol, 120_000, AT), {
-    registry: 'ghcr.io',
-    observation: { outcome: 'slow', source: 'event', durationMs: 180_500, detail: 'pull of ghcr.io/acme/big:1 took 180.5 s (over 120 s) (pod shop/big)' },
-  })
-  t.match(findingForPulled('Successfully pulled image "ghcr.io/acme/small:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.', 'pod shop/s', pol, 120_000, AT), {
-    observation: { outcome: 'ok', durationMs: 1200 },
-  })
+  t.match(
+    findingForPulled(
+      'Successfully pulled image "ghcr.io/acme/big:1" in 3m0.5s (3m0.5s including waiting). Image size: 912345678 bytes.',
+      'pod shop/big',
+      pol,
+      120_000,
+      AT,
+    ),
+    {
+      registry: 'ghcr.io',
+      observation: {
+        outcome: 'slow',
+        source: 'event',
+        durationMs: 180_500,
+        detail: 'pull of ghcr.io/acme/big:1 took 180.5 s (over 120 s) (pod shop/big)',
+      },
+    },
+  )
+  t.match(
+    findingForPulled(
+      'Successfully pulled image "ghcr.io/acme/small:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.',
+      'pod shop/s',
+      pol,
+      120_000,
+      AT,
+    ),
+    {
+      observation: { outcome: 'ok', durationMs: 1200 },
+    },
+  )
   t.equal(findingForPulled('Container image "ghcr.io/acme/small:1" already present on machine', 'x', pol, 120_000, AT), undefined)
 })
 
@@ -116,7 +163,20 @@ t.test('the learner counts each failed pull once, whatever the relists and back-
   }
   const learner = new ClusterLearner(options)
   const failing = (rv: string, reason = 'ErrImagePull') =>
-    pod('web', [{ name: 'app', image: 'quay.io/acme/app:1', waiting: { reason, message: reason === 'ErrImagePull' ? TIMEOUT : `Back-off pulling image "quay.io/acme/app:1": ErrImagePull: ${TIMEOUT}` } }], rv)
+    pod(
+      'web',
+      [
+        {
+          name: 'app',
+          image: 'quay.io/acme/app:1',
+          waiting: {
+            reason,
+            message: reason === 'ErrImagePull' ? TIMEOUT : `Back-off pulling image "quay.io/acme/app:1": ErrImagePull: ${TIMEOUT}`,
+          },
+        },
+      ],
+      rv,
+    )
 
   learner.handlePod(failing('1'))
   learner.handlePod(failing('1'))

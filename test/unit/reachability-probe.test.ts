@@ -47,10 +47,12 @@ async function registry(handler: http.RequestListener): Promise<number> {
   return listen(https.createServer({ cert: serving.certPem, key: serving.keyPem }, handler))
 }
 
-const answer = (status: number, headers: Record<string, string> = {}): http.RequestListener => (req, res) => {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers })
-  res.end(req.url === '/v2/' ? '{}' : '{"errors":[{"code":"NOT_FOUND"}]}')
-}
+const answer =
+  (status: number, headers: Record<string, string> = {}): http.RequestListener =>
+  (req, res) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...headers })
+    res.end(req.url === '/v2/' ? '{}' : '{"errors":[{"code":"NOT_FOUND"}]}')
+  }
 
 function opts(extra: Partial<Parameters<typeof probeRegistry>[1]> = {}) {
   return { timeoutMs: TIMEOUT_MS, ca: ca.certPem, lookup: loopbackLookup, env: {}, ...extra }
@@ -137,7 +139,9 @@ t.test('redirects are followed to the host that answers (as registry.k8s.io does
   const target = await registry(answer(401))
   const port = await registry(answer(307, { location: `https://other.test:${target}/v2/` }))
   t.match(await probeRegistry(`registry.test:${port}`, opts()), { ok: true, status: 401, detail: new RegExp(`via other.test:${target}`) })
-  const loop = await registry((req, res) => answer(302, { location: `https://registry.test:${(req.socket.address() as AddressInfo).port}/v2/` })(req, res))
+  const loop = await registry((req, res) =>
+    answer(302, { location: `https://registry.test:${(req.socket.address() as AddressInfo).port}/v2/` })(req, res),
+  )
   t.match(await probeRegistry(`registry.test:${loop}`, opts()), { ok: false, status: 302 }, 'redirect loops end')
   const plain = await registry(answer(301, { location: 'http://registry.test/v2/' }))
   t.match(await probeRegistry(`registry.test:${plain}`, opts()), { ok: false, detail: /non-HTTPS/ })

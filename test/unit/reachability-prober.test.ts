@@ -27,14 +27,18 @@ t.test('never more than `concurrency` probes at once, and every target gets its 
       probed.set(registry, (probed.get(registry) ?? 0) + 1)
       return { ok: true, durationMs: 15, detail: 'HTTP 401' }
     },
-    onResult: (registry, result) => table.observe(registry, { at: Date.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail }),
+    onResult: (registry, result) =>
+      table.observe(registry, { at: Date.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail }),
   })
   prober.start()
   await sleep(300)
   await prober.stop()
   t.equal(peak, 3, `peak in flight ${peak}`)
   t.same([...probed.keys()].sort(), [...registries].sort(), 'all probed')
-  t.ok([...probed.values()].every((n) => n >= 2), 'and probed again after the interval')
+  t.ok(
+    [...probed.values()].every((n) => n >= 2),
+    'and probed again after the interval',
+  )
   t.equal(inFlight, 0, 'stop() resolved after the probes in flight finished')
 })
 
@@ -48,9 +52,12 @@ t.test('a target that stays down is probed less and less often; one that is up k
     record: (r) => table.get(r),
     probe: async (registry) => {
       times[registry]!.push(Date.now())
-      return registry === 'up.example' ? { ok: true, durationMs: 1, detail: 'HTTP 200' } : { ok: false, durationMs: 1, detail: 'connection refused' }
+      return registry === 'up.example'
+        ? { ok: true, durationMs: 1, detail: 'HTTP 200' }
+        : { ok: false, durationMs: 1, detail: 'connection refused' }
     },
-    onResult: (registry, result) => table.observe(registry, { at: Date.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail }),
+    onResult: (registry, result) =>
+      table.observe(registry, { at: Date.now(), source: 'probe', outcome: result.ok ? 'ok' : 'fail', detail: result.detail }),
   })
   prober.start()
   await sleep(700)
@@ -62,7 +69,10 @@ t.test('a target that stays down is probed less and less often; one that is up k
   t.ok(down[0]! < down.at(-1)! && down.at(-1)! >= 150, `gaps grow up to maxBackoff: ${down.join(', ')} ms`)
   t.ok(up.length > down.length, `up probed more often (${up.length + 1} vs ${down.length + 1})`)
   // Timers never fire early; under load they may fire late.
-  t.ok(up.every((g) => g >= 35 && g < 150), `up keeps its interval: ${up.join(', ')} ms`)
+  t.ok(
+    up.every((g) => g >= 35 && g < 150),
+    `up keeps its interval: ${up.join(', ')} ms`,
+  )
 })
 
 t.test('probeSoon moves a target to the front; unknown names are not probed', async (t) => {

@@ -15,10 +15,10 @@ import { createCa, issueServing, type KeyPairPem } from '../../server/tls/certs.
 import type { LookupFunction } from '../../server/reachability/probe.js'
 import { podReview, runCli, until } from '../support/helpers.js'
 
-
 // *.test names resolve to loopback, so the registries can carry names the mirror grammar accepts.
 const lookup: LookupFunction = (hostname, options, callback) => {
-  if (!hostname.endsWith('.test')) return callback(Object.assign(new Error(`lookup ${hostname}`), { code: 'ENOTFOUND' }), options.all ? [] : '')
+  if (!hostname.endsWith('.test'))
+    return callback(Object.assign(new Error(`lookup ${hostname}`), { code: 'ENOTFOUND' }), options.all ? [] : '')
   if (options.all) callback(null, [{ address: '127.0.0.1', family: 4 }])
   else callback(null, '127.0.0.1', 4)
 }
@@ -76,7 +76,15 @@ await writeFile(
     mode: 'auto',
     reachability: {
       unknown: 'direct',
-      probes: { intervalSeconds: 0.3, timeoutSeconds: 0.5, recheckSeconds: 0.1, maxBackoffSeconds: 0.6, jitter: 0.1, failureThreshold: 1, successThreshold: 2 },
+      probes: {
+        intervalSeconds: 0.3,
+        timeoutSeconds: 0.5,
+        recheckSeconds: 0.1,
+        maxBackoffSeconds: 0.6,
+        jitter: 0.1,
+        failureThreshold: 1,
+        successThreshold: 2,
+      },
     },
   }),
 )
@@ -123,7 +131,9 @@ t.test('the probe set: the configured registries and the mirror, nothing else', 
 })
 
 t.test('a registry that refuses connections gets the mirror, and the warning says why', async (t) => {
-  const s = await until('registry unreachable', async () => ((await stateOf(REGISTRY))?.status === 'unreachable' ? stateOf(REGISTRY) : undefined))
+  const s = await until('registry unreachable', async () =>
+    (await stateOf(REGISTRY))?.status === 'unreachable' ? stateOf(REGISTRY) : undefined,
+  )
   t.match(s, { state: 'unreachable', decidedBy: { source: 'probe', outcome: 'fail', detail: 'connection refused' } })
   const a = await admit('down-1')
   t.equal(a.image, MIRRORED)
@@ -141,10 +151,13 @@ t.test('when it recovers it is used directly again', async (t) => {
   t.ok(Date.parse(s.since) > 0)
 })
 
-t.test('the CLI explains a decision with the server\'s evidence', async (t) => {
+t.test("the CLI explains a decision with the server's evidence", async (t) => {
   const r = await runCli(['rewrite', IMAGE, '-c', configPath, '--url', ops])
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, new RegExp(`kept: registry ${REGISTRY} is reachable \\(probe: HTTP 401 in \\d+ ms, \\d+x, since .*\\(${ops}/state\\)\\)`))
+  t.match(
+    r.stdout,
+    new RegExp(`kept: registry ${REGISTRY} is reachable \\(probe: HTTP 401 in \\d+ ms, \\d+x, since .*\\(${ops}/state\\)\\)`),
+  )
   const offline = await runCli(['rewrite', IMAGE, '-c', configPath])
   t.match(offline.stdout, /is unknown \(no learned state consulted/, 'without --url nothing learned is claimed')
 })
@@ -179,7 +192,10 @@ t.test('state on the ops listener, in metrics and through `mirrorhook state`', a
   t.equal(r.code, 0, r.stderr)
   const lines = r.stdout.split('\n')
   t.match(lines[0], /^REGISTRY\s+STATE\s+SINCE\s+EXPIRES\s+EVIDENCE$/)
-  t.match(r.stdout, new RegExp(`${MIRROR.replace('.', '\\.')}\\s+unreachable\\s+\\S+Z \\(\\d+s ago\\)\\s+\\S+\\s+probe: connection refused`))
+  t.match(
+    r.stdout,
+    new RegExp(`${MIRROR.replace('.', '\\.')}\\s+unreachable\\s+\\S+Z \\(\\d+s ago\\)\\s+\\S+\\s+probe: connection refused`),
+  )
   t.match(r.stdout, new RegExp(`steady\\.test:${steadyPort}\\s+reachable`))
   t.match(r.stdout, new RegExp(`source: ${ops}/state`))
   const json = await runCli(['state', '--url', ops, '-o', 'json'])

@@ -3,7 +3,13 @@
 import t from 'tap'
 import { jittered, nextDelayMs, type ProbeSchedule } from '../../server/reachability/prober.js'
 import { forStorage, recordFromJson, recordToJson, tableToSnapshot } from '../../server/reachability/snapshot.js'
-import { type Observation, type ObservationOutcome, type ObservationSource, StateTable, type Transition } from '../../server/reachability/state.js'
+import {
+  type Observation,
+  type ObservationOutcome,
+  type ObservationSource,
+  StateTable,
+  type Transition,
+} from '../../server/reachability/state.js'
 
 const MIN = 60_000
 const T0 = Date.parse('2026-03-01T10:00:00Z')
@@ -40,7 +46,10 @@ t.test('a reachable registry needs failureThreshold failed probes in a row to tu
   t.equal(tbl.observe('r.example', obs(T0 + 2000, 'ok')), undefined, 'a success resets the streak')
   tbl.observe('r.example', obs(T0 + 3000, 'fail'))
   t.match(tbl.observe('r.example', obs(T0 + 4000, 'fail', 'probe', 'no answer within 5 s')), { from: 'reachable', to: 'unreachable' })
-  t.match(tbl.status('r.example', T0 + 4000), { state: 'unreachable', evidence: /^probe: no answer within 5 s, since 2026-03-01T10:00:04Z$/ })
+  t.match(tbl.status('r.example', T0 + 4000), {
+    state: 'unreachable',
+    evidence: /^probe: no answer within 5 s, since 2026-03-01T10:00:04Z$/,
+  })
 })
 
 t.test('an unreachable registry needs successThreshold good probes to be used directly again', async (t) => {
@@ -189,9 +198,18 @@ t.test('probe schedule: interval, quick re-checks while in doubt, backoff while 
 })
 
 t.test('jitter stays within its fraction', async (t) => {
-  t.equal(jittered(1000, 0.2, () => 0), 800)
-  t.equal(jittered(1000, 0.2, () => 1), 1200)
-  t.equal(jittered(1000, 0.2, () => 0.5), 1000)
+  t.equal(
+    jittered(1000, 0.2, () => 0),
+    800,
+  )
+  t.equal(
+    jittered(1000, 0.2, () => 1),
+    1200,
+  )
+  t.equal(
+    jittered(1000, 0.2, () => 0.5),
+    1000,
+  )
   t.equal(jittered(1000, 0, Math.random), 1000)
 })
 
@@ -207,7 +225,11 @@ t.test('the ConfigMap copy drops history, then the oldest refusals, then the old
   tbl.observe('fresh.example', obs(T0 + 31 * MIN, 'fail'))
   const full = tableToSnapshot(tbl, T0 + 31 * MIN)
   const all = forStorage(full)
-  t.same(all.registries.map((r) => r.registry), ['fresh.example'], 'lapsed (unknown) records are not shared')
+  t.same(
+    all.registries.map((r) => r.registry),
+    ['fresh.example'],
+    'lapsed (unknown) records are not shared',
+  )
   t.same(all.registries[0]?.recent, [], 'no observation history')
   t.ok(Buffer.byteLength(JSON.stringify(small)) <= 4000, 'fits')
   t.equal(small.refusals.length, 0, 'refusals go first')

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t from 'tap'
 import {
   DEFAULT_TAG,
   type DigestReference,
@@ -21,7 +21,7 @@ import {
   withDigest,
   withName,
   withTag,
-} from '../../server/core/reference.js';
+} from '../../server/core/reference.js'
 
 // Cases marked with a Go test name are transcribed from the test tables of the reference
 // grammar's Go implementation (distribution/reference v0.6.0, digests per go-digest v1.0.0).
@@ -33,31 +33,31 @@ import {
 /** The thrown ReferenceError, or undefined if `fn` returned. Other errors propagate. */
 function errorOf(fn: () => unknown): ReferenceError | undefined {
   try {
-    fn();
-    return undefined;
+    fn()
+    return undefined
   } catch (error) {
-    if (error instanceof ReferenceError) return error;
-    throw error;
+    if (error instanceof ReferenceError) return error
+    throw error
   }
 }
 
 /** Number of capture groups in a regexp. */
 function groupCount(re: RegExp): number {
-  return (new RegExp(`${re.source}|`).exec('') ?? []).length - 1;
+  return (new RegExp(`${re.source}|`).exec('') ?? []).length - 1
 }
 
-const isNamed = (r: ImageReference | DigestReference): r is ImageReference => 'path' in r;
+const isNamed = (r: ImageReference | DigestReference): r is ImageReference => 'path' in r
 
 // ---- reference_test.go ------------------------------------------------------------------------
 
 t.test('TestReferenceParse', async (t) => {
   interface Case {
-    input: string;
-    err?: ReferenceErrorCode;
-    repository?: string;
-    domain?: string;
-    tag?: string;
-    digest?: string;
+    input: string
+    err?: ReferenceErrorCode
+    repository?: string
+    domain?: string
+    tag?: string
+    digest?: string
   }
   const cases: Case[] = [
     { input: 'test_com', repository: 'test_com' },
@@ -176,22 +176,22 @@ t.test('TestReferenceParse', async (t) => {
       repository: 'example.com/' + 'a'.repeat(255),
       tag: 'tag',
     },
-  ];
-  t.equal(cases.length, 47);
+  ]
+  t.equal(cases.length, 47)
   for (const c of cases) {
-    const label = JSON.stringify(c.input.length > 80 ? c.input.slice(0, 77) + '...' : c.input);
+    const label = JSON.stringify(c.input.length > 80 ? c.input.slice(0, 77) + '...' : c.input)
     if (c.err !== undefined) {
-      t.equal(errorOf(() => parse(c.input))?.code, c.err, label);
-      continue;
+      t.equal(errorOf(() => parse(c.input))?.code, c.err, label)
+      continue
     }
-    const ref = parse(c.input);
-    t.equal(formatReference(ref), c.input, `${label} round-trips`);
-    t.equal(referenceName(ref), c.repository, `${label} name`);
-    t.equal(ref.domain, c.domain ?? '', `${label} domain`);
-    t.equal(ref.tag, c.tag, `${label} tag`);
-    t.equal(ref.digest, c.digest, `${label} digest`);
+    const ref = parse(c.input)
+    t.equal(formatReference(ref), c.input, `${label} round-trips`)
+    t.equal(referenceName(ref), c.repository, `${label} name`)
+    t.equal(ref.domain, c.domain ?? '', `${label} domain`)
+    t.equal(ref.tag, c.tag, `${label} tag`)
+    t.equal(ref.digest, c.digest, `${label} digest`)
   }
-});
+})
 
 t.test('TestWithNameFailure', async (t) => {
   const cases: [string, ReferenceErrorCode][] = [
@@ -202,11 +202,11 @@ t.test('TestWithNameFailure', async (t) => {
     ['example.com/repo:tag', 'invalid-format'],
     ['example.com/' + 'a'.repeat(256), 'name-too-long'],
     ['aa/asdf$$^/aa', 'invalid-format'],
-  ];
+  ]
   for (const [input, code] of cases) {
-    t.equal(errorOf(() => withName(input))?.code, code, JSON.stringify(input.slice(0, 60)));
+    t.equal(errorOf(() => withName(input))?.code, code, JSON.stringify(input.slice(0, 60)))
   }
-});
+})
 
 t.test('TestDomainAndPath', async (t) => {
   const cases: [input: string, domain: string, path: string][] = [
@@ -216,11 +216,11 @@ t.test('TestDomainAndPath', async (t) => {
     ['test.com:8080/foo', 'test.com:8080', 'foo'],
     ['test-com:8080/foo', 'test-com:8080', 'foo'],
     ['xn--n3h.com:18080/foo', 'xn--n3h.com:18080', 'foo'],
-  ];
+  ]
   for (const [input, domain, path] of cases) {
-    t.strictSame(withName(input), { domain, path }, input);
+    t.strictSame(withName(input), { domain, path }, input)
   }
-});
+})
 
 t.test('TestSerialization (Field.UnmarshalText is Parse)', async (t) => {
   const cases: { description: string; input: string; err?: ReferenceErrorCode; name?: string; tag?: string; digest?: string }[] = [
@@ -233,19 +233,19 @@ t.test('TestSerialization (Field.UnmarshalText is Parse)', async (t) => {
       name: 'other.com/named',
       digest: 'sha256:1234567890098765432112345667890098765432112345667890098765432112',
     },
-  ];
+  ]
   for (const c of cases) {
     if (c.err !== undefined) {
-      t.equal(errorOf(() => parse(c.input))?.code, c.err, c.description);
-      continue;
+      t.equal(errorOf(() => parse(c.input))?.code, c.err, c.description)
+      continue
     }
-    const ref = parse(c.input);
-    t.equal(referenceName(ref), c.name, c.description);
-    t.equal(ref.tag, c.tag, `${c.description}: tag`);
-    t.equal(ref.digest, c.digest, `${c.description}: digest`);
-    t.equal(formatReference(ref), c.input, `${c.description}: round-trips`);
+    const ref = parse(c.input)
+    t.equal(referenceName(ref), c.name, c.description)
+    t.equal(ref.tag, c.tag, `${c.description}: tag`)
+    t.equal(ref.digest, c.digest, `${c.description}: digest`)
+    t.equal(formatReference(ref), c.input, `${c.description}: round-trips`)
   }
-});
+})
 
 t.test('TestWithTag', async (t) => {
   const cases: { name: string; digest?: string; tag: string; combined: string }[] = [
@@ -259,13 +259,13 @@ t.test('TestWithTag', async (t) => {
       tag: 'TAG5',
       combined: 'test.com:8000/foo:TAG5@sha256:1234567890098765432112345667890098765',
     },
-  ];
+  ]
   for (const c of cases) {
-    let named = withName(c.name);
-    if (c.digest !== undefined) named = withDigest(named, c.digest);
-    t.equal(formatReference(withTag(named, c.tag)), c.combined);
+    let named = withName(c.name)
+    if (c.digest !== undefined) named = withDigest(named, c.digest)
+    t.equal(formatReference(withTag(named, c.tag)), c.combined)
   }
-});
+})
 
 t.test('TestWithDigest', async (t) => {
   const cases: { name: string; digest: string; tag?: string; combined: string }[] = [
@@ -290,13 +290,13 @@ t.test('TestWithDigest', async (t) => {
       tag: 'latest',
       combined: 'test.com:8000/foo:latest@sha256:1234567890098765432112345667890098765',
     },
-  ];
+  ]
   for (const c of cases) {
-    let named = withName(c.name);
-    if (c.tag !== undefined) named = withTag(named, c.tag);
-    t.equal(formatReference(withDigest(named, c.digest)), c.combined);
+    let named = withName(c.name)
+    if (c.tag !== undefined) named = withTag(named, c.tag)
+    t.equal(formatReference(withDigest(named, c.digest)), c.combined)
   }
-});
+})
 
 t.test('TestParseNamed', async (t) => {
   const cases: { input: string; domain?: string; path?: string; err?: ReferenceErrorCode }[] = [
@@ -309,15 +309,15 @@ t.test('TestParseNamed', async (t) => {
     { input: 'docker.io/library/foo', domain: 'docker.io', path: 'library/foo' },
     // Ambiguous case, parser will add "library/" to foo
     { input: 'docker.io/foo', err: 'name-not-canonical' },
-  ];
+  ]
   for (const c of cases) {
     if (c.err !== undefined) {
-      t.equal(errorOf(() => parseNamed(c.input))?.code, c.err, c.input);
-      continue;
+      t.equal(errorOf(() => parseNamed(c.input))?.code, c.err, c.input)
+      continue
     }
-    t.strictSame(parseNamed(c.input), { domain: c.domain, path: c.path }, c.input);
+    t.strictSame(parseNamed(c.input), { domain: c.domain, path: c.path }, c.input)
   }
-});
+})
 
 // ---- normalize_test.go ------------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ t.test('TestValidateReferenceName', async (t) => {
     'docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a',
     'Docker/docker',
     'DOCKER/docker',
-  ];
+  ]
   const invalid = [
     'https://github.com/docker/docker',
     'docker/Docker',
@@ -367,10 +367,19 @@ t.test('TestValidateReferenceName', async (t) => {
     '[fe80::1%eth0]:5000/debian',
     '[2001:db8:3:4::192.0.2.33]:5000/debian',
     '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a',
-  ];
-  for (const s of invalid) t.ok(errorOf(() => parseNormalizedNamed(s)), `invalid: ${s}`);
-  for (const s of valid) t.equal(errorOf(() => parseNormalizedNamed(s)), undefined, `valid: ${s}`);
-});
+  ]
+  for (const s of invalid)
+    t.ok(
+      errorOf(() => parseNormalizedNamed(s)),
+      `invalid: ${s}`,
+    )
+  for (const s of valid)
+    t.equal(
+      errorOf(() => parseNormalizedNamed(s)),
+      undefined,
+      `valid: ${s}`,
+    )
+})
 
 t.test('TestValidateRemoteName', async (t) => {
   const valid = [
@@ -389,7 +398,7 @@ t.test('TestValidateRemoteName', async (t) => {
     'jess/t',
     // Consecutive underscores.
     'dock__er/docker',
-  ];
+  ]
   const invalid = [
     // Disallow capital letters.
     'docker/Docker',
@@ -412,69 +421,189 @@ t.test('TestValidateRemoteName', async (t) => {
     'docker/',
     // namespace too long
     'this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255/docker',
-  ];
-  for (const s of valid) t.equal(errorOf(() => parseNormalizedNamed(s)), undefined, `valid: ${s}`);
-  for (const s of invalid) t.ok(errorOf(() => parseNormalizedNamed(s)), `invalid: ${s.slice(0, 60)}`);
-});
+  ]
+  for (const s of valid)
+    t.equal(
+      errorOf(() => parseNormalizedNamed(s)),
+      undefined,
+      `valid: ${s}`,
+    )
+  for (const s of invalid)
+    t.ok(
+      errorOf(() => parseNormalizedNamed(s)),
+      `invalid: ${s.slice(0, 60)}`,
+    )
+})
 
 t.test('TestParseRepositoryInfo', async (t) => {
   interface Case {
-    remoteName: string;
-    familiarName: string;
-    fullName: string;
-    ambiguousName: string;
-    domain: string;
+    remoteName: string
+    familiarName: string
+    fullName: string
+    ambiguousName: string
+    domain: string
   }
   const cases: Case[] = [
-    { remoteName: 'fooo', familiarName: 'localhost/fooo', fullName: 'localhost/fooo', ambiguousName: 'localhost/fooo', domain: 'localhost' },
-    { remoteName: 'fooo/bar', familiarName: 'localhost/fooo/bar', fullName: 'localhost/fooo/bar', ambiguousName: 'localhost/fooo/bar', domain: 'localhost' },
-    { remoteName: 'fooo', familiarName: 'LOCALDOMAIN/fooo', fullName: 'LOCALDOMAIN/fooo', ambiguousName: 'LOCALDOMAIN/fooo', domain: 'LOCALDOMAIN' },
-    { remoteName: 'fooo/bar', familiarName: 'LOCALDOMAIN/fooo/bar', fullName: 'LOCALDOMAIN/fooo/bar', ambiguousName: 'LOCALDOMAIN/fooo/bar', domain: 'LOCALDOMAIN' },
-    { remoteName: 'fooo/bar', familiarName: 'fooo/bar', fullName: 'docker.io/fooo/bar', ambiguousName: 'index.docker.io/fooo/bar', domain: 'docker.io' },
-    { remoteName: 'library/ubuntu', familiarName: 'ubuntu', fullName: 'docker.io/library/ubuntu', ambiguousName: 'library/ubuntu', domain: 'docker.io' },
-    { remoteName: 'nonlibrary/ubuntu', familiarName: 'nonlibrary/ubuntu', fullName: 'docker.io/nonlibrary/ubuntu', ambiguousName: '', domain: 'docker.io' },
-    { remoteName: 'other/library', familiarName: 'other/library', fullName: 'docker.io/other/library', ambiguousName: '', domain: 'docker.io' },
-    { remoteName: 'private/moonbase', familiarName: '127.0.0.1:8000/private/moonbase', fullName: '127.0.0.1:8000/private/moonbase', ambiguousName: '', domain: '127.0.0.1:8000' },
-    { remoteName: 'privatebase', familiarName: '127.0.0.1:8000/privatebase', fullName: '127.0.0.1:8000/privatebase', ambiguousName: '', domain: '127.0.0.1:8000' },
-    { remoteName: 'private/moonbase', familiarName: 'example.com/private/moonbase', fullName: 'example.com/private/moonbase', ambiguousName: '', domain: 'example.com' },
-    { remoteName: 'privatebase', familiarName: 'example.com/privatebase', fullName: 'example.com/privatebase', ambiguousName: '', domain: 'example.com' },
-    { remoteName: 'private/moonbase', familiarName: 'example.com:8000/private/moonbase', fullName: 'example.com:8000/private/moonbase', ambiguousName: '', domain: 'example.com:8000' },
-    { remoteName: 'privatebasee', familiarName: 'example.com:8000/privatebasee', fullName: 'example.com:8000/privatebasee', ambiguousName: '', domain: 'example.com:8000' },
-    { remoteName: 'library/ubuntu-12.04-base', familiarName: 'ubuntu-12.04-base', fullName: 'docker.io/library/ubuntu-12.04-base', ambiguousName: 'index.docker.io/library/ubuntu-12.04-base', domain: 'docker.io' },
-    { remoteName: 'library/foo', familiarName: 'foo', fullName: 'docker.io/library/foo', ambiguousName: 'docker.io/foo', domain: 'docker.io' },
-    { remoteName: 'library/foo/bar', familiarName: 'library/foo/bar', fullName: 'docker.io/library/foo/bar', ambiguousName: '', domain: 'docker.io' },
-    { remoteName: 'store/foo/bar', familiarName: 'store/foo/bar', fullName: 'docker.io/store/foo/bar', ambiguousName: '', domain: 'docker.io' },
+    {
+      remoteName: 'fooo',
+      familiarName: 'localhost/fooo',
+      fullName: 'localhost/fooo',
+      ambiguousName: 'localhost/fooo',
+      domain: 'localhost',
+    },
+    {
+      remoteName: 'fooo/bar',
+      familiarName: 'localhost/fooo/bar',
+      fullName: 'localhost/fooo/bar',
+      ambiguousName: 'localhost/fooo/bar',
+      domain: 'localhost',
+    },
+    {
+      remoteName: 'fooo',
+      familiarName: 'LOCALDOMAIN/fooo',
+      fullName: 'LOCALDOMAIN/fooo',
+      ambiguousName: 'LOCALDOMAIN/fooo',
+      domain: 'LOCALDOMAIN',
+    },
+    {
+      remoteName: 'fooo/bar',
+      familiarName: 'LOCALDOMAIN/fooo/bar',
+      fullName: 'LOCALDOMAIN/fooo/bar',
+      ambiguousName: 'LOCALDOMAIN/fooo/bar',
+      domain: 'LOCALDOMAIN',
+    },
+    {
+      remoteName: 'fooo/bar',
+      familiarName: 'fooo/bar',
+      fullName: 'docker.io/fooo/bar',
+      ambiguousName: 'index.docker.io/fooo/bar',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'library/ubuntu',
+      familiarName: 'ubuntu',
+      fullName: 'docker.io/library/ubuntu',
+      ambiguousName: 'library/ubuntu',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'nonlibrary/ubuntu',
+      familiarName: 'nonlibrary/ubuntu',
+      fullName: 'docker.io/nonlibrary/ubuntu',
+      ambiguousName: '',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'other/library',
+      familiarName: 'other/library',
+      fullName: 'docker.io/other/library',
+      ambiguousName: '',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'private/moonbase',
+      familiarName: '127.0.0.1:8000/private/moonbase',
+      fullName: '127.0.0.1:8000/private/moonbase',
+      ambiguousName: '',
+      domain: '127.0.0.1:8000',
+    },
+    {
+      remoteName: 'privatebase',
+      familiarName: '127.0.0.1:8000/privatebase',
+      fullName: '127.0.0.1:8000/privatebase',
+      ambiguousName: '',
+      domain: '127.0.0.1:8000',
+    },
+    {
+      remoteName: 'private/moonbase',
+      familiarName: 'example.com/private/moonbase',
+      fullName: 'example.com/private/moonbase',
+      ambiguousName: '',
+      domain: 'example.com',
+    },
+    {
+      remoteName: 'privatebase',
+      familiarName: 'example.com/privatebase',
+      fullName: 'example.com/privatebase',
+      ambiguousName: '',
+      domain: 'example.com',
+    },
+    {
+      remoteName: 'private/moonbase',
+      familiarName: 'example.com:8000/private/moonbase',
+      fullName: 'example.com:8000/private/moonbase',
+      ambiguousName: '',
+      domain: 'example.com:8000',
+    },
+    {
+      remoteName: 'privatebasee',
+      familiarName: 'example.com:8000/privatebasee',
+      fullName: 'example.com:8000/privatebasee',
+      ambiguousName: '',
+      domain: 'example.com:8000',
+    },
+    {
+      remoteName: 'library/ubuntu-12.04-base',
+      familiarName: 'ubuntu-12.04-base',
+      fullName: 'docker.io/library/ubuntu-12.04-base',
+      ambiguousName: 'index.docker.io/library/ubuntu-12.04-base',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'library/foo',
+      familiarName: 'foo',
+      fullName: 'docker.io/library/foo',
+      ambiguousName: 'docker.io/foo',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'library/foo/bar',
+      familiarName: 'library/foo/bar',
+      fullName: 'docker.io/library/foo/bar',
+      ambiguousName: '',
+      domain: 'docker.io',
+    },
+    {
+      remoteName: 'store/foo/bar',
+      familiarName: 'store/foo/bar',
+      fullName: 'docker.io/store/foo/bar',
+      ambiguousName: '',
+      domain: 'docker.io',
+    },
     { remoteName: 'bar', familiarName: 'Foo/bar', fullName: 'Foo/bar', ambiguousName: '', domain: 'Foo' },
     { remoteName: 'bar', familiarName: 'FOO/bar', fullName: 'FOO/bar', ambiguousName: '', domain: 'FOO' },
-  ];
+  ]
   for (const c of cases) {
-    const inputs = [c.familiarName, c.fullName];
-    if (c.ambiguousName !== '') inputs.push(c.ambiguousName);
+    const inputs = [c.familiarName, c.fullName]
+    if (c.ambiguousName !== '') inputs.push(c.ambiguousName)
     for (const input of inputs) {
-      const ref = parseNormalizedNamed(input);
-      t.equal(familiarName(ref), c.familiarName, `${input}: FamiliarName`);
-      t.equal(formatReference(ref), c.fullName, `${input}: FullName`);
-      t.equal(ref.domain, c.domain, `${input}: Domain`);
-      t.equal(ref.path, c.remoteName, `${input}: RemoteName`);
+      const ref = parseNormalizedNamed(input)
+      t.equal(familiarName(ref), c.familiarName, `${input}: FamiliarName`)
+      t.equal(formatReference(ref), c.fullName, `${input}: FullName`)
+      t.equal(ref.domain, c.domain, `${input}: Domain`)
+      t.equal(ref.path, c.remoteName, `${input}: RemoteName`)
     }
   }
-});
+})
 
 t.test('TestParseReferenceWithTagAndDigest', async (t) => {
-  const shortRef = 'busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa';
-  const ref = parseNormalizedNamed(shortRef);
-  t.equal(formatReference(ref), 'docker.io/library/' + shortRef);
-  t.equal(ref.tag, 'latest', 'is tagged');
-  t.equal(ref.digest, 'sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa', 'is canonical');
-  t.equal(familiarString(ref), shortRef);
-});
+  const shortRef = 'busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa'
+  const ref = parseNormalizedNamed(shortRef)
+  t.equal(formatReference(ref), 'docker.io/library/' + shortRef)
+  t.equal(ref.tag, 'latest', 'is tagged')
+  t.equal(ref.digest, 'sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa', 'is canonical')
+  t.equal(familiarString(ref), shortRef)
+})
 
 t.test('TestInvalidReferenceComponents', async (t) => {
-  t.ok(errorOf(() => parseNormalizedNamed('-foo')), 'invalid name');
-  const ref = parseNormalizedNamed('busybox');
-  t.equal(errorOf(() => withTag(ref, '-foo'))?.code, 'invalid-tag', 'invalid tag');
-  t.equal(errorOf(() => withDigest(ref, 'foo'))?.code, 'invalid-digest', 'invalid digest');
-});
+  t.ok(
+    errorOf(() => parseNormalizedNamed('-foo')),
+    'invalid name',
+  )
+  const ref = parseNormalizedNamed('busybox')
+  t.equal(errorOf(() => withTag(ref, '-foo'))?.code, 'invalid-tag', 'invalid tag')
+  t.equal(errorOf(() => withDigest(ref, 'foo'))?.code, 'invalid-digest', 'invalid digest')
+})
 
 t.test('TestParseAnyReference', async (t) => {
   const cases: { reference: string; equivalent: string; expected?: DigestReference }[] = [
@@ -515,13 +644,13 @@ t.test('TestParseAnyReference', async (t) => {
       equivalent: 'docker.io/library/dbcc1c35ac38df41fd2f5e4130b32ffdb93ebae8b3dbe638c23575912276fc9',
     },
     { reference: 'dbcc1', equivalent: 'docker.io/library/dbcc1' },
-  ];
+  ]
   for (const c of cases) {
-    const ref = parseAnyReference(c.reference);
-    t.equal(formatReference(ref), c.equivalent, c.reference);
-    t.strictSame(ref, c.expected ?? parse(c.equivalent), `${c.reference}: same reference`);
+    const ref = parseAnyReference(c.reference)
+    t.equal(formatReference(ref), c.equivalent, c.reference)
+    t.strictSame(ref, c.expected ?? parse(c.equivalent), `${c.reference}: same reference`)
   }
-});
+})
 
 t.test('TestNormalizedSplitHostname', async (t) => {
   const cases: [input: string, domain: string, path: string][] = [
@@ -536,11 +665,11 @@ t.test('TestNormalizedSplitHostname', async (t) => {
     ['docker.io/foo', 'docker.io', 'library/foo'],
     ['docker.io/library/foo', 'docker.io', 'library/foo'],
     ['docker.io/library/foo/bar', 'docker.io', 'library/foo/bar'],
-  ];
+  ]
   for (const [input, domain, path] of cases) {
-    t.strictSame(parseNormalizedNamed(input), { domain, path }, input);
+    t.strictSame(parseNormalizedNamed(input), { domain, path }, input)
   }
-});
+})
 
 t.test('TestParseDockerRef', async (t) => {
   const cases: [name: string, input: string, expected: string][] = [
@@ -563,13 +692,17 @@ t.test('TestParseDockerRef', async (t) => {
       'gcr.io/library/busybox:latest@sha256:e6693c20186f837fc393390135d8a598a96a833917917789d63766cab6c59582',
       'gcr.io/library/busybox@sha256:e6693c20186f837fc393390135d8a598a96a833917917789d63766cab6c59582',
     ],
-  ];
+  ]
   for (const [name, input, expected] of cases) {
-    const output = formatReference(parseDockerRef(input));
-    t.equal(output, expected, name);
-    t.equal(errorOf(() => parse(output)), undefined, `${name}: output parses`);
+    const output = formatReference(parseDockerRef(input))
+    t.equal(output, expected, name)
+    t.equal(
+      errorOf(() => parse(output)),
+      undefined,
+      `${name}: output parses`,
+    )
   }
-});
+})
 
 // ---- regexp_test.go ---------------------------------------------------------------------------
 
@@ -605,14 +738,14 @@ t.test('TestDomainRegexp', async (t) => {
     ['[2001:0db8:85a3:0000:0000:8a2e:0370:7334]:75050', true], // ipv6 long format
     ['[2001:0db8:85a3:0000:0000:8a2e:0370:7334]:750505', true], // ipv6 long format and invalid port
     ['fd00:1:2::3:75050', false], // bad ipv6 without square brackets
-  ];
+  ]
   for (const [input, match] of cases) {
-    t.equal(referenceGrammar.domainAndPort.test(input), match, input);
+    t.equal(referenceGrammar.domainAndPort.test(input), match, input)
   }
-});
+})
 
 t.test('TestFullNameRegexp', async (t) => {
-  t.equal(groupCount(referenceGrammar.name), 2, 'two submatches');
+  t.equal(groupCount(referenceGrammar.name), 2, 'two submatches')
   const cases: { input: string; match: boolean; subs?: [string, string] }[] = [
     { input: '', match: false },
     { input: 'short', match: true, subs: ['', 'short'] },
@@ -674,25 +807,29 @@ t.test('TestFullNameRegexp', async (t) => {
     { input: 'do__cker:8080/docker', match: false },
     { input: 'do__cker/docker', match: true, subs: ['', 'do__cker/docker'] },
     { input: 'b.gcr.io/test.example.com/my-app', match: true, subs: ['b.gcr.io', 'test.example.com/my-app'] },
-    { input: 'registry.io/foo/project--id.module--name.ver---sion--name', match: true, subs: ['registry.io', 'foo/project--id.module--name.ver---sion--name'] },
+    {
+      input: 'registry.io/foo/project--id.module--name.ver---sion--name',
+      match: true,
+      subs: ['registry.io', 'foo/project--id.module--name.ver---sion--name'],
+    },
     { input: 'Asdf.com/foo/bar', match: true }, // uppercase character in hostname
     { input: 'Foo/FarB', match: false }, // uppercase characters in remote name
-  ];
-  t.equal(cases.length, 63);
+  ]
+  t.equal(cases.length, 63)
   for (const c of cases) {
-    const m = referenceGrammar.name.exec(c.input);
+    const m = referenceGrammar.name.exec(c.input)
     if (!c.match) {
-      t.equal(m, null, `no match: ${c.input}`);
-      continue;
+      t.equal(m, null, `no match: ${c.input}`)
+      continue
     }
-    t.equal(m?.[0], c.input, `match: ${c.input}`);
-    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? ''], c.subs, `submatches: ${c.input}`);
+    t.equal(m?.[0], c.input, `match: ${c.input}`)
+    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? ''], c.subs, `submatches: ${c.input}`)
   }
-});
+})
 
 t.test('TestReferenceRegexp', async (t) => {
-  t.equal(groupCount(referenceGrammar.reference), 3, 'three submatches');
-  const d = 'sha256:be178c0543eb17f5f3043021c9e5fcf30285e557a4fc309cce97ff9ca6182912';
+  t.equal(groupCount(referenceGrammar.reference), 3, 'three submatches')
+  const d = 'sha256:be178c0543eb17f5f3043021c9e5fcf30285e557a4fc309cce97ff9ca6182912'
   const cases: { input: string; match: boolean; subs?: [string, string, string] }[] = [
     { input: 'registry.com:8080/myapp:tag', match: true, subs: ['registry.com:8080/myapp', 'tag', ''] },
     {
@@ -728,17 +865,17 @@ t.test('TestReferenceRegexp', async (t) => {
     },
     { input: 'registry.com:8080/myapp@bad', match: false },
     { input: 'registry.com:8080/myapp@2bad', match: false },
-  ];
+  ]
   for (const c of cases) {
-    const m = referenceGrammar.reference.exec(c.input);
+    const m = referenceGrammar.reference.exec(c.input)
     if (!c.match) {
-      t.equal(m, null, `no match: ${c.input}`);
-      continue;
+      t.equal(m, null, `no match: ${c.input}`)
+      continue
     }
-    t.equal(m?.[0], c.input, `match: ${c.input}`);
-    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? '', m?.[3] ?? ''], c.subs, `submatches: ${c.input}`);
+    t.equal(m?.[0], c.input, `match: ${c.input}`)
+    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? '', m?.[3] ?? ''], c.subs, `submatches: ${c.input}`)
   }
-});
+})
 
 t.test('TestIdentifierRegexp', async (t) => {
   const cases: [input: string, match: boolean][] = [
@@ -747,15 +884,15 @@ t.test('TestIdentifierRegexp', async (t) => {
     ['da304e823d8ca2b9d863a3c897baeb852ba21ea9a9f1414736394ae7fcaf', false],
     ['sha256:da304e823d8ca2b9d863a3c897baeb852ba21ea9a9f1414736394ae7fcaf9821', false],
     ['da304e823d8ca2b9d863a3c897baeb852ba21ea9a9f1414736394ae7fcaf98218482', false],
-  ];
+  ]
   for (const [input, match] of cases) {
-    t.equal(referenceGrammar.identifier.test(input), match, input);
+    t.equal(referenceGrammar.identifier.test(input), match, input)
   }
-});
+})
 
 // ---- own cases --------------------------------------------------------------------------------
 
-const SHA256 = 'sha256:' + 'e'.repeat(64);
+const SHA256 = 'sha256:' + 'e'.repeat(64)
 
 t.test('normalisation as the kubelet does it', async (t) => {
   // [input, full form, familiar form]
@@ -789,28 +926,28 @@ t.test('normalisation as the kubelet does it', async (t) => {
     ['a'.repeat(64) + ':tag', 'docker.io/library/' + 'a'.repeat(64) + ':tag', 'a'.repeat(64) + ':tag'],
     // "sha384:<hex>" alone is a name and a tag
     ['sha384:' + 'f'.repeat(96), 'docker.io/library/sha384:' + 'f'.repeat(96), 'sha384:' + 'f'.repeat(96)],
-  ];
+  ]
   for (const [input, full, familiar] of cases) {
-    const ref = parseNormalizedNamed(input);
-    t.equal(formatReference(ref), full, `${input} → ${full}`);
-    t.equal(familiarString(ref), familiar, `${input} familiar`);
-    t.strictSame(parseNamed(full), ref, `${full} is canonical`);
+    const ref = parseNormalizedNamed(input)
+    t.equal(formatReference(ref), full, `${input} → ${full}`)
+    t.equal(familiarString(ref), familiar, `${input} familiar`)
+    t.strictSame(parseNamed(full), ref, `${full} is canonical`)
   }
-  t.strictSame(parseNormalizedNamed('[::1]:5000/foo:bar'), { domain: '[::1]:5000', path: 'foo', tag: 'bar' });
-  t.strictSame(parseNormalizedNamed('Registry.Example.com/foo'), { domain: 'Registry.Example.com', path: 'foo' });
-});
+  t.strictSame(parseNormalizedNamed('[::1]:5000/foo:bar'), { domain: '[::1]:5000', path: 'foo', tag: 'bar' })
+  t.strictSame(parseNormalizedNamed('Registry.Example.com/foo'), { domain: 'Registry.Example.com', path: 'foo' })
+})
 
 t.test('name/domain split quirks kept from the grammar', async (t) => {
   // "Uppercase" is taken as a host (Go's TestReferenceParse leaves this case commented out)
-  t.strictSame(parse('Uppercase/lowercase:tag'), { domain: 'Uppercase', path: 'lowercase', tag: 'tag' });
+  t.strictSame(parse('Uppercase/lowercase:tag'), { domain: 'Uppercase', path: 'lowercase', tag: 'tag' })
   // a first component with "." that is not a valid host stays part of the path, without a domain
-  t.strictSame(parseNormalizedNamed('foo_bar.com/baz'), { domain: '', path: 'foo_bar.com/baz' });
-  t.equal(formatReference(parseNormalizedNamed('foo_bar.com/baz')), 'foo_bar.com/baz');
+  t.strictSame(parseNormalizedNamed('foo_bar.com/baz'), { domain: '', path: 'foo_bar.com/baz' })
+  t.equal(formatReference(parseNormalizedNamed('foo_bar.com/baz')), 'foo_bar.com/baz')
   // parse() does not normalise: the first of several components is a domain if it looks like one
-  t.strictSame(parse('nginx'), { domain: '', path: 'nginx' });
-  t.strictSame(parse('library/nginx'), { domain: 'library', path: 'nginx' });
-  t.strictSame(parse('index.docker.io/foo'), { domain: 'index.docker.io', path: 'foo' });
-});
+  t.strictSame(parse('nginx'), { domain: '', path: 'nginx' })
+  t.strictSame(parse('library/nginx'), { domain: 'library', path: 'nginx' })
+  t.strictSame(parse('index.docker.io/foo'), { domain: 'index.docker.io', path: 'foo' })
+})
 
 t.test('uppercase in the repository path', async (t) => {
   const cases: [string, string][] = [
@@ -821,30 +958,30 @@ t.test('uppercase in the repository path', async (t) => {
     ['foo@SHA256:' + 'a'.repeat(64), 'invalid reference format: repository name (library/foo@SHA256) must be lowercase'],
     // U+0130 lower-cases to a plain "i"
     ['İmage', 'invalid reference format: repository name (library/İmage) must be lowercase'],
-  ];
+  ]
   for (const [input, message] of cases) {
-    const err = errorOf(() => parseNormalizedNamed(input));
-    t.equal(err?.code, 'name-contains-uppercase', input);
-    t.equal(err?.message, message, `${input} message`);
+    const err = errorOf(() => parseNormalizedNamed(input))
+    t.equal(err?.code, 'name-contains-uppercase', input)
+    t.equal(err?.message, message, `${input} message`)
   }
-  t.equal(errorOf(() => parse('Foo:latest'))?.message, 'repository name must be lowercase');
-  t.equal(errorOf(() => parse('İmage'))?.code, 'name-contains-uppercase', 'parse: İ lower-cases to i');
-  t.equal(errorOf(() => parse('FOO!'))?.code, 'invalid-format', 'still invalid once lower-cased');
-});
+  t.equal(errorOf(() => parse('Foo:latest'))?.message, 'repository name must be lowercase')
+  t.equal(errorOf(() => parse('İmage'))?.code, 'name-contains-uppercase', 'parse: İ lower-cases to i')
+  t.equal(errorOf(() => parse('FOO!'))?.code, 'invalid-format', 'still invalid once lower-cased')
+})
 
 t.test('64-hex image IDs are not names', async (t) => {
-  const id = '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a';
-  const err = errorOf(() => parseNormalizedNamed(id));
-  t.equal(err?.code, 'name-is-identifier');
-  t.equal(err?.message, `invalid repository name (${id}), cannot specify 64-byte hexadecimal strings`);
-  t.strictSame(parse(id), { domain: '', path: id }, 'parse() does not apply the rule');
-  t.strictSame(parseAnyReference(id), { digest: `sha256:${id}` });
+  const id = '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a'
+  const err = errorOf(() => parseNormalizedNamed(id))
+  t.equal(err?.code, 'name-is-identifier')
+  t.equal(err?.message, `invalid repository name (${id}), cannot specify 64-byte hexadecimal strings`)
+  t.strictSame(parse(id), { domain: '', path: id }, 'parse() does not apply the rule')
+  t.strictSame(parseAnyReference(id), { digest: `sha256:${id}` })
   // only lowercase hex is an ID; uppercase falls through to the lowercase rule
-  t.equal(errorOf(() => parseNormalizedNamed(id.toUpperCase()))?.code, 'name-contains-uppercase');
-});
+  t.equal(errorOf(() => parseNormalizedNamed(id.toUpperCase()))?.code, 'name-contains-uppercase')
+})
 
 t.test('digests of each algorithm', async (t) => {
-  const hex = (n: number, c = 'f') => c.repeat(n);
+  const hex = (n: number, c = 'f') => c.repeat(n)
   const cases: [digest: string, code: ReferenceErrorCode | undefined][] = [
     ['sha256:' + hex(64), undefined],
     ['sha256:' + hex(63), 'invalid-digest-length'],
@@ -877,42 +1014,43 @@ t.test('digests of each algorithm', async (t) => {
     ['sha256:' + hex(64, 'g'), 'invalid-format'],
     ['1sha:' + hex(64), 'invalid-format'],
     ['sha256:', 'invalid-format'],
-  ];
+  ]
   for (const [digest, code] of cases) {
-    const input = `example.com/app:1@${digest}`;
-    const label = `${digest.slice(0, 20)}… (${digest.length - digest.indexOf(':') - 1} chars)`;
-    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`);
-    t.equal(errorOf(() => parseNormalizedNamed(input))?.code, code, `normalized ${label}`);
+    const input = `example.com/app:1@${digest}`
+    const label = `${digest.slice(0, 20)}… (${digest.length - digest.indexOf(':') - 1} chars)`
+    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`)
+    t.equal(errorOf(() => parseNormalizedNamed(input))?.code, code, `normalized ${label}`)
   }
-  t.equal(errorOf(() => parse('a@sha256:' + hex(63)))?.message, 'invalid checksum digest length');
-  t.equal(errorOf(() => parse('a@sha256:' + hex(64, 'F')))?.message, 'invalid checksum digest format');
-  t.equal(errorOf(() => parse('a@md5:' + hex(32)))?.message, 'unsupported digest algorithm');
+  t.equal(errorOf(() => parse('a@sha256:' + hex(63)))?.message, 'invalid checksum digest length')
+  t.equal(errorOf(() => parse('a@sha256:' + hex(64, 'F')))?.message, 'invalid checksum digest format')
+  t.equal(errorOf(() => parse('a@md5:' + hex(32)))?.message, 'unsupported digest algorithm')
   // a bare digest is a digest reference only if it is valid
-  t.strictSame(parseAnyReference('sha512:' + hex(128)), { digest: 'sha512:' + hex(128) });
-  t.strictSame(parseAnyReference('sha256:abc'), { domain: 'docker.io', path: 'library/sha256', tag: 'abc' });
-});
+  t.strictSame(parseAnyReference('sha512:' + hex(128)), { digest: 'sha512:' + hex(128) })
+  t.strictSame(parseAnyReference('sha256:abc'), { domain: 'docker.io', path: 'library/sha256', tag: 'abc' })
+})
 
 t.test('length limits', async (t) => {
-  const max = NAME_TOTAL_LENGTH_MAX;
-  t.equal(max, 255);
-  const ok = (s: string) => errorOf(() => parseNormalizedNamed(s))?.code;
-  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 8)), undefined, 'path of exactly 255');
-  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 7)), 'name-too-long', 'path of 256');
-  t.equal(ok('a'.repeat(max - 8)), undefined, 'familiar name whose path is 255');
-  t.equal(ok('a'.repeat(max - 7)), 'name-too-long', 'familiar name whose path is 256');
-  t.equal(ok('example.com/' + 'a'.repeat(max)), undefined, 'the domain does not count');
-  t.equal(ok('x'.repeat(300) + '.example.com/foo'), undefined, 'nor does a long host');
-  t.equal(ok('example.com/' + 'a'.repeat(max) + ':' + 'T'.repeat(128)), undefined, 'nor the tag');
-  t.equal(ok('example.com/a:' + 'T'.repeat(129)), 'invalid-format', 'tag of 129');
+  const max = NAME_TOTAL_LENGTH_MAX
+  t.equal(max, 255)
+  const ok = (s: string) => errorOf(() => parseNormalizedNamed(s))?.code
+  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 8)), undefined, 'path of exactly 255')
+  t.equal(ok('docker.io/library/' + 'a'.repeat(max - 7)), 'name-too-long', 'path of 256')
+  t.equal(ok('a'.repeat(max - 8)), undefined, 'familiar name whose path is 255')
+  t.equal(ok('a'.repeat(max - 7)), 'name-too-long', 'familiar name whose path is 256')
+  t.equal(ok('example.com/' + 'a'.repeat(max)), undefined, 'the domain does not count')
+  t.equal(ok('x'.repeat(300) + '.example.com/foo'), undefined, 'nor does a long host')
+  t.equal(ok('example.com/' + 'a'.repeat(max) + ':' + 'T'.repeat(128)), undefined, 'nor the tag')
+  t.equal(ok('example.com/a:' + 'T'.repeat(129)), 'invalid-format', 'tag of 129')
   // the first component counts as a domain for parse(), but not after normalisation
-  const deep = 'a/'.repeat(128) + 'a:tag';
-  t.equal(errorOf(() => parse(deep)), undefined, 'parse: domain "a" + 255-char path');
-  t.equal(ok(deep), 'name-too-long', 'normalized: 257-char path on docker.io');
+  const deep = 'a/'.repeat(128) + 'a:tag'
   t.equal(
-    errorOf(() => parse('domain/' + 'a'.repeat(256)))?.message,
-    'repository name must not be more than 255 characters',
-  );
-});
+    errorOf(() => parse(deep)),
+    undefined,
+    'parse: domain "a" + 255-char path',
+  )
+  t.equal(ok(deep), 'name-too-long', 'normalized: 257-char path on docker.io')
+  t.equal(errorOf(() => parse('domain/' + 'a'.repeat(256)))?.message, 'repository name must not be more than 255 characters')
+})
 
 t.test('error codes and messages', async (t) => {
   const cases: [() => unknown, ReferenceErrorCode, string][] = [
@@ -922,53 +1060,53 @@ t.test('error codes and messages', async (t) => {
     [() => parseNamed('nginx'), 'name-not-canonical', 'repository name must be canonical'],
     [() => withTag(withName('foo'), '.x'), 'invalid-tag', 'invalid tag format'],
     [() => withDigest(withName('foo'), 'sha256:abc'), 'invalid-digest', 'invalid digest format'],
-  ];
+  ]
   for (const [fn, code, message] of cases) {
-    const err = errorOf(fn);
-    t.equal(err?.code, code, code);
-    t.equal(err?.message, message, `${code} message`);
+    const err = errorOf(fn)
+    t.equal(err?.code, code, code)
+    t.equal(err?.message, message, `${code} message`)
   }
-  const err = errorOf(() => parse(''));
-  t.ok(err instanceof Error);
-  t.equal(err?.name, 'ReferenceError');
-});
+  const err = errorOf(() => parse(''))
+  t.ok(err instanceof Error)
+  t.equal(err?.name, 'ReferenceError')
+})
 
 t.test('tryParseNormalizedNamed', async (t) => {
   t.strictSame(tryParseNormalizedNamed('nginx:1'), {
     ok: true,
     ref: { domain: 'docker.io', path: 'library/nginx', tag: '1' },
-  });
-  const r = tryParseNormalizedNamed('Nginx');
-  t.equal(r.ok, false);
+  })
+  const r = tryParseNormalizedNamed('Nginx')
+  t.equal(r.ok, false)
   if (!r.ok) {
-    t.ok(r.error instanceof ReferenceError);
-    t.equal(r.error.code, 'name-contains-uppercase');
+    t.ok(r.error instanceof ReferenceError)
+    t.equal(r.error.code, 'name-contains-uppercase')
   }
-});
+})
 
 t.test('building and formatting', async (t) => {
-  const ref = withName('example.com/app');
-  t.strictSame(ref, { domain: 'example.com', path: 'app' });
-  t.strictSame(tagNameOnly(ref), { domain: 'example.com', path: 'app', tag: DEFAULT_TAG });
-  const digested = withDigest(ref, SHA256);
-  t.strictSame(tagNameOnly(digested), digested, 'a digest is enough');
-  t.equal(formatReference(withTag(digested, 'v1')), `example.com/app:v1@${SHA256}`, 'withTag keeps the digest');
-  t.equal(formatReference(withDigest(withTag(ref, 'v1'), SHA256)), `example.com/app:v1@${SHA256}`);
-  t.equal(formatReference({ domain: '', path: 'nginx', tag: '1' }), 'nginx:1');
-  t.equal(formatReference({ digest: SHA256 }), SHA256);
-  t.equal(familiarString({ digest: SHA256 }), SHA256);
-  t.equal(familiarName(parseNormalizedNamed('docker.io/library/foo/bar')), 'library/foo/bar');
-  t.equal(familiarName(parseNormalizedNamed('docker.io/user/app:1')), 'user/app');
-  t.equal(referenceName(parseNormalizedNamed('nginx:1')), 'docker.io/library/nginx');
-  t.strictSame(parseDockerRef('localhost:5000/foo'), { domain: 'localhost:5000', path: 'foo', tag: 'latest' });
-  const any = parseAnyReference('nginx');
-  t.ok(isNamed(any) && any.path === 'library/nginx');
-});
+  const ref = withName('example.com/app')
+  t.strictSame(ref, { domain: 'example.com', path: 'app' })
+  t.strictSame(tagNameOnly(ref), { domain: 'example.com', path: 'app', tag: DEFAULT_TAG })
+  const digested = withDigest(ref, SHA256)
+  t.strictSame(tagNameOnly(digested), digested, 'a digest is enough')
+  t.equal(formatReference(withTag(digested, 'v1')), `example.com/app:v1@${SHA256}`, 'withTag keeps the digest')
+  t.equal(formatReference(withDigest(withTag(ref, 'v1'), SHA256)), `example.com/app:v1@${SHA256}`)
+  t.equal(formatReference({ domain: '', path: 'nginx', tag: '1' }), 'nginx:1')
+  t.equal(formatReference({ digest: SHA256 }), SHA256)
+  t.equal(familiarString({ digest: SHA256 }), SHA256)
+  t.equal(familiarName(parseNormalizedNamed('docker.io/library/foo/bar')), 'library/foo/bar')
+  t.equal(familiarName(parseNormalizedNamed('docker.io/user/app:1')), 'user/app')
+  t.equal(referenceName(parseNormalizedNamed('nginx:1')), 'docker.io/library/nginx')
+  t.strictSame(parseDockerRef('localhost:5000/foo'), { domain: 'localhost:5000', path: 'foo', tag: 'latest' })
+  const any = parseAnyReference('nginx')
+  t.ok(isNamed(any) && any.path === 'library/nginx')
+})
 
 t.test('adversarial long inputs finish with the right answer', async (t) => {
   // The grammar is matched by a backtracking engine: these inputs would take exponential or
   // polynomial time with ambiguous patterns. Only outcomes are asserted, not timings.
-  const n = 10_000;
+  const n = 10_000
   const cases: [string, ReferenceErrorCode | undefined][] = [
     ['a'.repeat(n) + '!', 'invalid-format'],
     ['a.'.repeat(n / 2) + '/', 'invalid-format'],
@@ -991,12 +1129,12 @@ t.test('adversarial long inputs finish with the right answer', async (t) => {
     ['foo@sha256:' + 'f'.repeat(n), 'invalid-digest-length'],
     ['foo@md5:' + 'f'.repeat(n), 'unsupported-digest'],
     ['foo@sha256:' + 'f'.repeat(n) + '!', 'invalid-format'],
-  ];
+  ]
   for (const [input, code] of cases) {
-    const label = `${JSON.stringify(input.slice(0, 12))}… (${input.length} chars)`;
-    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`);
+    const label = `${JSON.stringify(input.slice(0, 12))}… (${input.length} chars)`
+    t.equal(errorOf(() => parse(input))?.code, code, `parse ${label}`)
     // these return or throw a ReferenceError (errorOf rethrows anything else)
-    errorOf(() => parseNormalizedNamed(input));
-    errorOf(() => parseAnyReference(input));
+    errorOf(() => parseNormalizedNamed(input))
+    errorOf(() => parseAnyReference(input))
   }
-});
+})

@@ -108,7 +108,10 @@ t.test('host mode keeps the path and uses the host per source registry', async (
 })
 
 t.test('rewriting is idempotent for every rewrite in the tables', async (t) => {
-  for (const input of [{}, { mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io', 'ghcr.io': 'ghcr.m.daocloud.io' } } }] as ConfigInput[]) {
+  for (const input of [
+    {},
+    { mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io', 'ghcr.io': 'ghcr.m.daocloud.io' } } },
+  ] as ConfigInput[]) {
     for (const [image] of prefixMode) {
       const first = decide(image, input)
       if (first.action !== 'rewrite') continue

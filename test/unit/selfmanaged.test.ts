@@ -78,7 +78,12 @@ t.test('an expired serving certificate is reissued', async (t) => {
 
 t.test('a serving certificate missing a wanted name, or from another CA, or with the wrong key, is reissued', async (t) => {
   const current = await stateWith({ caDays: 3650, servingDays: 90 })
-  const renamed = await planTls(current, { dnsNames: [...names.dnsNames, 'extra.example'], ipAddresses: ['127.0.0.1'] }, DEFAULT_TIMINGS, now)
+  const renamed = await planTls(
+    current,
+    { dnsNames: [...names.dnsNames, 'extra.example'], ipAddresses: ['127.0.0.1'] },
+    DEFAULT_TIMINGS,
+    now,
+  )
   t.same(renamed.changes, ['serving-issued'])
   t.ok(describeCertificate(renamed.state.serving.certPem).dnsNames.includes('extra.example'))
 
@@ -140,7 +145,11 @@ t.test('at every step of a rotation the trust bundle verifies the serving certif
     const planned = await planTls(state, names, timings, at)
     // Every certificate a replica might still be serving (this one and the previous) verifies.
     t.ok(verifiedByTrust(planned.state), `hour ${hour}: new serving verifies`)
-    if (!expiredAt(state.serving.certPem, at)) t.ok(planned.state.trust.some((ca) => signedBy(state.serving.certPem, ca)), `hour ${hour}: previous serving verifies`)
+    if (!expiredAt(state.serving.certPem, at))
+      t.ok(
+        planned.state.trust.some((ca) => signedBy(state.serving.certPem, ca)),
+        `hour ${hour}: previous serving verifies`,
+      )
     for (const c of planned.changes) seen.add(c)
     state = planned.state
   }

@@ -31,7 +31,15 @@ interface Answer {
 function post(port: number, ca: string, agent?: Agent): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
-      { host: '127.0.0.1', port, path: '/mutate', method: 'POST', ca, agent: agent ?? false, headers: { 'content-type': 'application/json' } },
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/mutate',
+        method: 'POST',
+        ca,
+        agent: agent ?? false,
+        headers: { 'content-type': 'application/json' },
+      },
       (res) => {
         const socket = res.socket as import('node:tls').TLSSocket
         const cert = socket.getPeerCertificate() as PeerCertificate
@@ -53,7 +61,6 @@ async function issue(dir: string, name: string) {
   await writeFile(join(dir, `${name}.key`), serving.keyPem)
   return { ca: ca.certPem, ...serving }
 }
-
 
 t.test('certificate files rotated mid-run: answers continue, new connections get the new certificate', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-'))
@@ -79,7 +86,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
     kube: null,
   })
   t.teardown(() => server.close())
-  
+
   const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 })
   t.teardown(() => keepAlive.destroy())
   const before = await post(server.port, first.ca, keepAlive)
@@ -168,7 +175,13 @@ t.test('TLS below 1.2 is refused', async (t) => {
   })
   t.not(outcome, 'connected')
   const modern = await new Promise<string | null>((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port: server.port, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', rejectUnauthorized: false })
+    const socket = connect({
+      host: '127.0.0.1',
+      port: server.port,
+      minVersion: 'TLSv1.2',
+      maxVersion: 'TLSv1.2',
+      rejectUnauthorized: false,
+    })
     socket.on('secureConnect', () => {
       resolve(socket.getProtocol())
       socket.destroy()
@@ -218,7 +231,15 @@ t.test('graceful shutdown: not ready first, in-flight reviews answered', async (
   // A review whose body is still arriving when shutdown begins.
   const inFlight = new Promise<number>((resolve, reject) => {
     const req = httpsRequest(
-      { host: '127.0.0.1', port: server.port, path: '/mutate', method: 'POST', ca, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) } },
+      {
+        host: '127.0.0.1',
+        port: server.port,
+        path: '/mutate',
+        method: 'POST',
+        ca,
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) },
+      },
       (res) => {
         res.resume()
         res.on('end', () => resolve(res.statusCode ?? 0))
