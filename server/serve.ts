@@ -9,9 +9,12 @@ import { DEFAULT_NAMESPACE } from './core/config.js'
 import type { ProbeOptions } from './reachability/probe.js'
 import { ReachabilityService } from './reachability/service.js'
 import { type AdmissionContext, type AdmittedEvent, Readiness } from './http/context.js'
+import { closeClients } from './kube/client.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
+import { OptedInNamespaces } from './kube/namespaces.js'
+import { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
-import { Prepull } from './prepull/index.js'
+import { Prepull } from './prepull/prepull.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
 import { CertificateReloader, readKeyPair } from './tls/reloader.js'
 import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -52,6 +55,7 @@ export interface RunningServer {
   readonly kube?: FoundKubeConfig
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
+  readonly pods?: PodCache
   close(): Promise<void>
 }
 
@@ -109,19 +113,30 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
   })
 
+  // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
+  const kubeFledged = loaded.config.kubeFledged
+  const learning = loaded.config.reachability.enabled && loaded.config.reachability.learning.enabled
+  const pods = kube && (learning || kubeFledged.enabled) ? new PodCache({ kubeConfig: kube.kubeConfig, logger }) : undefined
+  const namespaces =
+    kube && learning
+      ? new OptedInNamespaces({ kubeConfig: kube.kubeConfig, selector: loaded.config.reachability.learning.namespaceSelector, logger })
+      : undefined
+  pods?.start()
+  namespaces?.start()
+
   // Learned registry state; without an API server it still probes, but neither persists nor learns from Pods.
   const reachability = loaded.config.reachability.enabled
     ? new ReachabilityService({
         policy: loaded.policy,
         logger,
         kubeConfig: kube?.kubeConfig,
+        watches: pods && namespaces ? { pods, namespaces } : undefined,
         namespace: options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE,
         metricsRegistry: metrics.registry,
         probe: options.reachabilityProbe,
       })
     : undefined
   await reachability?.start()
-  const kubeFledged = loaded.config.kubeFledged
   const prepull =
     kube && kubeFledged.enabled
       ? new Prepull({
@@ -129,6 +144,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           config: kubeFledged,
           logger: logger.child({ component: 'prepull' }),
           registry: metrics.registry,
+          pods,
         })
       : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
@@ -190,6 +206,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     kube,
     reachability,
     prepull,
+    pods,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -200,6 +217,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await webhook.close()
         await prepull?.stop()
         await reachability?.stop()
+        await Promise.all([pods?.stop(), namespaces?.stop()])
+        if (kube) await closeClients(kube.kubeConfig)
         await ops?.close()
         logger.info('stopped')
       })()

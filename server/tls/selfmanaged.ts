@@ -23,6 +23,10 @@ import {
 } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
+import { apiClient } from '../kube/client.js'
+import { Backoff } from '../kube/backoff.js'
+import { statusOf } from '../kube/errors.js'
+import { managedLabels } from '../kube/labels.js'
 import { createCa, describeCertificate, expiresWithin, issueServing, type KeyPairPem } from './certs.js'
 
 const DAY = 86_400_000
@@ -38,7 +42,7 @@ export const SECRET_KEYS = {
   nextSignerKey: 'next-signer.key',
 } as const
 export const STAGED_AT_ANNOTATION = 'mirrorhook.io/next-signer-staged-at'
-const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'mirrorhook', 'app.kubernetes.io/name': 'mirrorhook' }
+const MANAGED_BY = managedLabels('tls')
 
 export interface TlsTimings {
   caValidDays: number
@@ -330,11 +334,8 @@ class TlsMetrics {
   }
 }
 
-function statusOf(error: unknown): number | undefined {
-  if (error instanceof ApiException) return error.code
-  const code = (error as { code?: unknown })?.code
-  return typeof code === 'number' ? code : undefined
-}
+// Set-up retries: 500 ms, doubling to 8 s.
+export const SETUP_BACKOFF = { initialMs: 500, maxMs: 8_000 }
 
 export class SelfManagedTls {
   private readonly core: CoreV1Api
@@ -351,8 +352,8 @@ export class SelfManagedTls {
     private readonly options: SelfManagedTlsOptions,
     private readonly deps: SelfManagedTlsDependencies,
   ) {
-    this.core = deps.kubeConfig.makeApiClient(CoreV1Api)
-    this.admission = deps.kubeConfig.makeApiClient(AdmissionregistrationV1Api)
+    this.core = apiClient(deps.kubeConfig, CoreV1Api)
+    this.admission = apiClient(deps.kubeConfig, AdmissionregistrationV1Api)
     this.timings = { ...DEFAULT_TIMINGS, ...options.timings }
     const { serviceName: svc, namespace: ns } = options
     const domain = options.clusterDomain ?? 'cluster.local'
@@ -476,7 +477,8 @@ export class SelfManagedTls {
    */
   async ensure(timeoutMs = 60_000): Promise<ReconcileResult> {
     const deadline = Date.now() + timeoutMs
-    for (let delay = 500; ; delay = Math.min(delay * 2, 8_000)) {
+    const backoff = new Backoff(SETUP_BACKOFF)
+    for (let delay = backoff.next(); ; delay = backoff.next()) {
       try {
         return await this.reconcile()
       } catch (error) {

@@ -7,9 +7,9 @@ import { admit, type AdmissionRequest } from '../../server/admission/review.js'
 import { ConfigError, resolveConfig } from '../../server/core/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
-import { ManualClock } from '../../server/prepull/clock.js'
+import { ManualClock } from '../support/clock.js'
 import { KUBE_FLEDGED_DEFAULTS } from '../../server/prepull/config.js'
-import { Prepull } from '../../server/prepull/index.js'
+import { Prepull } from '../../server/prepull/prepull.js'
 import { rewrittenImagesOf } from '../../server/prepull/kubeapi.js'
 
 const config = resolveConfig({ mirror: { prefix: 'm.daocloud.io' }, registries: ['*'] }, {})
