@@ -2,7 +2,7 @@
 // Kubernetes client together. Everything here is start-up and shutdown.
 import type { Logger } from 'pino'
 import { staticReachability } from './core/rewrite.js'
-import { loadConfig, type LoadedConfig } from './config-file.js'
+import { loadConfig, type LoadedConfig } from './config/load.js'
 import { buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
 import { DEFAULT_NAMESPACE } from './core/config.js'

@@ -9,7 +9,7 @@ import { type Policy, registryKey } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { OptedInNamespaces } from '../kube/namespaces.js'
 import type { PodCache } from '../kube/pods.js'
-import type { ReachabilitySettings } from './config.js'
+import type { ReachabilityPolicy, ReachabilitySettings } from './config.js'
 import { ClusterLearner, type Finding } from './learner.js'
 import { ReachabilityMetrics } from './metrics.js'
 import { probeRegistry, type ProbeOptions, type ProbeResult } from './probe.js'
@@ -29,7 +29,7 @@ export function probeTargets(policy: Policy): string[] {
 }
 
 export interface ReachabilityServiceOptions {
-  policy: Policy
+  policy: ReachabilityPolicy
   logger: Logger
   // Without it probes still run; persistence and passive learning are off.
   kubeConfig?: KubeConfig
@@ -47,7 +47,7 @@ export interface ReachabilityServiceOptions {
 export class ReachabilityService {
   readonly table: StateTable
   readonly settings: ReachabilitySettings
-  private readonly policy: Policy
+  private readonly policy: ReachabilityPolicy
   private readonly logger: Logger
   private readonly now: () => number
   private readonly identity: string

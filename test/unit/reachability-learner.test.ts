@@ -3,7 +3,7 @@
 import t from 'tap'
 import { KubeConfig, type CoreV1Event, type V1Pod } from '@kubernetes/client-node'
 import { pino } from 'pino'
-import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { OptedInNamespaces } from '../../server/kube/namespaces.js'
 import { PodCache } from '../../server/kube/pods.js'
