@@ -17,8 +17,10 @@ import { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import { Prepull } from './prepull/prepull.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
-import { CertificateReloader, readKeyPair } from './tls/reloader.js'
-import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
+import { DynamicCertificateSource } from './tls/dynamic-source.js'
+import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
+import { SelfManagedTls, type SelfManagedTlsOptions, servingPairOf } from './tls/selfmanaged.js'
+import type { CertificateSource } from './tls/source.js'
 import type { FastifyInstance } from 'fastify'
 
 export interface ServeOptions {
@@ -51,7 +53,7 @@ export interface RunningServer {
   readonly metrics: Metrics
   readonly readiness: Readiness
   readonly webhook: WebhookApp
-  readonly reloader: CertificateReloader
+  readonly certificates: CertificateSource
   readonly selfManagedTls?: SelfManagedTls
   readonly kube?: FoundKubeConfig
   readonly reachability?: ReachabilityService
@@ -89,11 +91,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let keyFile = options.tlsKeyFile
   let caFile: string | undefined
   let selfManagedTls: SelfManagedTls | undefined
+  let selfManagedPair: KeyPair | undefined
   if (options.selfManagedTls) {
     if (certFile || keyFile) throw new Error('--tls-mode self-managed keeps its own certificate: drop --tls-cert and --tls-key')
     if (!kube) throw new Error('--tls-mode self-managed needs the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config)')
     selfManagedTls = new SelfManagedTls(options.selfManagedTls, { kubeConfig: kube.kubeConfig, logger, registry: metrics.registry })
-    await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)
+    // The pair goes to the HTTPS server in memory; the files are for readers outside the process.
+    selfManagedPair = servingPairOf((await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)).state)
     ;({ certFile, keyFile, caFile } = selfManagedTls.files)
     logger.info(
       { secret: `${options.selfManagedTls.namespace}/${options.selfManagedTls.secretName}`, certFile },
@@ -110,9 +114,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       `no TLS certificate configured: serving a development certificate for localhost and 127.0.0.1; its CA is ${caFile}`,
     )
   }
-  const keyPair = await readKeyPair(certFile, keyFile).catch((error: Error) => {
-    throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
-  })
+  const keyPair =
+    selfManagedPair ??
+    (await readKeyPair(certFile, keyFile).catch((error: Error) => {
+      throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
+    }))
 
   // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
   const kubeFledged = loaded.config.kubeFledged
@@ -158,7 +164,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     onAdmitted: options.onAdmitted ?? prepull?.onAdmitted,
     tls: keyPair,
   })
-  const reloader = new CertificateReloader(certFile, keyFile, keyPair, httpsServerOf(webhook), {
+  const certificateEvents: ReloaderEvents = {
     onReload: () => {
       metrics.certReloads.inc({ result: 'success' })
       logger.info({ certFile }, 'serving certificate reloaded')
@@ -170,12 +176,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         'serving certificate files changed but do not form a valid pair yet; keeping the previous one',
       )
     },
-  })
+  }
+  // Self-managed: handed over in memory; otherwise the files, reloaded when they change.
+  const dynamic = selfManagedTls ? new DynamicCertificateSource(keyPair, httpsServerOf(webhook), certificateEvents) : undefined
+  const reloader = dynamic ? undefined : new CertificateReloader(certFile, keyFile, keyPair, httpsServerOf(webhook), certificateEvents)
+  const certificates: CertificateSource = dynamic ?? reloader!
 
   await webhook.listen({ port: options.port, host: options.host })
-  reloader.start(options.certReloadIntervalMs)
+  reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
-  selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, () => void reloader.check())
+  selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
     ops = await buildOpsApp({ logger, metrics, readiness })
@@ -202,7 +212,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     metrics,
     readiness,
     webhook,
-    reloader,
+    certificates,
     selfManagedTls,
     kube,
     reachability,
@@ -213,7 +223,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         readiness.beginShutdown()
         logger.info({ delayMs: options.shutdownDelayMs }, 'shutting down: not ready, draining in-flight reviews')
         if (options.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, options.shutdownDelayMs))
-        reloader.stop()
+        certificates.stop()
         await selfManagedTls?.stop()
         await webhook.close()
         await prepull?.stop()
