@@ -238,12 +238,7 @@ export class ClusterLearner {
       }),
       namespaces.subscribe({
         // A namespace that opts in: what is already there counts, as a new watch there would list it.
-        add: (ns) => {
-          if (!this.learnsIn(ns)) return
-          logger.info({ namespace: ns }, 'learning from image pulls in namespace')
-          for (const p of pods.list(ns)) this.handlePod(p)
-          for (const e of this.events.list(ns)) this.handleEvent(e)
-        },
+        add: (ns) => this.optedIn(ns),
         delete: (ns) => {
           if (!this.stopped) logger.info({ namespace: ns }, 'stopped learning from namespace')
         },
@@ -252,6 +247,15 @@ export class ClusterLearner {
     this.events.on('add', (e) => this.eventChanged(e))
     this.events.on('update', (e) => this.eventChanged(e))
     this.events.start()
+    // The shared watches may have listed before this subscribed (seen keys make a replay harmless).
+    for (const ns of namespaces.names()) this.optedIn(ns)
+  }
+
+  private optedIn(namespace: string): void {
+    if (!this.learnsIn(namespace)) return
+    this.options.logger.info({ namespace }, 'learning from image pulls in namespace')
+    for (const p of this.options.pods.list(namespace)) this.handlePod(p)
+    for (const e of this.events.list(namespace)) this.handleEvent(e)
   }
 
   async stop(): Promise<void> {

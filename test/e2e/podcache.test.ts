@@ -15,7 +15,7 @@ import { createNamespace, startTestWebhook } from '../support/webhook.js'
 const OWN = 'mirrorhook'
 const CONFIG = {
   mirror: { prefix: 'm.daocloud.io' },
-  registries: ['quay.io'],
+  registries: ['quay.io', 'gcr.io'],
   mode: 'auto',
   kubeFledged: { namespace: 'kube-fledged', podSweepSeconds: 1 },
   reachability: { probes: { enabled: false }, persistence: { enabled: false } },
@@ -58,6 +58,26 @@ if (cp) {
     return out
   }
 
+  // A Pod already failing when mirrorhook starts (a restart): learned from the first list.
+  const early = await core.createNamespacedPod({
+    namespace: 'team-c',
+    body: { metadata: { name: 'early' }, spec: { containers: [{ name: 'app', image: 'gcr.io/acme/early:1' }] } },
+  })
+  early.status = {
+    phase: 'Pending',
+    containerStatuses: [
+      {
+        name: 'app',
+        image: 'gcr.io/acme/early:1',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'ErrImagePull', message: TIMEOUT.replaceAll('quay.io/acme/app:1', 'gcr.io/acme/early:1') } },
+      },
+    ],
+  }
+  await core.replaceNamespacedPodStatus({ namespace: 'team-c', name: 'early', body: early })
+
   const webhook = await startTestWebhook({
     config: CONFIG,
     logger,
@@ -83,6 +103,13 @@ if (cp) {
     )
     t.same(webhook.server.reachability!.learningNamespaces(), ['team-a', 'team-b', 'team-c', 'team-d'])
     t.same(await added(), expected, 'a fourth namespace adds no watch')
+  })
+
+  t.test('a Pod failing before the start is learned from the first list', async (t) => {
+    await until('gcr.io unreachable', async () =>
+      webhook.server.reachability!.view().status('gcr.io').state === 'unreachable' ? true : undefined,
+    )
+    t.match(webhook.server.reachability!.view().status('gcr.io').evidence, /pod team-c\/early/)
   })
 
   t.test('the shared cache holds only the fields mirrorhook reads, and feeds pre-pull and learning', async (t) => {
