@@ -45,6 +45,7 @@ function configuration(kubeConfig: KubeConfig, options: ClientOptions): Configur
   const cluster = kubeConfig.getCurrentCluster()
   if (!cluster) throw new Error('the kubeconfig has no current cluster')
   const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS
+  const maxSockets = options.maxSockets ?? 16
   return createConfiguration({
     baseServer: new ServerConfiguration(cluster.server, {}),
     authMethods: { default: kubeConfig },
@@ -52,8 +53,12 @@ function configuration(kubeConfig: KubeConfig, options: ClientOptions): Configur
       {
         // Runs after the credentials were applied (a rotated token is read again by client-node).
         pre: async (context: RequestContext) => {
-          const agent = await sharedAgent(kubeConfig, options.maxSockets ?? 16)
-          if (agent) context.setAgent(agent)
+          const agent = await sharedAgent(kubeConfig, maxSockets)
+          if (agent) {
+            // The pool is shared: it grows to what its busiest client asked for.
+            agent.maxSockets = Math.max(agent.maxSockets, maxSockets)
+            context.setAgent(agent)
+          }
           const signal = context.getSignal()
           const timeout = AbortSignal.timeout(timeoutMs)
           context.setSignal(signal ? AbortSignal.any([signal, timeout]) : timeout)
