@@ -2,19 +2,25 @@
 // Kubernetes client together. Everything here is start-up and shutdown.
 import type { Logger } from 'pino'
 import { staticReachability } from './core/rewrite.js'
-import { loadConfig, type LoadedConfig } from './config-file.js'
+import { loadConfig, type LoadedConfig } from './config/load.js'
 import { buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
 import { DEFAULT_NAMESPACE } from './core/config.js'
 import type { ProbeOptions } from './reachability/probe.js'
 import { ReachabilityService } from './reachability/service.js'
-import { type AdmissionContext, type AdmittedEvent, Readiness } from './http/context.js'
+import type { AdmissionContext, AdmittedEvent } from './http/context.js'
+import { Readiness } from './observability/readiness.js'
+import { closeClients } from './kube/client.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
+import { OptedInNamespaces } from './kube/namespaces.js'
+import { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
-import { Prepull } from './prepull/index.js'
+import { Prepull } from './prepull/prepull.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
-import { CertificateReloader, readKeyPair } from './tls/reloader.js'
-import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
+import { DynamicCertificateSource } from './tls/dynamic-source.js'
+import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
+import { SelfManagedTls, type SelfManagedTlsOptions, servingPairOf } from './tls/selfmanaged.js'
+import type { CertificateSource } from './tls/source.js'
 import type { FastifyInstance } from 'fastify'
 
 export interface ServeOptions {
@@ -47,11 +53,12 @@ export interface RunningServer {
   readonly metrics: Metrics
   readonly readiness: Readiness
   readonly webhook: WebhookApp
-  readonly reloader: CertificateReloader
+  readonly certificates: CertificateSource
   readonly selfManagedTls?: SelfManagedTls
   readonly kube?: FoundKubeConfig
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
+  readonly pods?: PodCache
   close(): Promise<void>
 }
 
@@ -84,11 +91,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let keyFile = options.tlsKeyFile
   let caFile: string | undefined
   let selfManagedTls: SelfManagedTls | undefined
+  let selfManagedPair: KeyPair | undefined
   if (options.selfManagedTls) {
     if (certFile || keyFile) throw new Error('--tls-mode self-managed keeps its own certificate: drop --tls-cert and --tls-key')
     if (!kube) throw new Error('--tls-mode self-managed needs the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config)')
     selfManagedTls = new SelfManagedTls(options.selfManagedTls, { kubeConfig: kube.kubeConfig, logger, registry: metrics.registry })
-    await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)
+    // The pair goes to the HTTPS server in memory; the files are for readers outside the process.
+    selfManagedPair = servingPairOf((await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)).state)
     ;({ certFile, keyFile, caFile } = selfManagedTls.files)
     logger.info(
       { secret: `${options.selfManagedTls.namespace}/${options.selfManagedTls.secretName}`, certFile },
@@ -105,9 +114,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       `no TLS certificate configured: serving a development certificate for localhost and 127.0.0.1; its CA is ${caFile}`,
     )
   }
-  const keyPair = await readKeyPair(certFile, keyFile).catch((error: Error) => {
-    throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
-  })
+  const keyPair =
+    selfManagedPair ??
+    (await readKeyPair(certFile, keyFile).catch((error: Error) => {
+      throw new Error(`cannot load the TLS certificate ${certFile} and key ${keyFile}: ${error.message}`)
+    }))
+
+  // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
+  const kubeFledged = loaded.config.kubeFledged
+  const learning = loaded.config.reachability.enabled && loaded.config.reachability.learning.enabled
+  const pods = kube && (learning || kubeFledged.enabled) ? new PodCache({ kubeConfig: kube.kubeConfig, logger }) : undefined
+  const namespaces =
+    kube && learning
+      ? new OptedInNamespaces({ kubeConfig: kube.kubeConfig, selector: loaded.config.reachability.learning.namespaceSelector, logger })
+      : undefined
+  pods?.start()
+  namespaces?.start()
 
   // Learned registry state; without an API server it still probes, but neither persists nor learns from Pods.
   const reachability = loaded.config.reachability.enabled
@@ -115,13 +137,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         policy: loaded.policy,
         logger,
         kubeConfig: kube?.kubeConfig,
+        watches: pods && namespaces ? { pods, namespaces } : undefined,
         namespace: options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE,
         metricsRegistry: metrics.registry,
         probe: options.reachabilityProbe,
       })
     : undefined
   await reachability?.start()
-  const kubeFledged = loaded.config.kubeFledged
   const prepull =
     kube && kubeFledged.enabled
       ? new Prepull({
@@ -129,6 +151,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           config: kubeFledged,
           logger: logger.child({ component: 'prepull' }),
           registry: metrics.registry,
+          pods,
         })
       : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
@@ -141,7 +164,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     onAdmitted: options.onAdmitted ?? prepull?.onAdmitted,
     tls: keyPair,
   })
-  const reloader = new CertificateReloader(certFile, keyFile, keyPair, httpsServerOf(webhook), {
+  const certificateEvents: ReloaderEvents = {
     onReload: () => {
       metrics.certReloads.inc({ result: 'success' })
       logger.info({ certFile }, 'serving certificate reloaded')
@@ -153,12 +176,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         'serving certificate files changed but do not form a valid pair yet; keeping the previous one',
       )
     },
-  })
+  }
+  // Self-managed: handed over in memory; otherwise the files, reloaded when they change.
+  const dynamic = selfManagedTls ? new DynamicCertificateSource(keyPair, httpsServerOf(webhook), certificateEvents) : undefined
+  const reloader = dynamic ? undefined : new CertificateReloader(certFile, keyFile, keyPair, httpsServerOf(webhook), certificateEvents)
+  const certificates: CertificateSource = dynamic ?? reloader!
 
   await webhook.listen({ port: options.port, host: options.host })
-  reloader.start(options.certReloadIntervalMs)
+  reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
-  selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, () => void reloader.check())
+  selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
     ops = await buildOpsApp({ logger, metrics, readiness })
@@ -185,21 +212,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     metrics,
     readiness,
     webhook,
-    reloader,
+    certificates,
     selfManagedTls,
     kube,
     reachability,
     prepull,
+    pods,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
         logger.info({ delayMs: options.shutdownDelayMs }, 'shutting down: not ready, draining in-flight reviews')
         if (options.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, options.shutdownDelayMs))
-        reloader.stop()
+        certificates.stop()
         await selfManagedTls?.stop()
         await webhook.close()
         await prepull?.stop()
         await reachability?.stop()
+        await Promise.all([pods?.stop(), namespaces?.stop()])
+        if (kube) await closeClients(kube.kubeConfig)
         await ops?.close()
         logger.info('stopped')
       })()

@@ -1,6 +1,6 @@
-// The compiled form of a Config: sets, matchers and mirror targets ready for
+// The compiled form of a configuration: sets, matchers and mirror targets ready for
 // the admission path, plus the semantic checks the schema cannot express.
-import { Config, ConfigError } from './config.js'
+import { ConfigError, type PolicyConfig } from './config.js'
 import { compileNoProxy, type NoProxyMatcher } from './noproxy.js'
 import { tryParseNormalizedNamed } from './reference.js'
 
@@ -19,8 +19,9 @@ export interface MirrorTarget {
   readonly domain: string
 }
 
-export interface Policy {
-  readonly config: Config
+// `C`: the configuration it was compiled from; a feature that reads its own section names it.
+export interface Policy<C extends PolicyConfig = PolicyConfig> {
+  readonly config: C
   readonly prefix?: MirrorTarget
   readonly hosts: ReadonlyMap<string, MirrorTarget>
   readonly anyRegistry: boolean
@@ -62,7 +63,7 @@ function registryName(value: string, key: string, problems: string[]): string | 
   return registryKey(value)
 }
 
-export function compilePolicy(config: Config, source?: string): Policy {
+export function compilePolicy<C extends PolicyConfig>(config: C, source?: string): Policy<C> {
   const problems: string[] = []
 
   const prefix = config.mirror.prefix ? mirrorTarget(config.mirror.prefix, 'mirror.prefix', problems) : undefined

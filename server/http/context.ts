@@ -1,10 +1,13 @@
-// What the admission path reads: the compiled policy and the reachability view,
-// swapped as a whole when the configuration or the learned state changes.
+// What the admission path reads: the compiled policy and the reachability view.
+// The policy is fixed for the life of the process (a new configuration is a restart);
+// the view reads the learned state as it is at that moment. `context()` is called
+// once per review, so a test can hand each review another context.
 import type { Logger } from 'pino'
 import type { Policy } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { AdmissionRequest, AdmissionResult } from '../admission/review.js'
 import type { Metrics } from '../observability/metrics.js'
+import type { Readiness } from '../observability/readiness.js'
 
 export interface AdmissionContext {
   policy: Policy
@@ -14,30 +17,6 @@ export interface AdmissionContext {
 export interface AdmittedEvent {
   readonly request: AdmissionRequest
   readonly result: AdmissionResult
-}
-
-// Readiness: each component reports whether it blocks readiness and why.
-export class Readiness {
-  private readonly blockers = new Map<string, string>()
-  private shuttingDown = false
-
-  block(component: string, reason: string): void {
-    this.blockers.set(component, reason)
-  }
-
-  clear(component: string): void {
-    this.blockers.delete(component)
-  }
-
-  beginShutdown(): void {
-    this.shuttingDown = true
-  }
-
-  get state(): { ready: boolean; reasons: string[] } {
-    const reasons = [...this.blockers.entries()].map(([c, r]) => `${c}: ${r}`)
-    if (this.shuttingDown) reasons.unshift('shutting down')
-    return { ready: reasons.length === 0, reasons }
-  }
 }
 
 export interface AppDependencies {

@@ -1,6 +1,7 @@
 // kube-fledged's ImageCache as mirrorhook writes and reads it: one object per
 // image, named from a hash of the reference, never updated in its spec.
 import { createHash } from 'node:crypto'
+import { managedLabels } from '../kube/labels.js'
 import type { KubeFledgedConfig } from './config.js'
 
 export const GROUP = 'kubefledged.io'
@@ -8,9 +9,6 @@ export const VERSION = 'v1alpha2'
 export const PLURAL = 'imagecaches'
 export const API_VERSION = `${GROUP}/${VERSION}`
 
-export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
-export const MANAGED_BY = 'mirrorhook'
-export const MANAGED_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY}`
 // Why the object exists: the reference as the Pod's manifest wrote it.
 export const ORIGINAL_IMAGE_ANNOTATION = 'mirrorhook.io/original-image'
 // Set when no Pod uses the image any more; the purge clock, shared by replicas and restarts.
@@ -78,7 +76,7 @@ export function buildImageCache(image: string, original: string | undefined, set
     metadata: {
       name: imageCacheName(image),
       namespace: settings.namespace,
-      labels: { [MANAGED_BY_LABEL]: MANAGED_BY },
+      labels: managedLabels(),
       annotations: { [ORIGINAL_IMAGE_ANNOTATION]: original ?? image },
     },
     spec,

@@ -1,6 +1,7 @@
 // A keyed work queue for the pre-pull writes: O(1) offers that never wait,
 // deduplication for a while after success, a bound with counted drops,
 // batches, a write rate limit and a shared backoff on transient API errors.
+import { backoffMs } from '../kube/backoff.js'
 import type { Clock, TimerHandle } from './clock.js'
 
 export type Outcome =
@@ -333,7 +334,7 @@ export class WorkQueue {
     }
     if (transient) {
       this.streak++
-      const base = Math.min(this.options.backoffMaxMs, this.options.backoffInitialMs * 2 ** (this.streak - 1))
+      const base = backoffMs({ initialMs: this.options.backoffInitialMs, maxMs: this.options.backoffMaxMs }, this.streak)
       const jittered = base / 2 + (this.random() * base) / 2
       this.backoffUntil = this.options.clock.now() + Math.max(retryAfter, jittered)
     } else if (succeeded) {

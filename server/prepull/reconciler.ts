@@ -14,7 +14,9 @@ import {
   UNUSED_SINCE_ANNOTATION,
   viewOf,
 } from './imagecache.js'
-import { ApiError, type ImageCacheApi } from './kubeapi.js'
+import { backoffMs } from '../kube/backoff.js'
+import { ApiError } from '../kube/errors.js'
+import type { ImageCacheApi } from './kubeapi.js'
 import type { PrepullMetrics } from './metrics.js'
 import type { Outcome, TokenBucket } from './queue.js'
 
@@ -126,7 +128,7 @@ export class Reconciler {
   dueAt(image: string, completedAt: number | undefined): number {
     const a = this.attempts.get(image)
     const n = a ? a.refresh + a.purge : 0
-    const delay = Math.min(this.o.refreshBackoffMaxMs, this.o.refreshBackoffMs * 2 ** n)
+    const delay = backoffMs({ initialMs: this.o.refreshBackoffMs, maxMs: this.o.refreshBackoffMaxMs }, n + 1)
     const since = Math.max(completedAt ?? 0, a?.lastAt ?? 0)
     return since + delay
   }

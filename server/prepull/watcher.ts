@@ -1,9 +1,12 @@
 // A list+watch of the ImageCaches mirrorhook manages: the store the reconciler
-// reads and the source of status feedback. Reconnects with backoff.
-import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node'
+// reads and the source of status feedback. Reconnects with backoff (server/kube/informer.ts).
+import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
-import type { Clock, TimerHandle } from './clock.js'
-import { type ImageCache, MANAGED_SELECTOR } from './imagecache.js'
+import { statusOf } from '../kube/errors.js'
+import { Informer } from '../kube/informer.js'
+import { MANAGED_SELECTOR } from '../kube/labels.js'
+import type { Clock } from './clock.js'
+import type { ImageCache } from './imagecache.js'
 import { imageCachePath, type ImageCacheApi } from './kubeapi.js'
 
 export interface CacheWatcherOptions {
@@ -20,93 +23,61 @@ export interface CacheWatcherOptions {
   onMissing: () => void
 }
 
-function statusOf(error: unknown): number | undefined {
-  const e = error as { status?: unknown; statusCode?: unknown; code?: unknown }
-  for (const v of [e?.status, e?.statusCode, e?.code]) if (typeof v === 'number') return v
-  return undefined
-}
+// Reconnects: 1 s, doubling to 30 s.
+export const CACHE_WATCH_BACKOFF = { initialMs: 1000, maxMs: 30_000 }
 
 export class CacheWatcher {
-  private informer?: ListWatch<KubernetesObject>
-  private restartTimer?: TimerHandle
-  private failures = 0
-  private running = false
-  private syncedOnce = false
+  private informer?: Informer<ImageCache>
 
   constructor(private readonly o: CacheWatcherOptions) {}
 
   get synced(): boolean {
-    return this.syncedOnce
+    return this.informer?.synced ?? false
   }
 
   get(name: string): ImageCache | undefined {
-    return this.informer?.get(name, this.o.namespace) as ImageCache | undefined
+    return this.informer?.get(name, this.o.namespace)
   }
 
   list(): ImageCache[] {
-    return (this.informer?.list(this.o.namespace) ?? []) as unknown as ImageCache[]
+    return [...(this.informer?.list(this.o.namespace) ?? [])]
   }
 
   start(): void {
-    if (this.running) return
-    this.running = true
     if (!this.informer) {
-      const listFn = async () => {
-        const { items, resourceVersion } = await this.o.api.list()
-        this.failures = 0
-        if (!this.syncedOnce) {
-          // ListWatch files the items right after this promise resolves; a timer runs after that.
-          setTimeout(() => {
-            if (!this.running || this.syncedOnce) return
-            this.syncedOnce = true
-            this.o.onSynced()
-          }, 0)
-        }
-        return { metadata: { resourceVersion }, items: items as unknown as KubernetesObject[] }
-      }
-      const informer = new ListWatch<KubernetesObject>(
-        imageCachePath(this.o.namespace),
-        new Watch(this.o.kubeConfig),
-        listFn,
-        false,
-        MANAGED_SELECTOR,
-      )
-      informer.on('add', (obj) => this.o.onChange(obj as unknown as ImageCache))
-      informer.on('update', (obj) => {
-        this.failures = 0
-        this.o.onChange(obj as unknown as ImageCache)
+      const informer = new Informer<ImageCache>({
+        kubeConfig: this.o.kubeConfig,
+        what: `ImageCaches in ${this.o.namespace}`,
+        path: imageCachePath(this.o.namespace),
+        labelSelector: MANAGED_SELECTOR,
+        // The API pages the list itself: one snapshot.
+        list: async () => {
+          const { items, resourceVersion } = await this.o.api.list()
+          return { metadata: { resourceVersion }, items }
+        },
+        logger: this.o.logger,
+        backoff: CACHE_WATCH_BACKOFF,
+        timers: this.o.clock,
+        onError: (error) => {
+          if (statusOf(error) !== 404) return 'retry'
+          // Start over with a fresh list once the CRD is back.
+          if (this.informer === informer) this.informer = undefined
+          this.o.onMissing()
+          return 'stop'
+        },
       })
-      informer.on('delete', (obj) => this.o.onDelete(obj as unknown as ImageCache))
-      informer.on('error', (error) => this.onError(error))
+      informer.on('add', (obj) => this.o.onChange(obj))
+      informer.on('update', (obj) => this.o.onChange(obj))
+      informer.on('delete', (obj) => this.o.onDelete(obj))
+      void informer.whenSynced().then(() => {
+        if (this.informer === informer) this.o.onSynced()
+      })
       this.informer = informer
     }
-    void this.informer.start()
-  }
-
-  private onError(error: unknown): void {
-    if (!this.running) return
-    if (statusOf(error) === 404) {
-      // Start over with a fresh list once the CRD is back.
-      this.running = false
-      void this.informer?.stop()
-      this.informer = undefined
-      this.syncedOnce = false
-      this.o.onMissing()
-      return
-    }
-    this.failures++
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(this.failures, 8))
-    this.o.logger.warn({ err: (error as Error)?.message ?? String(error), retryInMs: delay }, 'ImageCache watch interrupted; reconnecting')
-    this.restartTimer = this.o.clock.setTimeout(() => {
-      this.restartTimer = undefined
-      if (this.running) void this.informer?.start()
-    }, delay)
+    this.informer.start()
   }
 
   async stop(): Promise<void> {
-    this.running = false
-    if (this.restartTimer) this.o.clock.clearTimeout(this.restartTimer)
-    this.restartTimer = undefined
     await this.informer?.stop()
   }
 }

@@ -2,6 +2,7 @@
 // GET /state, or the shared ConfigMap through a kubeconfig.
 import { DEFAULT_NAMESPACE } from '../core/config.js'
 import type { Policy } from '../core/policy.js'
+import type { ReachabilityPolicy } from './config.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { findKubeConfig } from '../kube/kubeconfig.js'
 import { parseSnapshot, recordFromJson, SnapshotError, type StateSnapshot, viewFromSnapshot } from './snapshot.js'
@@ -54,7 +55,11 @@ export async function fetchState(url: string, timeoutMs = 5000): Promise<LoadedS
   }
 }
 
-export async function readClusterState(policy: Policy, source: StateSource, env: NodeJS.ProcessEnv = process.env): Promise<LoadedState> {
+export async function readClusterState(
+  policy: ReachabilityPolicy,
+  source: StateSource,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<LoadedState> {
   const kube = findKubeConfig(env)
   if (!kube)
     throw new StateSourceError('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); use --url to ask a running server')
@@ -74,7 +79,11 @@ export async function readClusterState(policy: Policy, source: StateSource, env:
   return { snapshot, source: store.where }
 }
 
-export async function loadState(policy: Policy, source: StateSource, env: NodeJS.ProcessEnv = process.env): Promise<LoadedState> {
+export async function loadState(
+  policy: ReachabilityPolicy,
+  source: StateSource,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<LoadedState> {
   if (source.url) return fetchState(source.url)
   return readClusterState(policy, source, env)
 }

@@ -1,6 +1,8 @@
 // The `reachability:` section of the configuration: how registry state is
 // learned (probes, the cluster's own pulls), how long it holds, where it is kept.
 import { z } from 'zod'
+import type { PolicyConfig } from '../core/config.js'
+import type { Policy } from '../core/policy.js'
 
 const seconds = z.number().positive()
 
@@ -77,3 +79,6 @@ export const reachabilitySchema = z
 
 export type ReachabilitySettings = z.infer<typeof reachabilitySchema>
 export type ReachabilityInput = z.input<typeof reachabilitySchema>
+
+/** A policy compiled from a configuration that carries this section. */
+export type ReachabilityPolicy = Policy<PolicyConfig & { readonly reachability: ReachabilitySettings }>

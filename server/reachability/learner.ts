@@ -1,18 +1,13 @@
-// Passive learning: what the cluster's own pulls say about registries. Pods and
-// their Events are watched (informers) in the namespaces that opted in; the
-// kubelet's messages are turned into observations. Nothing here contacts a
+// Passive learning: what the cluster's own pulls say about registries. Pods (from the
+// process's shared Pod watch) and their Pulled Events in the namespaces that opted in;
+// the kubelet's messages are turned into observations. Nothing here contacts a
 // registry: a host named in a Pod spec is only ever a key in the table.
-import {
-  CoreV1Api,
-  type CoreV1Event,
-  type KubeConfig,
-  ListWatch,
-  makeInformer,
-  type V1Namespace,
-  type V1Pod,
-  Watch,
-} from '@kubernetes/client-node'
+import { CoreV1Api, type CoreV1Event, type KubeConfig, type V1Pod } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
+import { apiClient } from '../kube/client.js'
+import { Informer } from '../kube/informer.js'
+import type { OptedInNamespaces } from '../kube/namespaces.js'
+import type { PodCache } from '../kube/pods.js'
 import { type MirrorTarget, type Policy, registryKey } from '../core/policy.js'
 import { tryParseNormalizedNamed } from '../core/reference.js'
 import { classifyPullFailure, meansUnreachable, parsePulledMessage } from './classify.js'
@@ -154,7 +149,9 @@ class Seen {
 
 export interface LearnerOptions {
   kubeConfig: KubeConfig
-  namespaceSelector: string
+  // The process's one Pod watch and its opted-in namespaces (server/kube/).
+  pods: PodCache
+  namespaces: OptedInNamespaces
   excludedNamespaces: ReadonlySet<string>
   policy: () => Policy
   slowPullMs: number
@@ -165,61 +162,118 @@ export interface LearnerOptions {
   now?: () => number
 }
 
-interface Watched {
-  stop(): Promise<void>
+// Only Pulled events of Pods: the API server filters, the rest never reaches the process.
+export const EVENT_FIELD_SELECTOR = 'involvedObject.kind=Pod,reason=Pulled'
+// Reconnects: 1 s, doubling to 60 s.
+export const EVENT_WATCH_BACKOFF = { initialMs: 1000, maxMs: 60_000 }
+
+function slimEvent(e: CoreV1Event): CoreV1Event {
+  const m = e.metadata ?? {}
+  return {
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      creationTimestamp: m.creationTimestamp,
+    },
+    involvedObject: {
+      kind: e.involvedObject?.kind,
+      name: e.involvedObject?.name,
+      namespace: e.involvedObject?.namespace,
+      uid: e.involvedObject?.uid,
+    },
+    reason: e.reason,
+    message: e.message,
+    count: e.count,
+    series: e.series,
+    eventTime: e.eventTime,
+    firstTimestamp: e.firstTimestamp,
+    lastTimestamp: e.lastTimestamp,
+  }
 }
 
-const RESTART_MIN_MS = 1000
-const RESTART_MAX_MS = 60_000
-
 export class ClusterLearner {
-  private readonly core: CoreV1Api
-  private readonly namespaces = new Map<string, Watched[]>()
-  private namespaceWatch?: Watched
+  private readonly events: Informer<CoreV1Event>
+  private readonly unsubscribe: (() => void)[] = []
   private stopped = false
   private readonly seenPods = new Seen(20_000)
   private readonly seenEvents = new Seen(20_000)
   private readonly now: () => number
-  private readonly synced: Promise<void>
-  private markSynced!: () => void
 
   constructor(private readonly options: LearnerOptions) {
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api)
     this.now = options.now ?? Date.now
-    this.synced = new Promise((resolve) => (this.markSynced = resolve))
+    const core = apiClient(options.kubeConfig, CoreV1Api)
+    // One cluster-wide Event watch; events of namespaces that did not opt in are ignored here.
+    this.events = new Informer<CoreV1Event>({
+      kubeConfig: options.kubeConfig,
+      what: 'Pulled events',
+      path: '/api/v1/events',
+      fieldSelector: EVENT_FIELD_SELECTOR,
+      list: (page) => core.listEventForAllNamespaces({ fieldSelector: EVENT_FIELD_SELECTOR, limit: page.limit, _continue: page.continue }),
+      transform: slimEvent,
+      logger: options.logger,
+      backoff: EVENT_WATCH_BACKOFF,
+    })
   }
 
-  /** Resolves once the opted-in namespaces were listed the first time. */
+  /** Resolves once the opted-in namespaces, their Pods and Events were listed the first time. */
   whenSynced(): Promise<void> {
-    return this.synced
+    return Promise.all([this.options.namespaces.whenSynced(), this.options.pods.whenSynced(), this.events.whenSynced()]).then(
+      () => undefined,
+    )
   }
 
   watchedNamespaces(): string[] {
-    return [...this.namespaces.keys()].sort()
+    return this.options.namespaces.names().filter((ns) => !this.options.excludedNamespaces.has(ns))
   }
 
   start(): void {
-    const selector = this.options.namespaceSelector
-    const informer = makeInformer<V1Namespace>(
-      this.options.kubeConfig,
-      '/api/v1/namespaces',
-      async () => {
-        const list = await this.core.listNamespace({ labelSelector: selector })
-        queueMicrotask(() => this.markSynced())
-        return list
-      },
-      selector,
+    const { pods, namespaces, logger } = this.options
+    this.unsubscribe.push(
+      pods.subscribe({
+        add: (p) => this.podChanged(p),
+        update: (p) => this.podChanged(p),
+        delete: (p) => this.seenPods.forgetPrefix(`${p.metadata?.uid ?? podName(p)}/`),
+      }),
+      namespaces.subscribe({
+        // A namespace that opts in: what is already there counts, as a new watch there would list it.
+        add: (ns) => this.optedIn(ns),
+        delete: (ns) => {
+          if (!this.stopped) logger.info({ namespace: ns }, 'stopped learning from namespace')
+        },
+      }),
     )
-    informer.on('add', (ns) => this.ensure(ns.metadata?.name))
-    informer.on('update', (ns) => this.ensure(ns.metadata?.name))
-    informer.on('delete', (ns) => void this.drop(ns.metadata?.name))
-    this.namespaceWatch = this.supervise(informer, 'namespaces')
+    this.events.on('add', (e) => this.eventChanged(e))
+    this.events.on('update', (e) => this.eventChanged(e))
+    this.events.start()
+    // The shared watches may have listed before this subscribed (seen keys make a replay harmless).
+    for (const ns of namespaces.names()) this.optedIn(ns)
+  }
+
+  private optedIn(namespace: string): void {
+    if (!this.learnsIn(namespace)) return
+    this.options.logger.info({ namespace }, 'learning from image pulls in namespace')
+    for (const p of this.options.pods.list(namespace)) this.handlePod(p)
+    for (const e of this.events.list(namespace)) this.handleEvent(e)
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    await this.namespaceWatch?.stop()
-    await Promise.all([...this.namespaces.keys()].map((ns) => this.drop(ns)))
+    for (const off of this.unsubscribe.splice(0)) off()
+    await this.events.stop()
+  }
+
+  private learnsIn(namespace: string | undefined): boolean {
+    return this.options.namespaces.has(namespace) && !this.options.excludedNamespaces.has(namespace ?? '')
+  }
+
+  private podChanged(pod: V1Pod): void {
+    if (this.learnsIn(pod.metadata?.namespace)) this.handlePod(pod)
+  }
+
+  private eventChanged(event: CoreV1Event): void {
+    if (this.learnsIn(event.metadata?.namespace)) this.handleEvent(event)
   }
 
   /** Turns one Pod into findings (exported through the class for tests of the wiring). */
@@ -255,69 +309,5 @@ export class ClusterLearner {
     const where = `pod ${event.involvedObject.namespace ?? event.metadata?.namespace}/${event.involvedObject.name}`
     const finding = findingForPulled(event.message, where, this.options.policy(), this.options.slowPullMs, at)
     if (finding) this.options.onFinding(finding)
-  }
-
-  private ensure(namespace: string | undefined): void {
-    if (!namespace || this.stopped || this.namespaces.has(namespace) || this.options.excludedNamespaces.has(namespace)) return
-    const kc = this.options.kubeConfig
-    const pods = makeInformer<V1Pod>(kc, `/api/v1/namespaces/${namespace}/pods`, () => this.core.listNamespacedPod({ namespace }))
-    pods.on('add', (p) => this.handlePod(p))
-    pods.on('update', (p) => this.handlePod(p))
-    pods.on('delete', (p) => this.seenPods.forgetPrefix(`${p.metadata?.uid ?? podName(p)}/`))
-    const fieldSelector = 'involvedObject.kind=Pod'
-    const events = new ListWatch<CoreV1Event>(
-      `/api/v1/namespaces/${namespace}/events`,
-      new Watch(kc),
-      () => this.core.listNamespacedEvent({ namespace, fieldSelector }),
-      false,
-      undefined,
-      fieldSelector,
-    )
-    events.on('add', (e) => this.handleEvent(e))
-    events.on('update', (e) => this.handleEvent(e))
-    this.namespaces.set(namespace, [this.supervise(pods, `pods in ${namespace}`), this.supervise(events, `events in ${namespace}`)])
-    this.options.logger.info({ namespace }, 'learning from image pulls in namespace')
-  }
-
-  private async drop(namespace: string | undefined): Promise<void> {
-    if (!namespace) return
-    const watched = this.namespaces.get(namespace)
-    if (!watched) return
-    this.namespaces.delete(namespace)
-    await Promise.all(watched.map((w) => w.stop()))
-    if (!this.stopped) this.options.logger.info({ namespace }, 'stopped learning from namespace')
-  }
-
-  // Informers stop on errors; start them again with backoff until stopped.
-  private supervise(
-    informer: { start(): Promise<void>; stop(): Promise<void>; on(verb: 'error', cb: (err?: unknown) => void): void },
-    what: string,
-  ): Watched {
-    let timer: NodeJS.Timeout | undefined
-    let delay = RESTART_MIN_MS
-    let stopped = false
-    const begin = () => {
-      informer.start().then(
-        () => (delay = RESTART_MIN_MS),
-        (err: unknown) => informerFailed(err),
-      )
-    }
-    const informerFailed = (err: unknown) => {
-      if (stopped || this.stopped) return
-      this.options.logger.warn({ err: (err as Error)?.message ?? String(err), what, retryMs: delay }, 'watch failed; restarting')
-      clearTimeout(timer)
-      timer = setTimeout(begin, delay)
-      timer.unref?.()
-      delay = Math.min(delay * 2, RESTART_MAX_MS)
-    }
-    informer.on('error', informerFailed)
-    begin()
-    return {
-      async stop() {
-        stopped = true
-        clearTimeout(timer)
-        await informer.stop()
-      },
-    }
   }
 }

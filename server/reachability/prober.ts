@@ -1,6 +1,7 @@
 // The background probe loop: one schedule per configured registry, at most
 // `concurrency` probes at once, jittered intervals, exponential backoff while a
 // registry stays down and quick re-checks while its state is in doubt.
+import { backoffMs } from '../kube/backoff.js'
 import type { ProbeResult } from './probe.js'
 import type { RegistryRecord } from './state.js'
 
@@ -19,8 +20,7 @@ export function nextDelayMs(record: RegistryRecord | undefined, s: ProbeSchedule
     // Recovering: confirm quickly so the registry is used directly again soon.
     if (record.consecutiveSuccesses > 0) return Math.min(s.recheckMs, s.intervalMs)
     // Doubles with each failure seen since the registry went down.
-    const doublings = Math.max(0, record.confirmations - 1)
-    return Math.min(s.intervalMs * 2 ** Math.min(doublings, 30), Math.max(s.maxBackoffMs, s.intervalMs))
+    return backoffMs({ initialMs: s.intervalMs, maxMs: Math.max(s.maxBackoffMs, s.intervalMs) }, record.confirmations)
   }
   // Reachable (or slow) but the last probe failed: find out quickly whether it is down.
   if (record.consecutiveFailures > 0) return Math.min(s.recheckMs, s.intervalMs)

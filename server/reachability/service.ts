@@ -7,7 +7,9 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { type Policy, registryKey } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
-import type { ReachabilitySettings } from './config.js'
+import type { OptedInNamespaces } from '../kube/namespaces.js'
+import type { PodCache } from '../kube/pods.js'
+import type { ReachabilityPolicy, ReachabilitySettings } from './config.js'
 import { ClusterLearner, type Finding } from './learner.js'
 import { ReachabilityMetrics } from './metrics.js'
 import { probeRegistry, type ProbeOptions, type ProbeResult } from './probe.js'
@@ -27,10 +29,12 @@ export function probeTargets(policy: Policy): string[] {
 }
 
 export interface ReachabilityServiceOptions {
-  policy: Policy
+  policy: ReachabilityPolicy
   logger: Logger
   // Without it probes still run; persistence and passive learning are off.
   kubeConfig?: KubeConfig
+  // The process's shared Pod and namespace watches (server/kube/), which learning reads.
+  watches?: { pods: PodCache; namespaces: OptedInNamespaces }
   // The webhook's own namespace, where the ConfigMap lives unless the config names another.
   namespace: string
   metricsRegistry?: Registry
@@ -43,7 +47,7 @@ export interface ReachabilityServiceOptions {
 export class ReachabilityService {
   readonly table: StateTable
   readonly settings: ReachabilitySettings
-  private readonly policy: Policy
+  private readonly policy: ReachabilityPolicy
   private readonly logger: Logger
   private readonly now: () => number
   private readonly identity: string
@@ -108,10 +112,11 @@ export class ReachabilityService {
     if (options.kubeConfig && s.persistence.enabled) {
       this.store = new ConfigMapStore(options.kubeConfig, s.persistence.namespace ?? options.namespace, s.persistence.configMap)
     }
-    if (options.kubeConfig && s.learning.enabled) {
+    if (options.kubeConfig && options.watches && s.learning.enabled) {
       this.learner = new ClusterLearner({
         kubeConfig: options.kubeConfig,
-        namespaceSelector: s.learning.namespaceSelector,
+        pods: options.watches.pods,
+        namespaces: options.watches.namespaces,
         excludedNamespaces: this.policy.excludedNamespaces,
         policy: () => this.policy,
         slowPullMs: s.learning.slowPullSeconds * 1000,
@@ -152,6 +157,11 @@ export class ReachabilityService {
 
   get features(): { probes: string[]; persistence?: string; learning: boolean } {
     return { probes: this.prober?.registries ?? [], persistence: this.store?.where, learning: this.learner !== undefined }
+  }
+
+  /** The namespaces learning reads Pods and Events from (none without learning). */
+  learningNamespaces(): string[] {
+    return this.learner?.watchedNamespaces() ?? []
   }
 
   learnerSynced(): Promise<void> {

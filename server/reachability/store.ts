@@ -2,22 +2,18 @@
 // written with optimistic concurrency (resourceVersion; a 409 means another
 // replica wrote first, so read again, merge again, write again).
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node'
+import { apiClient } from '../kube/client.js'
+import { statusOf } from '../kube/errors.js'
+import { managedLabels } from '../kube/labels.js'
 import { parseSnapshot, type StateSnapshot } from './snapshot.js'
 
 export const STATE_KEY = 'state.json'
-export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'mirrorhook', 'app.kubernetes.io/component': 'reachability' }
+export const MANAGED_BY = managedLabels('reachability')
 
 export interface StoredState {
   snapshot?: StateSnapshot
   resourceVersion?: string
   exists: boolean
-}
-
-function statusCode(error: unknown): number | undefined {
-  const e = error as { code?: unknown; statusCode?: unknown }
-  if (typeof e?.code === 'number') return e.code
-  if (typeof e?.statusCode === 'number') return e.statusCode
-  return undefined
 }
 
 export class ConfigMapStore {
@@ -28,7 +24,7 @@ export class ConfigMapStore {
     readonly namespace: string,
     readonly name: string,
   ) {
-    this.core = kubeConfig.makeApiClient(CoreV1Api)
+    this.core = apiClient(kubeConfig, CoreV1Api)
   }
 
   get where(): string {
@@ -40,7 +36,7 @@ export class ConfigMapStore {
     try {
       cm = await this.core.readNamespacedConfigMap({ name: this.name, namespace: this.namespace })
     } catch (error) {
-      if (statusCode(error) === 404) return { exists: false }
+      if (statusOf(error) === 404) return { exists: false }
       throw error
     }
     const text = cm.data?.[STATE_KEY]
@@ -81,7 +77,7 @@ export class ConfigMapStore {
         return { written: true, conflicts }
       } catch (error) {
         // 409: changed since we read it (or created by another replica meanwhile).
-        if (statusCode(error) !== 409 || attempt >= maxAttempts) throw error
+        if (statusOf(error) !== 409 || attempt >= maxAttempts) throw error
         conflicts += 1
         await new Promise((r) => setTimeout(r, 50 + Math.random() * 150 * attempt))
       }

@@ -1,10 +1,12 @@
-// Serving certificate from files, swapped in place when the files change
-// (cert-manager and kubelet Secret volumes replace them atomically through
-// a symlink). Existing connections keep their session; new ones get the new pair.
+// The file certificate source (source.ts; cert-manager's file_source.go): the serving
+// certificate from files, swapped in place when the files change (cert-manager and kubelet
+// Secret volumes replace them atomically through a symlink). Existing connections keep
+// their session; new ones get the new pair.
 import { watch, type FSWatcher } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { createSecureContext, type SecureContextOptions } from 'node:tls'
+import type { CertificateSource } from './source.js'
 
 export const TLS_OPTIONS = { minVersion: 'TLSv1.2' } as const satisfies SecureContextOptions
 
@@ -29,7 +31,7 @@ export interface ReloaderEvents {
   onError?: (error: Error) => void
 }
 
-export class CertificateReloader {
+export class CertificateReloader implements CertificateSource {
   private current: KeyPair
   private timer?: NodeJS.Timeout
   private watchers: FSWatcher[] = []

@@ -380,7 +380,8 @@ if (cp) {
         apiVersion: 'rbac.authorization.k8s.io/v1',
         kind: 'ClusterRole',
         metadata: { name: 'mirrorhook-pods' },
-        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['list'] }],
+        // The shared Pod watch (list, then watch), as the chart grants it.
+        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] }],
       },
       {
         apiVersion: 'rbac.authorization.k8s.io/v1',

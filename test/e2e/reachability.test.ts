@@ -3,7 +3,7 @@
 import t from 'tap'
 import { CoreV1Api } from '@kubernetes/client-node'
 import { pino } from 'pino'
-import { resolveConfig } from '../../server/core/config.js'
+import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
 import type { StateSnapshot } from '../../server/reachability/snapshot.js'

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parse as parseYaml, parseAllDocuments } from 'yaml'
 import { buildCli } from '../../server/program.js'
-import { resolveConfig } from '../../server/core/config.js'
+import { resolveConfig } from '../../server/config/config.js'
 import { defaultBinDir, REPO_ROOT } from '../support/controlplane.js'
 import { isCI } from '../support/tap-cluster.js'
 

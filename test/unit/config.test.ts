@@ -1,5 +1,6 @@
 import t from 'tap'
-import { ConfigError, DAOCLOUD_REGISTRIES, resolveConfig } from '../../server/core/config.js'
+import { ConfigError, DAOCLOUD_REGISTRIES } from '../../server/core/config.js'
+import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 
 function problemsOf(fn: () => unknown): string[] {

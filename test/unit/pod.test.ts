@@ -1,6 +1,6 @@
 import t from 'tap'
 import jsonpatch from 'fast-json-patch'
-import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { admit, type AdmissionRequest } from '../../server/admission/review.js'

@@ -1,6 +1,6 @@
 // The pre-pull work queue and write limiter, driven by a manual clock.
 import t from 'tap'
-import { ManualClock } from '../../server/prepull/clock.js'
+import { ManualClock } from '../support/clock.js'
 import { type Outcome, TokenBucket, WorkQueue, type WorkQueueOptions } from '../../server/prepull/queue.js'
 
 interface Call {

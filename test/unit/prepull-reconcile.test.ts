@@ -3,7 +3,7 @@
 import t from 'tap'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
-import { ManualClock } from '../../server/prepull/clock.js'
+import { ManualClock } from '../support/clock.js'
 import {
   buildImageCache,
   type CacheSettings,
@@ -14,8 +14,9 @@ import {
   REFRESH_ANNOTATION,
   UNUSED_SINCE_ANNOTATION,
 } from '../../server/prepull/imagecache.js'
-import { UsageTracker } from '../../server/prepull/index.js'
-import { ApiError, type ImageCacheApi } from '../../server/prepull/kubeapi.js'
+import { UsageTracker } from '../../server/prepull/usage.js'
+import { ApiError } from '../../server/kube/errors.js'
+import type { ImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { PrepullMetrics } from '../../server/prepull/metrics.js'
 import { TokenBucket, WorkQueue } from '../../server/prepull/queue.js'
 import { decide, Reconciler } from '../../server/prepull/reconciler.js'

@@ -1,7 +1,8 @@
 // Mode auto and the other modes over a learned view: which state rewrites,
 // which evidence the decision names, the mirror's own state and its refusals.
 import t from 'tap'
-import { ConfigError, resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { ConfigError } from '../../server/core/config.js'
+import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { decideImage, type ReachabilityView, type RegistryState } from '../../server/core/rewrite.js'
 

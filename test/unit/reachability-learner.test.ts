@@ -3,8 +3,10 @@
 import t from 'tap'
 import { KubeConfig, type CoreV1Event, type V1Pod } from '@kubernetes/client-node'
 import { pino } from 'pino'
-import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
+import { OptedInNamespaces } from '../../server/kube/namespaces.js'
+import { PodCache } from '../../server/kube/pods.js'
 import { ClusterLearner, type Finding, findingForFailure, findingForPulled, pullFailures } from '../../server/reachability/learner.js'
 
 const policy = (input: ConfigInput = {}) => compilePolicy(resolveConfig({ mirror: { prefix: 'm.daocloud.io' }, ...input }, {}))
@@ -152,7 +154,9 @@ t.test('the learner counts each failed pull once, whatever the relists and back-
   let now = AT
   const options: ConstructorParameters<typeof ClusterLearner>[0] = {
     kubeConfig: kc,
-    namespaceSelector: 'mirrorhook.io/enabled=true',
+    // Never started: the test hands Pods and Events to the learner itself.
+    pods: new PodCache({ kubeConfig: kc, logger: pino({ level: 'silent' }) }),
+    namespaces: new OptedInNamespaces({ kubeConfig: kc, selector: 'mirrorhook.io/enabled=true', logger: pino({ level: 'silent' }) }),
     excludedNamespaces: new Set(),
     policy: () => policy(),
     slowPullMs: 120_000,

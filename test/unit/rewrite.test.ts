@@ -1,5 +1,5 @@
 import t from 'tap'
-import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
+import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy, registryKey } from '../../server/core/policy.js'
 import { decideImage, staticReachability } from '../../server/core/rewrite.js'
 import { parseNormalizedNamed } from '../../server/core/reference.js'

@@ -8,16 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createCa, describeCertificate, issueServing } from '../../server/tls/certs.js'
 import { CertificateReloader, readKeyPair } from '../../server/tls/reloader.js'
-import {
-  DEFAULT_TIMINGS,
-  planTls,
-  secretFromState,
-  SECRET_KEYS,
-  STAGED_AT_ANNOTATION,
-  stateFromSecret,
-  type TlsState,
-  writeTlsFiles,
-} from '../../server/tls/selfmanaged.js'
+import { writeTlsFiles } from '../../server/tls/files.js'
+import { DEFAULT_TIMINGS, planTls, type TlsState } from '../../server/tls/plan.js'
+import { secretFromState, SECRET_KEYS, STAGED_AT_ANNOTATION, stateFromSecret } from '../../server/tls/secret.js'
 
 const DAY = 86_400_000
 const names = { dnsNames: ['mirrorhook.mirrorhook.svc', 'mirrorhook'], ipAddresses: ['127.0.0.1'] }

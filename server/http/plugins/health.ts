@@ -1,6 +1,6 @@
 // Liveness and readiness probes.
 import type { FastifyPluginAsync } from 'fastify'
-import type { Readiness } from '../context.js'
+import type { Readiness } from '../../observability/readiness.js'
 
 export const healthPlugin: FastifyPluginAsync<{ readiness: Readiness }> = async (app, { readiness }) => {
   app.get('/healthz', async () => ({ status: 'ok' }))

@@ -1,8 +1,9 @@
 // Reading the configuration from disk: the only I/O around the pure config module.
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
-import { ConfigError, resolveConfig, type Config, type EnvOverlay } from './core/config.js'
-import { compilePolicy, type Policy } from './core/policy.js'
+import { ConfigError } from '../core/config.js'
+import { compilePolicy, type Policy } from '../core/policy.js'
+import { resolveConfig, type Config, type EnvOverlay } from './config.js'
 
 export async function readConfigFile(path: string): Promise<unknown> {
   let text: string
@@ -21,7 +22,7 @@ export async function readConfigFile(path: string): Promise<unknown> {
 
 export interface LoadedConfig {
   config: Config
-  policy: Policy
+  policy: Policy<Config>
   source: string
 }
 

@@ -1,0 +1,236 @@
+// Pre-pull with kube-fledged: admission hands over the mirror references a Pod
+// will run; ImageCaches are written later, off the admission path.
+import type { KubeConfig } from '@kubernetes/client-node'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { AdmittedEvent } from '../http/context.js'
+import type { PodCache } from '../kube/pods.js'
+import { KubeFledgedAvailability, describeMissing } from './availability.js'
+import { type Clock, systemClock, type TimerHandle } from './clock.js'
+import type { KubeFledgedConfig } from './config.js'
+import { type CacheState, type ImageCache, imageOf, isKubeFledgedPod, type NodeFailure, viewOf } from './imagecache.js'
+import { CachedPodSource, KubeImageCacheApi, type PodSource } from './kubeapi.js'
+import { PrepullMetrics } from './metrics.js'
+import { TokenBucket, WorkQueue } from './queue.js'
+import { Reconciler } from './reconciler.js'
+import { CacheStatus } from './status.js'
+import { UsageTracker } from './usage.js'
+import { CacheWatcher } from './watcher.js'
+
+export interface PrepullOptions {
+  kubeConfig: KubeConfig
+  config: KubeFledgedConfig
+  logger: Logger
+  registry: Registry
+  // The process's shared Pod watch: which rewritten images running Pods use.
+  pods?: PodCache
+  clock?: Clock
+  // How long to wait before looking again at a cache kube-fledged is processing.
+  busyRetryMs?: number
+}
+
+// Transient write failures: 500 ms, doubling to 30 s (jittered by the queue).
+export const WRITE_BACKOFF = { initialMs: 500, maxMs: 30_000 }
+
+export class Prepull {
+  readonly metrics: PrepullMetrics
+  readonly queue: WorkQueue
+  readonly usage: UsageTracker
+  private readonly clock: Clock
+  private readonly api: KubeImageCacheApi
+  private readonly pods?: PodSource
+  private readonly watcher: CacheWatcher
+  private readonly reconciler: Reconciler
+  private readonly status: CacheStatus
+  private readonly availability: KubeFledgedAvailability
+  private sweepTimer?: TimerHandle
+  private sweeping?: Promise<void>
+  private running = false
+
+  constructor(private readonly o: PrepullOptions) {
+    const c = o.config
+    this.clock = o.clock ?? systemClock
+    this.metrics = new PrepullMetrics(o.registry)
+    this.api = new KubeImageCacheApi(o.kubeConfig, c.namespace, {
+      maxSockets: Math.min(64, Math.max(4, Math.ceil(c.writesPerSecond / 10))),
+    })
+    this.pods = o.pods ? new CachedPodSource(o.pods) : undefined
+    this.usage = new UsageTracker(c.unusedPurgeSeconds * 1000, c.podSweepSeconds * 1000)
+    this.status = new CacheStatus(this.metrics, o.logger)
+    const logger = o.logger
+    this.watcher = new CacheWatcher({
+      kubeConfig: o.kubeConfig,
+      api: this.api,
+      namespace: c.namespace,
+      clock: this.clock,
+      logger,
+      onChange: (cache) => this.observed(cache),
+      onDelete: (cache) => this.observedDeletion(cache),
+      onSynced: () => {
+        logger.info({ caches: this.watcher.list().length, namespace: c.namespace }, 'managed ImageCaches listed; pre-pull running')
+        this.queue.resume()
+        void this.sweep()
+      },
+      onMissing: () => this.availability.markMissing('the ImageCache API answered 404'),
+    })
+    this.availability = new KubeFledgedAvailability({
+      api: this.api,
+      config: c,
+      clock: this.clock,
+      logger,
+      metrics: this.metrics,
+      onAvailable: () => {
+        this.watcher.start()
+        this.armSweep()
+      },
+      onMissing: () => void this.watcher.stop(),
+    })
+    this.reconciler = new Reconciler({
+      api: this.api,
+      store: this.watcher,
+      usage: this.usage,
+      settings: c,
+      limiter: new TokenBucket(c.writesPerSecond, c.writeBurst, this.clock),
+      clock: this.clock,
+      metrics: this.metrics,
+      logger,
+      purgeAfterMs: c.unusedPurgeSeconds * 1000,
+      refreshBackoffMs: c.refreshBackoffSeconds * 1000,
+      refreshBackoffMaxMs: c.refreshBackoffMaxSeconds * 1000,
+      busyRetryMs: o.busyRetryMs,
+      ready: () => this.availability.available && this.watcher.synced,
+      onMissing: (error) => this.availability.markMissing(describeMissing(error, c.namespace)),
+    })
+    this.queue = new WorkQueue({
+      capacity: c.queueSize,
+      dedupeMs: c.dedupeSeconds * 1000,
+      batchSize: c.batchSize,
+      concurrency: Math.min(64, Math.max(2, Math.ceil(c.writesPerSecond / 10))),
+      batchDelayMs: 100,
+      backoffInitialMs: WRITE_BACKOFF.initialMs,
+      backoffMaxMs: WRITE_BACKOFF.maxMs,
+      clock: this.clock,
+      handle: (image) => this.reconciler.reconcile(image),
+      onError: (image, error) => logger.error({ image, err: error }, 'pre-pull step failed unexpectedly'),
+    })
+    this.metrics.queueStats = () => this.queue.stats()
+  }
+
+  /** The admission hook: synchronous, O(images), no I/O. */
+  readonly onAdmitted = (event: AdmittedEvent): void => {
+    if (event.request.dryRun === true) {
+      // The server never calls this for dry-run; a change that did would create objects for requests that persist nothing.
+      this.metrics.dryRunRefused.inc()
+      this.o.logger.error({ uid: event.request.uid }, 'pre-pull was handed a dry-run admission; ignored')
+      return
+    }
+    const pod = event.request.object as { metadata?: { labels?: unknown } } | undefined
+    if (isKubeFledgedPod(pod?.metadata?.labels)) return
+    const now = this.clock.now()
+    for (const plan of event.result.plans) {
+      // Debug containers run once on one node: not worth pulling everywhere.
+      if (plan.decision.action !== 'rewrite' || plan.field === 'ephemeralContainers') continue
+      const image = plan.decision.rewritten
+      this.usage.touch(image, plan.decision.original, now)
+      const result = this.queue.offer(image)
+      this.metrics.offers.inc({ result })
+      if (result === 'dropped') this.metrics.dropped.inc({ source: 'admission' })
+    }
+  }
+
+  start(): void {
+    if (this.running) return
+    this.running = true
+    this.queue.start()
+    this.availability.start()
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    this.availability.stop()
+    if (this.sweepTimer) this.clock.clearTimeout(this.sweepTimer)
+    await this.queue.stop()
+    await this.watcher.stop()
+    await this.sweeping
+  }
+
+  get available(): boolean {
+    return this.availability.available
+  }
+
+  get synced(): boolean {
+    return this.watcher.synced
+  }
+
+  /** Per-image state as last seen from kube-fledged's status. */
+  stateOf(image: string): { state: CacheState; failed: NodeFailure[] } | undefined {
+    return this.status.get(image)
+  }
+
+  stateCounts(): Record<string, number> {
+    return this.status.counts()
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer || !this.running) return
+    this.sweepTimer = this.clock.setTimeout(() => {
+      this.sweepTimer = undefined
+      void this.sweep().finally(() => this.armSweep())
+    }, this.o.config.podSweepSeconds * 1000)
+  }
+
+  /** Reads the running Pods: images in use get a cache, caches of unused images move towards purge. */
+  sweep(): Promise<void> {
+    if (this.sweeping) return this.sweeping
+    if (!this.pods || !this.available || !this.watcher.synced) return Promise.resolve()
+    const pods = this.pods
+    this.sweeping = (async () => {
+      const started = this.clock.now()
+      try {
+        const inUse = await pods.imagesInUse()
+        this.usage.sweepDone(started, inUse, this.clock.now())
+        this.metrics.sweeps.inc({ result: 'ok' })
+        this.metrics.inUse.set(inUse.size)
+        for (const image of inUse.keys()) this.consider(image, 'sweep')
+        for (const cache of this.watcher.list()) {
+          const image = imageOf(cache)
+          if (image && !inUse.has(image)) this.consider(image, 'sweep')
+        }
+      } catch (error) {
+        this.metrics.sweeps.inc({ result: 'error' })
+        this.o.logger.warn({ err: (error as Error).message }, 'cannot read the Pods to see which images are in use; trying again later')
+      }
+    })().finally(() => {
+      this.sweeping = undefined
+    })
+    return this.sweeping
+  }
+
+  // Queues the image if its next step is a write (or a timed wait).
+  private consider(image: string, source: 'sweep' | 'status'): void {
+    const action = this.reconciler.plan(image)
+    if (action.kind === 'none' || action.kind === 'foreign') return
+    const result = this.queue.schedule(image, action.kind === 'wait' ? action.ms : 0)
+    if (result === 'dropped') this.metrics.dropped.inc({ source })
+  }
+
+  private observed(cache: ImageCache): void {
+    const image = imageOf(cache)
+    if (!image) return
+    const created = cache.metadata.creationTimestamp ? new Date(cache.metadata.creationTimestamp).getTime() : NaN
+    if (!Number.isNaN(created)) this.usage.noteCreated(image, created)
+    const view = viewOf(cache)
+    this.status.set(image, view.state, view.state === 'failed' || view.state === 'purge-failed' ? view.failedNodes : [], cache)
+    if (view.state === 'cached') this.reconciler.resetAttempts(image)
+    this.consider(image, 'status')
+  }
+
+  private observedDeletion(cache: ImageCache): void {
+    const image = imageOf(cache)
+    if (!image) return
+    this.status.set(image, undefined, [], cache)
+    this.usage.forgetCreated(image)
+    this.queue.forget(image)
+    this.consider(image, 'status')
+  }
+}
