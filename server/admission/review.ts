@@ -73,6 +73,12 @@ export interface AdmissionResult {
   readonly ignoredBecause?: string
 }
 
+/** What the admission path hands to the features that act after a decision (pre-pull). */
+export interface AdmittedEvent {
+  readonly request: AdmissionRequest
+  readonly result: AdmissionResult
+}
+
 function isPodRequest(req: AdmissionRequest): boolean {
   const kind = req.kind?.kind
   const resource = req.resource?.resource

@@ -3,17 +3,12 @@
 import type { Logger } from 'pino'
 import type { Policy } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
-import type { AdmissionRequest, AdmissionResult } from '../admission/review.js'
+import type { AdmittedEvent } from '../admission/review.js'
 import type { Metrics } from '../observability/metrics.js'
 
 export interface AdmissionContext {
   policy: Policy
   reachability: ReachabilityView
-}
-
-export interface AdmittedEvent {
-  readonly request: AdmissionRequest
-  readonly result: AdmissionResult
 }
 
 // Readiness: each component reports whether it blocks readiness and why.

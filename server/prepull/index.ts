@@ -3,7 +3,7 @@
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import type { AdmittedEvent } from '../http/context.js'
+import type { AdmittedEvent } from '../admission/review.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import type { KubeFledgedConfig } from './config.js'
 import { buildImageCache, type CacheState, type ImageCache, imageOf, isKubeFledgedPod, type NodeFailure, viewOf } from './imagecache.js'

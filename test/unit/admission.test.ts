@@ -7,7 +7,8 @@ import { resolveConfig } from '../../server/core/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
-import { type AdmissionContext, type AdmittedEvent, Readiness } from '../../server/http/context.js'
+import type { AdmittedEvent } from '../../server/admission/review.js'
+import { type AdmissionContext, Readiness } from '../../server/http/context.js'
 import { Metrics } from '../../server/observability/metrics.js'
 
 function harness(contextOverride?: () => AdmissionContext) {
