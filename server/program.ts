@@ -45,6 +45,7 @@ function pointerPath(pointer: string): (string | number)[] {
 // Applied to the YAML document itself so comments and layout survive.
 function applyToDocument(doc: Document, ops: readonly JsonPatchOp[]): void {
   for (const op of ops) {
+    if (op.op !== 'add' && op.op !== 'replace') continue
     const path = pointerPath(op.path)
     const node = doc.getIn(path, true)
     if (isScalar(node) && typeof op.value === 'string') node.value = op.value

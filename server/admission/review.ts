@@ -1,16 +1,7 @@
 // AdmissionReview in, AdmissionReview out. Pure: validation, the decision
 // and the response; the HTTP plugin around it does logging, metrics and queues.
 import type { Policy } from '../core/policy.js'
-import {
-  buildPatch,
-  type ImagePlan,
-  type JsonPatchOp,
-  planSpec,
-  POD_TARGET,
-  podSkipReason,
-  type PodSkip,
-  warningsFor,
-} from '../core/pod.js'
+import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip, warningsFor } from '../core/pod.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 
 const API_VERSIONS = new Set(['admission.k8s.io/v1', 'admission.k8s.io/v1beta1'])
@@ -100,15 +91,13 @@ export function admit(req: AdmissionRequest, policy: Policy, reachability: Reach
   if (skip) return { outcome: 'skipped', ...none, skip }
 
   const old = operation === 'UPDATE' && isObj(req.oldObject) && isObj(req.oldObject.spec) ? req.oldObject.spec : undefined
-  const plans = planSpec(pod.spec, policy, reachability, {
-    oldSpec: old,
-    // Through the subresource only ephemeral containers can change.
-    fields: sub === 'ephemeralcontainers' ? ['ephemeralContainers'] : undefined,
-  })
-  let patch = buildPatch(POD_TARGET(pod), plans)
-  // The API server keeps only spec.ephemeralContainers from this subresource; an annotation would be dropped.
-  if (sub === 'ephemeralcontainers') patch = patch.filter((op) => op.op === 'replace')
-  return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans), plans }
+  // The API server keeps only spec.ephemeralContainers from this subresource: only
+  // ephemeral containers are decided, and no annotation is written.
+  const ephemeral = sub === 'ephemeralcontainers'
+  const plans = planSpec(pod.spec, policy, reachability, { oldSpec: old, fields: ephemeral ? ['ephemeralContainers'] : undefined })
+  const mutation = mutatePod(pod, plans, { annotate: !ephemeral })
+  const patch = mutation.patch
+  return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans, mutation), plans }
 }
 
 export interface AdmissionResponseBody {

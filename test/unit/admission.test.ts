@@ -186,8 +186,8 @@ t.test('the README example review gives the patch the README shows', async (t) =
   const payload = JSON.parse(await readFile(new URL('../fixtures/admission-review.json', import.meta.url), 'utf8'))
   const body = (await app.inject({ method: 'POST', url: '/mutate', payload })).json()
   t.same(decodePatch(body), [
-    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
     { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
     {
       op: 'add',
       path: '/metadata/annotations',

@@ -4,7 +4,7 @@ import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { admit, type AdmissionRequest } from '../../server/admission/review.js'
-import { escapePointer, ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
+import { ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
 
 type Pod = {
   metadata?: Record<string, unknown>
@@ -78,8 +78,6 @@ t.test('the patch gives exactly the intended Pod, with or without annotations', 
 })
 
 t.test('the annotation path escapes the slash', async (t) => {
-  t.equal(escapePointer('mirrorhook.io/original-images'), 'mirrorhook.io~1original-images')
-  t.equal(escapePointer('a~/b'), 'a~0~1b')
   const { result } = run(podWith({ annotations: { x: 'y' } }))
   t.ok(result.patch.some((op) => op.path === '/metadata/annotations/mirrorhook.io~1original-images'))
 })
@@ -190,8 +188,10 @@ t.test('ephemeral containers, through the subresource and in a Pod', async (t) =
   t.same(
     run(created)
       .result.patch.filter((op) => op.op === 'replace')
-      .map((op) => op.path),
+      .map((op) => op.path)
+      .sort(),
     ['/spec/containers/0/image', '/spec/ephemeralContainers/0/image'],
+    'the ops are independent: their order carries no meaning',
   )
 })
 
@@ -234,4 +234,109 @@ t.test('images kept because the mirror is down or refused them are explained in 
   }
   const refused = admit(request, policy, up)
   t.match(refused.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror refused .*not in the allowlist/])
+})
+
+const images = (list: unknown) =>
+  (list as unknown[]).map((c) => (c && typeof c === 'object' && !Array.isArray(c) ? (c as { image?: unknown }).image : c))
+const originalsOf = (pod: Pod) => (pod.metadata?.annotations as Record<string, string> | undefined)?.[ORIGINAL_IMAGES_ANNOTATION]
+
+t.test('entries that are not containers keep their place: each container keeps its own image', async (t) => {
+  const pod: Pod = {
+    metadata: { name: 'p' },
+    spec: {
+      containers: [null, { name: 'keep-me', image: 'localhost:5000/internal/app:1' }, { name: 'rewrite-me', image: 'nginx:1.25' }],
+    },
+  }
+  const { result, patched } = run(pod)
+  t.same(result.patch, [
+    { op: 'replace', path: '/spec/containers/2/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'add', path: '/metadata/annotations', value: { [ORIGINAL_IMAGES_ANNOTATION]: '{"rewrite-me":"nginx:1.25"}' } },
+  ])
+  t.same(images(patched.spec.containers), [null, 'localhost:5000/internal/app:1', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.equal(originalsOf(patched), '{"rewrite-me":"nginx:1.25"}')
+})
+
+t.test('the patch applies when container lists hold strings, numbers and arrays', async (t) => {
+  const pod: Pod = {
+    spec: {
+      containers: ['x', { name: 'rewrite-me', image: 'nginx:1.25' }],
+      initContainers: [1, [], { name: 'init', image: 'busybox:1.36' }],
+      ephemeralContainers: [true, 'y'],
+    },
+  }
+  // run() applies the patch with validation: an op on a string or a number throws.
+  const { patched } = run(pod)
+  t.same(images(patched.spec.containers), ['x', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.same(images(patched.spec.initContainers), [1, [], 'm.daocloud.io/docker.io/library/busybox:1.36'])
+  t.same(patched.spec.ephemeralContainers, [true, 'y'])
+  t.equal(originalsOf(patched), '{"init":"busybox:1.36","rewrite-me":"nginx:1.25"}')
+})
+
+t.test('container names are data: __proto__ and constructor are recorded like any other', async (t) => {
+  const pod: Pod = {
+    metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: '{"__proto__":"redis:6","toString":"redis:5"}' } },
+    spec: {
+      containers: [
+        { name: '__proto__', image: 'nginx:1.25' },
+        { name: 'constructor', image: 'redis:7' },
+        { name: 'hasOwnProperty', image: 'quay.io/org/app:1' },
+      ],
+    },
+  }
+  const { patched } = run(pod)
+  t.equal(
+    originalsOf(patched),
+    '{"__proto__":"nginx:1.25","toString":"redis:5","constructor":"redis:7","hasOwnProperty":"quay.io/org/app:1"}',
+    'merged in order, the new original of __proto__ replacing the old one',
+  )
+})
+
+// k8s.io/apimachinery/pkg/api/validation ValidateAnnotationsSize: the sum of len(key) + len(value)
+// in bytes over all annotations must not exceed TotalAnnotationSizeLimitB = 256 * 1024.
+const ANNOTATION_LIMIT = 256 * 1024
+const annotationBytes = (annotations: Record<string, string>) =>
+  Object.entries(annotations).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0)
+
+t.test('the annotation never pushes the Pod over the API server annotation size limit', async (t) => {
+  const value = '{"web":"nginx:1.25"}'
+  const own = Buffer.byteLength(ORIGINAL_IMAGES_ANNOTATION) + value.length
+  const filler = (bytes: number, char = 'x') => ({
+    'team.example/notes': char.repeat((bytes - 'team.example/notes'.length) / Buffer.byteLength(char)),
+  })
+  const podFor = (annotations: Record<string, string>): Pod => ({
+    metadata: { annotations },
+    spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+  })
+
+  const exact = run(podFor(filler(ANNOTATION_LIMIT - own)))
+  t.equal(originalsOf(exact.patched), value, 'exactly at the limit: written')
+  t.equal(annotationBytes(exact.patched.metadata!.annotations as Record<string, string>), ANNOTATION_LIMIT)
+
+  for (const [label, annotations] of [
+    ['one byte over', filler(ANNOTATION_LIMIT - own + 1)],
+    ['over in bytes, not in characters', filler(ANNOTATION_LIMIT - own + 1, 'é')],
+  ] as const) {
+    const { result, patched } = run(podFor(annotations))
+    t.same(
+      result.patch,
+      [{ op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' }],
+      `${label}: the image is rewritten, the annotation left out`,
+    )
+    t.same(patched.metadata!.annotations, annotations, `${label}: annotations unchanged`)
+    t.match(result.warnings, [/web: nginx:1\.25 -> m\.daocloud\.io/, /mirrorhook\.io\/original-images not written: .*256 KiB/])
+  }
+
+  const many: Pod = {
+    metadata: { name: 'big' },
+    spec: {
+      containers: Array.from({ length: 2000 }, (_, i) => ({
+        name: `container-with-a-rather-long-name-${String(i).padStart(4, '0')}`,
+        image: `ghcr.io/example-organisation/a-fairly-long-repository-name/component-${i}:v1.2.3-build.456789`,
+      })),
+    },
+  }
+  const big = run(many)
+  t.equal(big.result.patch.length, 2000, 'a valid 2,000-container Pod: every image rewritten, no annotation')
+  t.equal(big.patched.metadata!.annotations, undefined)
+  t.match(big.result.warnings.at(-1), /original-images not written/)
 })
