@@ -108,6 +108,23 @@ t.test('malformed reviews get a 400 saying what is wrong', async (t) => {
     [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } }, /request\.uid/],
     [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', dryRun: 'yes' } }, /dryRun must be a boolean/],
     [[1, 2], /AdmissionReview object/],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: 'r' },
+      /^malformed AdmissionReview: request must be an object$/,
+    ],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { namespace: 'shop' } },
+      /request\.uid must be a non-empty string/,
+    ],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', namespace: 5 } },
+      /request\.namespace must be a string/,
+    ],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: 'Pod' } }, /request\.kind must be an object/],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: { kind: 7 } } },
+      /^malformed AdmissionReview: request\.kind\.kind: .*expected string/,
+    ],
   ]
   for (const [payload, message] of cases) {
     const res = await app.inject({ method: 'POST', url: '/mutate', payload: payload as object })
