@@ -340,3 +340,36 @@ t.test('the annotation never pushes the Pod over the API server annotation size 
   t.equal(big.patched.metadata!.annotations, undefined)
   t.match(big.result.warnings.at(-1), /original-images not written/)
 })
+
+t.test('a subdomain of a mirror host is never a source, like the mirror host itself', async (t) => {
+  const input: ConfigInput = { mode: 'always', registries: ['*'], mirror: { prefix: 'mirror.test' } } as ConfigInput
+  const pod: Pod = {
+    spec: {
+      containers: [
+        { name: 'sub', image: 'sub.mirror.test/x:1' },
+        { name: 'deep', image: 'a.b.mirror.test:5000/x:1' },
+        { name: 'upper', image: 'SUB.Mirror.Test/x:1' },
+        { name: 'mirror', image: 'mirror.test/ghcr.io/org/app:1' },
+        { name: 'lookalike', image: 'notmirror.test/x:1' },
+      ],
+    },
+  }
+  const { result, patched } = run(pod, {}, input)
+  t.same(images(patched.spec.containers), [
+    'sub.mirror.test/x:1',
+    'a.b.mirror.test:5000/x:1',
+    'SUB.Mirror.Test/x:1',
+    'mirror.test/ghcr.io/org/app:1',
+    'mirror.test/notmirror.test/x:1',
+  ])
+  t.match(
+    result.plans.map((p) => p.decision),
+    [
+      { action: 'keep', code: 'no-proxy', reason: 'registry sub.mirror.test is a subdomain of mirror mirror.test' },
+      { action: 'keep', code: 'no-proxy', reason: 'registry a.b.mirror.test:5000 is a subdomain of mirror mirror.test' },
+      { action: 'keep', code: 'no-proxy' },
+      { action: 'keep', code: 'already-mirrored' },
+      { action: 'rewrite' },
+    ],
+  )
+})
