@@ -1,6 +1,6 @@
 // Where Pod specs live in workload manifests, for the offline dry-run.
 import type { Policy } from './policy.js'
-import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip, warningsFor } from './pod.js'
+import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip } from './pod.js'
 import type { ReachabilityView } from './rewrite.js'
 
 type Obj = Record<string, unknown>
@@ -37,8 +37,8 @@ export interface ManifestResult {
   readonly plans: ImagePlan[]
   // JSON Patch against the whole document (paths include the template's pointer).
   readonly patch: JsonPatchOp[]
-  // Warnings as admission would return them.
-  readonly warnings: string[]
+  // Why the original-images annotation was left out, when it was.
+  readonly annotationSkipped?: string
   readonly skip?: PodSkip
   // Set when the document holds no Pod spec mirrorhook knows about.
   readonly unsupported?: boolean
@@ -51,15 +51,15 @@ export function planManifest(doc: unknown, policy: Policy, reachability: Reachab
   const name = typeof meta.name === 'string' ? meta.name : typeof meta.generateName === 'string' ? `${meta.generateName}*` : '(unnamed)'
   const pointer = kind === 'Pod' ? '' : TEMPLATE_POINTERS.get(kind)
   const pod = pointer === undefined ? undefined : pointer === '' ? doc : at(doc, pointer)
-  if (!isObj(pod) || !isObj(pod.spec)) return { kind, name, plans: [], patch: [], warnings: [], unsupported: true }
+  if (!isObj(pod) || !isObj(pod.spec)) return { kind, name, plans: [], patch: [], unsupported: true }
 
   const namespace = typeof meta.namespace === 'string' ? meta.namespace : undefined
   // A template's Pods get their namespace from the workload; they have no owner yet to judge.
   const judged = pointer === '' ? pod : { ...pod, metadata: { ...(isObj(pod.metadata) ? pod.metadata : {}), ownerReferences: undefined } }
   const skip = podSkipReason(judged, namespace, policy)
-  if (skip) return { kind, name, plans: [], patch: [], warnings: [], skip }
+  if (skip) return { kind, name, plans: [], patch: [], skip }
   const plans = planSpec(pod.spec, policy, reachability)
   const mutation = mutatePod(pod, plans, { annotate: true })
   const patch = mutation.patch.map((op) => ({ ...op, path: `${pointer}${op.path}` }))
-  return { kind, name, plans, patch, warnings: warningsFor(plans, mutation) }
+  return { kind, name, plans, patch, ...(mutation.annotationSkipped ? { annotationSkipped: mutation.annotationSkipped } : {}) }
 }
