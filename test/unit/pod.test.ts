@@ -4,6 +4,7 @@ import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { admit, type AdmissionRequest } from '../../server/admission/review.js'
+import { planManifest } from '../../server/core/manifests.js'
 import { ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
 
 type Pod = {
@@ -372,4 +373,16 @@ t.test('a subdomain of a mirror host is never a source, like the mirror host its
       { action: 'rewrite' },
     ],
   )
+})
+
+t.test('manifest kinds are data: __proto__ and constructor are kinds without a Pod template', async (t) => {
+  const policy = policyOf()
+  for (const kind of ['__proto__', 'constructor', 'toString']) {
+    const result = planManifest(
+      { kind, metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'c', image: 'nginx' }] } } } },
+      policy,
+      staticReachability(policy),
+    )
+    t.match(result, { kind, name: 'x', unsupported: true, patch: [] }, kind)
+  }
 })
