@@ -168,7 +168,7 @@ export function mutatePod(pod: Obj, plans: readonly ImagePlan[], options: Mutate
     const metadata = pod.metadata
     const annotations = isObj(metadata) ? metadata.annotations : undefined
     if ((metadata !== undefined && !isObj(metadata)) || (annotations !== undefined && !isObj(annotations))) {
-      annotationSkipped = 'the Pod metadata is not an object'
+      annotationSkipped = 'the Pod metadata or its annotations are not an object'
     } else {
       const current =
         annotations && Object.hasOwn(annotations, ORIGINAL_IMAGES_ANNOTATION) ? annotations[ORIGINAL_IMAGES_ANNOTATION] : undefined
