@@ -145,23 +145,27 @@ export interface PodMutation {
 }
 
 /**
- * The patch from `pod` to the Pod as admitted: a copy that shares every part mirrorhook does not
- * change (only the touched container lists, containers and metadata are copied), compared with
- * the original by fast-json-patch, so each op applies to exactly the object that was sent.
+ * The patch from `pod` to the Pod as admitted, by diff. Only what mirrorhook may change takes
+ * part: the touched container lists (the list as sent against a copy whose rewritten containers
+ * carry the new image) and the original-images annotation (as sent against as admitted), each
+ * at its place in the Pod. fast-json-patch's `compare` of the two gives ops that apply to
+ * exactly the object that was sent; nothing else of the Pod is copied or walked.
  */
 export function mutatePod(pod: Obj, plans: readonly ImagePlan[], options: MutateOptions): PodMutation {
   const rewrites = plans.filter((p): p is Rewrite => p.decision.action === 'rewrite')
   if (rewrites.length === 0 || !isObj(pod.spec)) return { patch: [] }
   const spec = pod.spec
-  const mutatedSpec: Obj = { ...spec }
+  const sentSpec: Obj = {}
+  const admittedSpec: Obj = {}
   for (const p of rewrites) {
     const list = spec[p.field]
     if (!Array.isArray(list) || !isObj(list[p.index])) continue
-    if (mutatedSpec[p.field] === list) mutatedSpec[p.field] = [...list]
-    const copy = mutatedSpec[p.field] as unknown[]
+    sentSpec[p.field] = list
+    const copy = (admittedSpec[p.field] ??= [...list]) as unknown[]
     copy[p.index] = { ...(list[p.index] as Obj), image: p.decision.rewritten }
   }
-  const mutated: Obj = { ...pod, spec: mutatedSpec }
+  let sentMetadata: Obj | undefined
+  let admittedMetadata: Obj | undefined
 
   let annotationSkipped: string | undefined
   if (options.annotate) {
@@ -180,11 +184,19 @@ export function mutatePod(pod: Obj, plans: readonly ImagePlan[], options: Mutate
       if (size > ANNOTATIONS_SIZE_LIMIT) {
         annotationSkipped = `the Pod's annotations would take ${size} bytes, over the API server's 256 KiB limit`
       } else {
-        mutated.metadata = { ...(metadata ?? {}), annotations: { ...(annotations ?? {}), [ORIGINAL_IMAGES_ANNOTATION]: value } }
+        // What exists decides the op: add /metadata, add /metadata/annotations, or add/replace the one key.
+        if (metadata !== undefined) {
+          sentMetadata =
+            annotations === undefined ? {} : { annotations: current === undefined ? {} : { [ORIGINAL_IMAGES_ANNOTATION]: current } }
+        }
+        admittedMetadata = { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: value } }
       }
     }
   }
-  return { patch: jsonpatch.compare(pod, mutated), ...(annotationSkipped ? { annotationSkipped } : {}) }
+  // Key order is document order (compare lists the images first, then the annotation).
+  const sent = sentMetadata ? { metadata: sentMetadata, spec: sentSpec } : { spec: sentSpec }
+  const admitted = admittedMetadata ? { metadata: admittedMetadata, spec: admittedSpec } : { spec: admittedSpec }
+  return { patch: jsonpatch.compare(sent, admitted), ...(annotationSkipped ? { annotationSkipped } : {}) }
 }
 
 // kubectl shows warnings as they are; the API server truncates long ones.

@@ -245,13 +245,14 @@ function check(pod: Obj, subResource: string | undefined, body: any, uid: string
 t.test(`random Pods: every answer allows, applies, and keeps each image with its container (seed ${SEED})`, async (t) => {
   t.comment(`seed ${SEED}: MIRRORHOOK_FUZZ_SEED=${SEED} replays these ${CASES} cases`)
   const configs: ConfigInput[] = [{}, { mode: 'always', registries: ['*'] }]
+  const metrics = configs.map(() => new Metrics())
   const apps = await Promise.all(
-    configs.map((input) => {
+    configs.map((input, i) => {
       const policy = compilePolicy(resolveConfig(input, {}))
       const context = { policy, reachability: staticReachability(policy) }
       return buildWebhookApp({
         logger: pino({ level: 'silent' }),
-        metrics: new Metrics(),
+        metrics: metrics[i]!,
         readiness: new Readiness(),
         context: () => context,
       })
@@ -296,6 +297,9 @@ t.test(`random Pods: every answer allows, applies, and keeps each image with its
     if (operation === 'UPDATE') seen.updates++
   }
   t.same(failures.slice(0, 3), [], `${failures.length} of ${CASES} cases broke a property (seed ${SEED})`)
+  // Failing open would satisfy the properties above: none of these inputs may cause an internal error.
+  const errors = await Promise.all(metrics.map(async (m) => (await m.errors.get()).values.reduce((n, v) => n + v.value, 0)))
+  t.same(errors, [0, 0], 'no internal error, so no answer was a fail-open one')
   // The generator reaches the interesting cases at all (a few thousand cases hit each many times).
   t.comment(JSON.stringify(seen))
   for (const [what, count] of Object.entries(seen)) t.ok(count >= CASES / 100, `${what}: ${count} cases`)
