@@ -2,6 +2,7 @@
 // Documents are composed and decided one at a time (memory bounded by the largest document),
 // the input is capped, and the change is applied to the YAML itself so comments survive.
 import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import type { Command } from 'commander'
 import { Composer, type Document, isAlias, isCollection, isMap, isNode, isScalar, isSeq, LineCounter, type Node, Parser, visit } from 'yaml'
@@ -32,6 +33,9 @@ async function readCapped(stream: Readable, name: string, limit: number): Promis
 async function readInput(file: string, limit: number, stdin: Readable): Promise<string> {
   if (file === '-') return readCapped(stdin, 'standard input', limit)
   try {
+    // A regular file's size is known: refuse it without reading it.
+    const { size } = await stat(file)
+    if (size > limit) throw new CliError(`${file} is larger than ${limit / 1024 / 1024} MiB: split it, e.g. one file per application`)
     return await readCapped(createReadStream(file), file, limit)
   } catch (error) {
     if (error instanceof CliError) throw error
