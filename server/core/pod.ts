@@ -212,6 +212,14 @@ const WARN_WHEN_KEPT: ReadonlySet<KeepCode> = new Set(['unparseable', 'inexpress
 /** Warnings for the admission response: each rewrite, each image left alone because it is invalid, a missing annotation. */
 export function warningsFor(plans: readonly ImagePlan[], mutation?: PodMutation): string[] {
   const out: string[] = []
+  // First: the API server shortens and drops warnings when a response carries many.
+  if (mutation?.annotationSkipped) {
+    out.push(
+      clip(
+        `mirrorhook: annotation ${ORIGINAL_IMAGES_ANNOTATION} not written: ${mutation.annotationSkipped}; the originals are in the rewrite warnings and the webhook log`,
+      ),
+    )
+  }
   for (const p of plans) {
     const d = p.decision
     if (d.action === 'rewrite') {
@@ -219,13 +227,6 @@ export function warningsFor(plans: readonly ImagePlan[], mutation?: PodMutation)
     } else if (WARN_WHEN_KEPT.has(d.code)) {
       out.push(clip(`mirrorhook: ${p.name}: ${d.original} left unchanged: ${d.reason}`))
     }
-  }
-  if (mutation?.annotationSkipped) {
-    out.push(
-      clip(
-        `mirrorhook: annotation ${ORIGINAL_IMAGES_ANNOTATION} not written: ${mutation.annotationSkipped}; the originals are in these warnings`,
-      ),
-    )
   }
   return out
 }
