@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { main } from './program.js'
+import { main } from './cli/program.js'
 
 main(process.argv).then((code) => {
   if (code !== 0) process.exit(code)

@@ -1,19 +1,9 @@
 // AdmissionReview in, AdmissionReview out. Pure: validation, the decision
 // and the response; the HTTP plugin around it does logging, metrics and queues.
 import type { Policy } from '../core/policy.js'
-import {
-  buildPatch,
-  type ImagePlan,
-  type JsonPatchOp,
-  planSpec,
-  POD_TARGET,
-  podSkipReason,
-  type PodSkip,
-  warningsFor,
-} from '../core/pod.js'
+import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip, warningsFor } from '../core/pod.js'
 import type { ReachabilityView } from '../core/rewrite.js'
-
-const API_VERSIONS = new Set(['admission.k8s.io/v1', 'admission.k8s.io/v1beta1'])
+import { z } from 'zod'
 
 type Obj = Record<string, unknown>
 
@@ -21,44 +11,62 @@ function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-export interface AdmissionRequest {
-  uid: string
-  kind?: { group?: string; version?: string; kind?: string }
-  resource?: { group?: string; version?: string; resource?: string }
-  subResource?: string
-  name?: string
-  namespace?: string
-  operation?: string
-  dryRun?: boolean
-  object?: unknown
-  oldObject?: unknown
-}
+const optionalString = (key: string) => z.string({ error: `request.${key} must be a string` }).optional()
 
-export interface AdmissionReview {
-  apiVersion: string
-  kind: 'AdmissionReview'
-  request: AdmissionRequest
-}
+// What mirrorhook reads of an AdmissionRequest (k8s.io/api/admission/v1); other fields are
+// dropped. The object itself is checked where it is read: any Pod must be answered.
+const requestSchema = z.object(
+  {
+    uid: z.string({ error: 'request.uid must be a non-empty string' }).min(1, { error: 'request.uid must be a non-empty string' }),
+    kind: z
+      .object(
+        { group: z.string().optional(), version: z.string().optional(), kind: z.string().optional() },
+        { error: 'request.kind must be an object' },
+      )
+      .optional(),
+    resource: z
+      .object(
+        { group: z.string().optional(), version: z.string().optional(), resource: z.string().optional() },
+        { error: 'request.resource must be an object' },
+      )
+      .optional(),
+    subResource: optionalString('subResource'),
+    name: optionalString('name'),
+    namespace: optionalString('namespace'),
+    operation: optionalString('operation'),
+    dryRun: z.boolean({ error: 'request.dryRun must be a boolean' }).optional(),
+    object: z.unknown().optional(),
+    oldObject: z.unknown().optional(),
+  },
+  { error: (issue) => (issue.input === undefined ? 'request is missing' : 'request must be an object') },
+)
+
+// Issues are reported in this order: kind, apiVersion, request.
+const reviewSchema = z.object(
+  {
+    kind: z.literal('AdmissionReview', { error: (issue) => `kind must be AdmissionReview, got ${JSON.stringify(issue.input)}` }),
+    apiVersion: z.enum(['admission.k8s.io/v1', 'admission.k8s.io/v1beta1'], {
+      error: (issue) => `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(issue.input)}`,
+    }),
+    request: requestSchema,
+  },
+  { error: 'the body must be a JSON AdmissionReview object' },
+)
+
+export type AdmissionRequest = z.infer<typeof requestSchema>
+export type AdmissionReview = z.infer<typeof reviewSchema>
 
 export type ParsedReview = { ok: true; review: AdmissionReview } | { ok: false; message: string }
 
-/** Checks the shape of an AdmissionReview; the message says what is wrong. */
+/** Checks the shape of an AdmissionReview; the message says what is wrong (the first problem found). */
 export function parseAdmissionReview(body: unknown): ParsedReview {
-  if (!isObj(body)) return { ok: false, message: 'the body must be a JSON AdmissionReview object' }
-  if (body.kind !== 'AdmissionReview') return { ok: false, message: `kind must be AdmissionReview, got ${JSON.stringify(body.kind)}` }
-  if (typeof body.apiVersion !== 'string' || !API_VERSIONS.has(body.apiVersion)) {
-    return { ok: false, message: `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(body.apiVersion)}` }
-  }
-  const request = body.request
-  if (!isObj(request)) return { ok: false, message: 'request is missing' }
-  if (typeof request.uid !== 'string' || request.uid === '') return { ok: false, message: 'request.uid must be a non-empty string' }
-  if (request.dryRun !== undefined && typeof request.dryRun !== 'boolean') {
-    return { ok: false, message: 'request.dryRun must be a boolean' }
-  }
-  for (const key of ['namespace', 'name', 'operation', 'subResource'] as const) {
-    if (request[key] !== undefined && typeof request[key] !== 'string') return { ok: false, message: `request.${key} must be a string` }
-  }
-  return { ok: true, review: body as unknown as AdmissionReview }
+  const parsed = reviewSchema.safeParse(body)
+  if (parsed.success) return { ok: true, review: parsed.data }
+  const issue = parsed.error.issues[0]
+  if (!issue) return { ok: false, message: 'invalid AdmissionReview' }
+  // Messages set above already name their field; others (request.kind.kind) get the path.
+  const path = issue.path.map(String).join('.')
+  return { ok: false, message: issue.message.includes(path) || path === '' ? issue.message : `${path}: ${issue.message}` }
 }
 
 export type Outcome = 'mutated' | 'unchanged' | 'skipped' | 'ignored' | 'error'
@@ -71,6 +79,12 @@ export interface AdmissionResult {
   readonly skip?: PodSkip
   // Why the request was not looked at (not a Pod, a Pod without a spec, …).
   readonly ignoredBecause?: string
+}
+
+/** What the admission path hands to the features that act after a decision (pre-pull). */
+export interface AdmittedEvent {
+  readonly request: AdmissionRequest
+  readonly result: AdmissionResult
 }
 
 function isPodRequest(req: AdmissionRequest): boolean {
@@ -94,15 +108,13 @@ export function admit(req: AdmissionRequest, policy: Policy, reachability: Reach
   if (skip) return { outcome: 'skipped', ...none, skip }
 
   const old = operation === 'UPDATE' && isObj(req.oldObject) && isObj(req.oldObject.spec) ? req.oldObject.spec : undefined
-  const plans = planSpec(pod.spec, policy, reachability, {
-    oldSpec: old,
-    // Through the subresource only ephemeral containers can change.
-    fields: sub === 'ephemeralcontainers' ? ['ephemeralContainers'] : undefined,
-  })
-  let patch = buildPatch(POD_TARGET(pod), plans)
-  // The API server keeps only spec.ephemeralContainers from this subresource; an annotation would be dropped.
-  if (sub === 'ephemeralcontainers') patch = patch.filter((op) => op.op === 'replace')
-  return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans), plans }
+  // The API server keeps only spec.ephemeralContainers from this subresource: only
+  // ephemeral containers are decided, and no annotation is written.
+  const ephemeral = sub === 'ephemeralcontainers'
+  const plans = planSpec(pod.spec, policy, reachability, { oldSpec: old, fields: ephemeral ? ['ephemeralContainers'] : undefined })
+  const mutation = mutatePod(pod, plans, { annotate: !ephemeral })
+  const patch = mutation.patch
+  return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans, mutation), plans }
 }
 
 export interface AdmissionResponseBody {

@@ -1,4 +1,5 @@
-// Pod-level rules and JSON Patch building. Pure: objects in, decisions and patch out.
+// Pod-level rules and the patch. Pure: objects in, decisions and patch out.
+import jsonpatch, { type Operation } from 'fast-json-patch'
 import type { Policy } from './policy.js'
 import { decideImage, type ImageDecision, type KeepCode, type ReachabilityView } from './rewrite.js'
 
@@ -9,14 +10,15 @@ export const ENABLED_LABEL = 'mirrorhook.io/enabled'
 export const CONTAINER_FIELDS = ['initContainers', 'containers', 'ephemeralContainers'] as const
 export type ContainerField = (typeof CONTAINER_FIELDS)[number]
 
-export interface JsonPatchOp {
-  op: 'add' | 'replace'
-  path: string
-  value: unknown
-}
+export type JsonPatchOp = Operation
+
+// k8s.io/apimachinery/pkg/api/validation: ValidateAnnotationsSize refuses an object whose
+// annotations sum to more than TotalAnnotationSizeLimitB = 256 * 1024 bytes of len(key) + len(value).
+export const ANNOTATIONS_SIZE_LIMIT = 256 * 1024
 
 export interface ImagePlan {
   readonly field: ContainerField
+  // Position in the list as sent, counting entries that are not containers.
   readonly index: number
   readonly name: string
   readonly decision: ImageDecision
@@ -28,14 +30,12 @@ function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-function containersOf(spec: Obj, field: ContainerField): Obj[] {
+/** The containers of one list with their positions in it; entries that are not objects are passed over, not removed. */
+function containersOf(spec: Obj, field: ContainerField): [Obj, number][] {
   const list = spec[field]
-  return Array.isArray(list) ? list.filter(isObj) : []
-}
-
-// JSON Pointer escaping (RFC 6901): `~` → `~0`, `/` → `~1`.
-export function escapePointer(segment: string): string {
-  return segment.replace(/~/g, '~0').replace(/\//g, '~1')
+  const out: [Obj, number][] = []
+  if (Array.isArray(list)) list.forEach((c: unknown, index) => isObj(c) && out.push([c, index]))
+  return out
 }
 
 export interface PodSkip {
@@ -75,7 +75,7 @@ export function podSkipReason(pod: Obj, namespace: string | undefined, policy: P
 function imagesByName(spec: Obj | undefined, field: ContainerField): Map<string, unknown> {
   const out = new Map<string, unknown>()
   if (!spec) return out
-  for (const c of containersOf(spec, field)) if (typeof c.name === 'string') out.set(c.name, c.image)
+  for (const [c] of containersOf(spec, field)) if (typeof c.name === 'string') out.set(c.name, c.image)
   return out
 }
 
@@ -91,62 +91,112 @@ export function planSpec(spec: Obj, policy: Policy, reachability: ReachabilityVi
   const plans: ImagePlan[] = []
   for (const field of options.fields ?? CONTAINER_FIELDS) {
     const old = options.oldSpec ? imagesByName(options.oldSpec, field) : undefined
-    containersOf(spec, field).forEach((container, index) => {
+    for (const [container, index] of containersOf(spec, field)) {
       const name = typeof container.name === 'string' ? container.name : `#${index}`
       const image = container.image
-      if (typeof image !== 'string' || image === '') return
-      if (old && old.has(name) && old.get(name) === image) return
+      if (typeof image !== 'string' || image === '') continue
+      if (old && old.has(name) && old.get(name) === image) continue
       plans.push({ field, index, name, decision: decideImage(image, policy, reachability) })
-    })
+    }
   }
   return plans
 }
 
-function parseAnnotation(value: unknown): Record<string, string> {
-  if (typeof value !== 'string') return {}
-  try {
-    const parsed: unknown = JSON.parse(value)
-    if (!isObj(parsed)) return {}
-    const out: Record<string, string> = {}
-    for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v
-    return out
-  } catch {
-    return {}
+type Rewrite = ImagePlan & { readonly decision: Extract<ImageDecision, { action: 'rewrite' }> }
+
+// Names are user data (`__proto__` is a valid container name): a Map, never object keys.
+function originals(existing: unknown, rewrites: readonly Rewrite[]): Map<string, string> {
+  const merged = new Map<string, string>()
+  if (typeof existing === 'string') {
+    try {
+      const parsed: unknown = JSON.parse(existing)
+      if (isObj(parsed)) for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') merged.set(k, v)
+    } catch {
+      // Not ours to repair: replaced by what this review knows.
+    }
   }
+  for (const p of rewrites) merged.set(p.name, p.decision.original)
+  return merged
 }
 
-export interface PatchTarget {
-  // JSON Pointers to the Pod spec and to the metadata holding the annotation.
-  readonly specPointer: string
-  readonly metadataPointer: string
-  readonly metadata: unknown
+function encodeOriginals(map: ReadonlyMap<string, string>): string {
+  const members: string[] = []
+  for (const [k, v] of map) members.push(`${JSON.stringify(k)}:${JSON.stringify(v)}`)
+  return `{${members.join(',')}}`
 }
 
-export const POD_TARGET = (pod: Obj): PatchTarget => ({ specPointer: '/spec', metadataPointer: '/metadata', metadata: pod.metadata })
+/** Bytes the API server counts for a set of annotations (ValidateAnnotationsSize). */
+export function annotationsSize(annotations: Obj): number {
+  let n = 0
+  for (const [k, v] of Object.entries(annotations)) n += Buffer.byteLength(k) + Buffer.byteLength(typeof v === 'string' ? v : String(v))
+  return n
+}
 
-/** One `replace` per rewritten image and the original-images annotation, merged with any already there. */
-export function buildPatch(target: PatchTarget, plans: readonly ImagePlan[]): JsonPatchOp[] {
-  const rewrites = plans.filter((p) => p.decision.action === 'rewrite')
-  if (rewrites.length === 0) return []
-  const ops: JsonPatchOp[] = []
-  const originals: Record<string, string> = {}
+export interface MutateOptions {
+  // Whether the original-images annotation may be written. The ephemeralcontainers
+  // subresource keeps nothing but spec.ephemeralContainers, so there it may not.
+  readonly annotate: boolean
+}
+
+export interface PodMutation {
+  readonly patch: JsonPatchOp[]
+  // Why the original-images annotation was left out, when it was.
+  readonly annotationSkipped?: string
+}
+
+/**
+ * The patch from `pod` to the Pod as admitted, by diff. Only what mirrorhook may change takes
+ * part: the touched container lists (the list as sent against a copy whose rewritten containers
+ * carry the new image) and the original-images annotation (as sent against as admitted), each
+ * at its place in the Pod. fast-json-patch's `compare` of the two gives ops that apply to
+ * exactly the object that was sent; nothing else of the Pod is copied or walked.
+ */
+export function mutatePod(pod: Obj, plans: readonly ImagePlan[], options: MutateOptions): PodMutation {
+  const rewrites = plans.filter((p): p is Rewrite => p.decision.action === 'rewrite')
+  if (rewrites.length === 0 || !isObj(pod.spec)) return { patch: [] }
+  const spec = pod.spec
+  const sentSpec: Obj = {}
+  const admittedSpec: Obj = {}
   for (const p of rewrites) {
-    if (p.decision.action !== 'rewrite') continue
-    ops.push({ op: 'replace', path: `${target.specPointer}/${p.field}/${p.index}/image`, value: p.decision.rewritten })
-    originals[p.name] = p.decision.original
+    const list = spec[p.field]
+    if (!Array.isArray(list) || !isObj(list[p.index])) continue
+    sentSpec[p.field] = list
+    const copy = (admittedSpec[p.field] ??= [...list]) as unknown[]
+    copy[p.index] = { ...(list[p.index] as Obj), image: p.decision.rewritten }
   }
-  const metadata = isObj(target.metadata) ? target.metadata : undefined
-  const annotations = metadata && isObj(metadata.annotations) ? metadata.annotations : undefined
-  const merged = JSON.stringify({ ...parseAnnotation(annotations?.[ORIGINAL_IMAGES_ANNOTATION]), ...originals })
-  if (!metadata) {
-    ops.push({ op: 'add', path: target.metadataPointer, value: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: merged } } })
-  } else if (!annotations) {
-    ops.push({ op: 'add', path: `${target.metadataPointer}/annotations`, value: { [ORIGINAL_IMAGES_ANNOTATION]: merged } })
-  } else {
-    // `add` on an existing member replaces it (RFC 6902 4.1).
-    ops.push({ op: 'add', path: `${target.metadataPointer}/annotations/${escapePointer(ORIGINAL_IMAGES_ANNOTATION)}`, value: merged })
+  let sentMetadata: Obj | undefined
+  let admittedMetadata: Obj | undefined
+
+  let annotationSkipped: string | undefined
+  if (options.annotate) {
+    const metadata = pod.metadata
+    const annotations = isObj(metadata) ? metadata.annotations : undefined
+    if ((metadata !== undefined && !isObj(metadata)) || (annotations !== undefined && !isObj(annotations))) {
+      annotationSkipped = 'the Pod metadata or its annotations are not an object'
+    } else {
+      const current =
+        annotations && Object.hasOwn(annotations, ORIGINAL_IMAGES_ANNOTATION) ? annotations[ORIGINAL_IMAGES_ANNOTATION] : undefined
+      const value = encodeOriginals(originals(current, rewrites))
+      const others = annotations
+        ? annotationsSize(annotations) - (current === undefined ? 0 : annotationsSize({ [ORIGINAL_IMAGES_ANNOTATION]: current }))
+        : 0
+      const size = others + Buffer.byteLength(ORIGINAL_IMAGES_ANNOTATION) + Buffer.byteLength(value)
+      if (size > ANNOTATIONS_SIZE_LIMIT) {
+        annotationSkipped = `the Pod's annotations would take ${size} bytes, over the API server's 256 KiB limit`
+      } else {
+        // What exists decides the op: add /metadata, add /metadata/annotations, or add/replace the one key.
+        if (metadata !== undefined) {
+          sentMetadata =
+            annotations === undefined ? {} : { annotations: current === undefined ? {} : { [ORIGINAL_IMAGES_ANNOTATION]: current } }
+        }
+        admittedMetadata = { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: value } }
+      }
+    }
   }
-  return ops
+  // Key order is document order (compare lists the images first, then the annotation).
+  const sent = sentMetadata ? { metadata: sentMetadata, spec: sentSpec } : { spec: sentSpec }
+  const admitted = admittedMetadata ? { metadata: admittedMetadata, spec: admittedSpec } : { spec: admittedSpec }
+  return { patch: jsonpatch.compare(sent, admitted), ...(annotationSkipped ? { annotationSkipped } : {}) }
 }
 
 // kubectl shows warnings as they are; the API server truncates long ones.
@@ -159,9 +209,17 @@ function clip(s: string): string {
 // Kept images an operator would expect to see mirrored get a warning saying why not.
 const WARN_WHEN_KEPT: ReadonlySet<KeepCode> = new Set(['unparseable', 'inexpressible', 'mirror-unreachable', 'mirror-refused'])
 
-/** Warnings for the admission response: each rewrite, and each image left alone because it is invalid. */
-export function warningsFor(plans: readonly ImagePlan[]): string[] {
+/** Warnings for the admission response: each rewrite, each image left alone because it is invalid, a missing annotation. */
+export function warningsFor(plans: readonly ImagePlan[], mutation?: PodMutation): string[] {
   const out: string[] = []
+  // First: the API server shortens and drops warnings when a response carries many.
+  if (mutation?.annotationSkipped) {
+    out.push(
+      clip(
+        `mirrorhook: annotation ${ORIGINAL_IMAGES_ANNOTATION} not written: ${mutation.annotationSkipped}; the originals are in the rewrite warnings and the webhook log`,
+      ),
+    )
+  }
   for (const p of plans) {
     const d = p.decision
     if (d.action === 'rewrite') {

@@ -70,6 +70,17 @@ function onMirror(ref: ImageReference, mirrors: readonly MirrorTarget[]): Mirror
 
 const IP_HOST = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/i
 
+// A mirror host's subdomains belong to the mirror's operator (docker.m.daocloud.io beside
+// m.daocloud.io): like the mirror host itself, never a source.
+function underMirrorHost(domain: string, mirrors: readonly MirrorTarget[]): string | undefined {
+  const host = domain.replace(/:\d+$/, '').toLowerCase()
+  for (const m of mirrors) {
+    const mirrorHost = m.domain.replace(/:\d+$/, '').toLowerCase()
+    if (!IP_HOST.test(mirrorHost) && host.endsWith(`.${mirrorHost}`)) return m.domain
+  }
+  return undefined
+}
+
 // Why a source registry cannot become a path component under a prefix mirror, if it cannot.
 function prefixObstacle(domain: string): string | undefined {
   const host = domain.replace(/:\d+$/, '')
@@ -109,6 +120,8 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
   const registry = registryKey(ref.domain)
   const excluded = policy.noProxy.match(ref.domain)
   if (excluded.excluded) return keep(image, 'no-proxy', `registry ${ref.domain} matches noProxy entry "${excluded.entry}"`, registry)
+  const mirrorHost = underMirrorHost(ref.domain, policy.mirrors)
+  if (mirrorHost) return keep(image, 'no-proxy', `registry ${ref.domain} is a subdomain of mirror ${mirrorHost}`, registry)
 
   if (!policy.anyRegistry && !policy.registries.has(registry)) {
     return keep(image, 'not-eligible', `registry ${registry} is not in the configured registries`, registry)

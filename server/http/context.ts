@@ -5,18 +5,13 @@
 import type { Logger } from 'pino'
 import type { Policy } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
-import type { AdmissionRequest, AdmissionResult } from '../admission/review.js'
+import type { AdmittedEvent } from '../admission/review.js'
 import type { Metrics } from '../observability/metrics.js'
 import type { Readiness } from '../observability/readiness.js'
 
 export interface AdmissionContext {
   policy: Policy
   reachability: ReachabilityView
-}
-
-export interface AdmittedEvent {
-  readonly request: AdmissionRequest
-  readonly result: AdmissionResult
 }
 
 export interface AppDependencies {

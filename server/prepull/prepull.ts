@@ -3,7 +3,7 @@
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import type { AdmittedEvent } from '../http/context.js'
+import type { AdmittedEvent } from '../admission/review.js'
 import type { PodCache } from '../kube/pods.js'
 import { KubeFledgedAvailability, describeMissing } from './availability.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'

@@ -71,6 +71,21 @@ if (cp) {
     t.match(created.warnings, /Warning: mirrorhook: web: nginx:1\.25 -> m\.daocloud\.io\/docker\.io\/library\/nginx:1\.25/)
   })
 
+  t.test(
+    'a Pod whose annotations are near the 256 KiB limit is still admitted: the image rewritten, the annotation left out',
+    async (t) => {
+      // The API server refuses annotations over 256 KiB in total (len(key) + len(value)); this Pod is 16 bytes under.
+      const key = 'team.example/notes'
+      const near = pod('shop', 'annotated', { containers: [{ name: 'web', image: 'nginx:1.25' }] })
+      ;(near.metadata as Record<string, unknown>).annotations = { [key]: 'x'.repeat(256 * 1024 - key.length - 16) }
+      const created = await create(near)
+      const stored = await get('shop', 'annotated')
+      t.equal(stored.spec.containers[0].image, 'm.daocloud.io/docker.io/library/nginx:1.25')
+      t.same(Object.keys(stored.metadata.annotations), [key], 'no original-images annotation')
+      t.match(created.warnings, /mirrorhook\.io\/original-images not written: .*256 KiB limit/)
+    },
+  )
+
   t.test('left alone: a namespace without the label, kube-system, and a Pod labelled skip', async (t) => {
     const spec = { containers: [{ name: 'c', image: 'nginx:1.25' }] }
     await create(pod('plain', 'p1', spec))

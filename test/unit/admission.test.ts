@@ -7,7 +7,8 @@ import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
-import type { AdmissionContext, AdmittedEvent } from '../../server/http/context.js'
+import type { AdmissionContext } from '../../server/http/context.js'
+import type { AdmittedEvent } from '../../server/admission/review.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 
@@ -108,6 +109,23 @@ t.test('malformed reviews get a 400 saying what is wrong', async (t) => {
     [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } }, /request\.uid/],
     [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', dryRun: 'yes' } }, /dryRun must be a boolean/],
     [[1, 2], /AdmissionReview object/],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: 'r' },
+      /^malformed AdmissionReview: request must be an object$/,
+    ],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { namespace: 'shop' } },
+      /request\.uid must be a non-empty string/,
+    ],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', namespace: 5 } },
+      /request\.namespace must be a string/,
+    ],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: 'Pod' } }, /request\.kind must be an object/],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: { kind: 7 } } },
+      /^malformed AdmissionReview: request\.kind\.kind: .*expected string/,
+    ],
   ]
   for (const [payload, message] of cases) {
     const res = await app.inject({ method: 'POST', url: '/mutate', payload: payload as object })
@@ -186,8 +204,8 @@ t.test('the README example review gives the patch the README shows', async (t) =
   const payload = JSON.parse(await readFile(new URL('../fixtures/admission-review.json', import.meta.url), 'utf8'))
   const body = (await app.inject({ method: 'POST', url: '/mutate', payload })).json()
   t.same(decodePatch(body), [
-    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
     { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
     {
       op: 'add',
       path: '/metadata/annotations',

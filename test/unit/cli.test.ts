@@ -1,6 +1,6 @@
 // The command line as an operator runs it: a child process, stdout, stderr and exit codes.
 import t from 'tap'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
@@ -106,4 +106,70 @@ t.test('clear errors and a non-zero exit', async (t) => {
   const unknownCommand = await run(['frobnicate'])
   t.not(unknownCommand.code, 0)
   t.match(unknownCommand.stderr, /unknown command/)
+})
+
+t.test('dry-run changes the image, not what an alias of it stands for elsewhere', async (t) => {
+  const input = `apiVersion: v1
+kind: Pod
+metadata: {name: anchored}
+spec:
+  containers:
+    - name: web
+      image: &img nginx:1.25 # pinned
+      env:
+        - {name: UPSTREAM_IMAGE, value: *img}
+    - name: copy
+      image: *img
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: first}
+    spec:
+      template:
+        spec:
+          containers: &shared
+            - {name: app, image: ghcr.io/org/app:1}
+  - apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: second, labels: {mirrorhook.io/skip: "true"}}
+    spec:
+      template:
+        metadata: {labels: {mirrorhook.io/skip: "true"}}
+        spec:
+          containers: *shared
+`
+  const r = await run(['dry-run', '-f', '-'], input)
+  t.equal(r.code, 0, r.stderr)
+  const [pod, list] = (parseAllDocuments(r.stdout) as unknown as { toJS(): any; errors: unknown[] }[]).map((d) => {
+    t.same(d.errors, [], 'the output is valid YAML')
+    return d.toJS()
+  })
+  t.same(
+    pod.spec.containers.map((c: { image: string }) => c.image),
+    ['m.daocloud.io/docker.io/library/nginx:1.25', 'm.daocloud.io/docker.io/library/nginx:1.25'],
+  )
+  t.equal(pod.spec.containers[0].env[0].value, 'nginx:1.25', 'the alias in env keeps the original value')
+  t.same(JSON.parse(pod.metadata.annotations['mirrorhook.io/original-images']), { web: 'nginx:1.25', copy: 'nginx:1.25' })
+  t.match(r.stdout, /# pinned/, 'the comment on the image stays')
+  t.equal(list.items[0].spec.template.spec.containers[0].image, 'm.daocloud.io/ghcr.io/org/app:1')
+  t.equal(list.items[1].spec.template.spec.containers[0].image, 'ghcr.io/org/app:1', 'the skipped Deployment sharing the list is unchanged')
+})
+
+t.test('dry-run refuses input over its size limit at once, with a clear message', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-cli-'))
+  const huge = join(dir, 'huge.yaml')
+  await writeFile(huge, '')
+  await truncate(huge, 16 * 1024 * 1024 + 1)
+  const file = await run(['dry-run', '-f', huge])
+  t.equal(file.code, 1)
+  t.equal(file.stdout, '')
+  t.match(file.stderr, /huge\.yaml is larger than 16 MiB: split it/)
+
+  const piped = await run(['dry-run', '-f', '-'], `kind: ConfigMap\n# ${'x'.repeat(16 * 1024 * 1024)}\n`)
+  t.equal(piped.code, 1)
+  t.equal(piped.stdout, '')
+  t.match(piped.stderr, /standard input is larger than 16 MiB: split it/)
 })

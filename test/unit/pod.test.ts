@@ -4,7 +4,8 @@ import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { admit, type AdmissionRequest } from '../../server/admission/review.js'
-import { escapePointer, ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
+import { planManifest } from '../../server/core/manifests.js'
+import { ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
 
 type Pod = {
   metadata?: Record<string, unknown>
@@ -78,8 +79,6 @@ t.test('the patch gives exactly the intended Pod, with or without annotations', 
 })
 
 t.test('the annotation path escapes the slash', async (t) => {
-  t.equal(escapePointer('mirrorhook.io/original-images'), 'mirrorhook.io~1original-images')
-  t.equal(escapePointer('a~/b'), 'a~0~1b')
   const { result } = run(podWith({ annotations: { x: 'y' } }))
   t.ok(result.patch.some((op) => op.path === '/metadata/annotations/mirrorhook.io~1original-images'))
 })
@@ -190,8 +189,10 @@ t.test('ephemeral containers, through the subresource and in a Pod', async (t) =
   t.same(
     run(created)
       .result.patch.filter((op) => op.op === 'replace')
-      .map((op) => op.path),
+      .map((op) => op.path)
+      .sort(),
     ['/spec/containers/0/image', '/spec/ephemeralContainers/0/image'],
+    'the ops are independent: their order carries no meaning',
   )
 })
 
@@ -234,4 +235,158 @@ t.test('images kept because the mirror is down or refused them are explained in 
   }
   const refused = admit(request, policy, up)
   t.match(refused.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror refused .*not in the allowlist/])
+})
+
+const images = (list: unknown) =>
+  (list as unknown[]).map((c) => (c && typeof c === 'object' && !Array.isArray(c) ? (c as { image?: unknown }).image : c))
+const originalsOf = (pod: Pod) => (pod.metadata?.annotations as Record<string, string> | undefined)?.[ORIGINAL_IMAGES_ANNOTATION]
+
+t.test('entries that are not containers keep their place: each container keeps its own image', async (t) => {
+  const pod: Pod = {
+    metadata: { name: 'p' },
+    spec: {
+      containers: [null, { name: 'keep-me', image: 'localhost:5000/internal/app:1' }, { name: 'rewrite-me', image: 'nginx:1.25' }],
+    },
+  }
+  const { result, patched } = run(pod)
+  t.same(result.patch, [
+    { op: 'replace', path: '/spec/containers/2/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'add', path: '/metadata/annotations', value: { [ORIGINAL_IMAGES_ANNOTATION]: '{"rewrite-me":"nginx:1.25"}' } },
+  ])
+  t.same(images(patched.spec.containers), [null, 'localhost:5000/internal/app:1', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.equal(originalsOf(patched), '{"rewrite-me":"nginx:1.25"}')
+})
+
+t.test('the patch applies when container lists hold strings, numbers and arrays', async (t) => {
+  const pod: Pod = {
+    spec: {
+      containers: ['x', { name: 'rewrite-me', image: 'nginx:1.25' }],
+      initContainers: [1, [], { name: 'init', image: 'busybox:1.36' }],
+      ephemeralContainers: [true, 'y'],
+    },
+  }
+  // run() applies the patch with validation: an op on a string or a number throws.
+  const { patched } = run(pod)
+  t.same(images(patched.spec.containers), ['x', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.same(images(patched.spec.initContainers), [1, [], 'm.daocloud.io/docker.io/library/busybox:1.36'])
+  t.same(patched.spec.ephemeralContainers, [true, 'y'])
+  t.equal(originalsOf(patched), '{"init":"busybox:1.36","rewrite-me":"nginx:1.25"}')
+})
+
+t.test('container names are data: __proto__ and constructor are recorded like any other', async (t) => {
+  const pod: Pod = {
+    metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: '{"__proto__":"redis:6","toString":"redis:5"}' } },
+    spec: {
+      containers: [
+        { name: '__proto__', image: 'nginx:1.25' },
+        { name: 'constructor', image: 'redis:7' },
+        { name: 'hasOwnProperty', image: 'quay.io/org/app:1' },
+      ],
+    },
+  }
+  const { patched } = run(pod)
+  t.equal(
+    originalsOf(patched),
+    '{"__proto__":"nginx:1.25","toString":"redis:5","constructor":"redis:7","hasOwnProperty":"quay.io/org/app:1"}',
+    'merged in order, the new original of __proto__ replacing the old one',
+  )
+})
+
+// k8s.io/apimachinery/pkg/api/validation ValidateAnnotationsSize: the sum of len(key) + len(value)
+// in bytes over all annotations must not exceed TotalAnnotationSizeLimitB = 256 * 1024.
+const ANNOTATION_LIMIT = 256 * 1024
+const annotationBytes = (annotations: Record<string, string>) =>
+  Object.entries(annotations).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0)
+
+t.test('the annotation never pushes the Pod over the API server annotation size limit', async (t) => {
+  const value = '{"web":"nginx:1.25"}'
+  const own = Buffer.byteLength(ORIGINAL_IMAGES_ANNOTATION) + value.length
+  const filler = (bytes: number, char = 'x') => ({
+    'team.example/notes': char.repeat((bytes - 'team.example/notes'.length) / Buffer.byteLength(char)),
+  })
+  const podFor = (annotations: Record<string, string>): Pod => ({
+    metadata: { annotations },
+    spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+  })
+
+  const exact = run(podFor(filler(ANNOTATION_LIMIT - own)))
+  t.equal(originalsOf(exact.patched), value, 'exactly at the limit: written')
+  t.equal(annotationBytes(exact.patched.metadata!.annotations as Record<string, string>), ANNOTATION_LIMIT)
+
+  for (const [label, annotations] of [
+    ['one byte over', filler(ANNOTATION_LIMIT - own + 1)],
+    ['over in bytes, not in characters', filler(ANNOTATION_LIMIT - own + 1, 'é')],
+  ] as const) {
+    const { result, patched } = run(podFor(annotations))
+    t.same(
+      result.patch,
+      [{ op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' }],
+      `${label}: the image is rewritten, the annotation left out`,
+    )
+    t.same(patched.metadata!.annotations, annotations, `${label}: annotations unchanged`)
+    t.match(
+      result.warnings,
+      [/mirrorhook\.io\/original-images not written: .*256 KiB/, /web: nginx:1\.25 -> m\.daocloud\.io/],
+      `${label}: the annotation warning comes first`,
+    )
+  }
+
+  const many: Pod = {
+    metadata: { name: 'big' },
+    spec: {
+      containers: Array.from({ length: 2000 }, (_, i) => ({
+        name: `container-with-a-rather-long-name-${String(i).padStart(4, '0')}`,
+        image: `ghcr.io/example-organisation/a-fairly-long-repository-name/component-${i}:v1.2.3-build.456789`,
+      })),
+    },
+  }
+  const big = run(many)
+  t.equal(big.result.patch.length, 2000, 'a valid 2,000-container Pod: every image rewritten, no annotation')
+  t.equal(big.patched.metadata!.annotations, undefined)
+  t.match(big.result.warnings[0], /original-images not written/, 'first, so that it survives when the API server drops warnings')
+})
+
+t.test('a subdomain of a mirror host is never a source, like the mirror host itself', async (t) => {
+  const input: ConfigInput = { mode: 'always', registries: ['*'], mirror: { prefix: 'mirror.test' } } as ConfigInput
+  const pod: Pod = {
+    spec: {
+      containers: [
+        { name: 'sub', image: 'sub.mirror.test/x:1' },
+        { name: 'deep', image: 'a.b.mirror.test:5000/x:1' },
+        { name: 'upper', image: 'SUB.Mirror.Test/x:1' },
+        { name: 'mirror', image: 'mirror.test/ghcr.io/org/app:1' },
+        { name: 'lookalike', image: 'notmirror.test/x:1' },
+      ],
+    },
+  }
+  const { result, patched } = run(pod, {}, input)
+  t.same(images(patched.spec.containers), [
+    'sub.mirror.test/x:1',
+    'a.b.mirror.test:5000/x:1',
+    'SUB.Mirror.Test/x:1',
+    'mirror.test/ghcr.io/org/app:1',
+    'mirror.test/notmirror.test/x:1',
+  ])
+  t.match(
+    result.plans.map((p) => p.decision),
+    [
+      { action: 'keep', code: 'no-proxy', reason: 'registry sub.mirror.test is a subdomain of mirror mirror.test' },
+      { action: 'keep', code: 'no-proxy', reason: 'registry a.b.mirror.test:5000 is a subdomain of mirror mirror.test' },
+      { action: 'keep', code: 'no-proxy' },
+      { action: 'keep', code: 'already-mirrored' },
+      { action: 'rewrite' },
+    ],
+  )
+})
+
+t.test('manifest kinds are data: __proto__ and constructor are kinds without a Pod template', async (t) => {
+  const policy = policyOf()
+  for (const kind of ['__proto__', 'constructor', 'toString']) {
+    const result = planManifest(
+      { kind, metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'c', image: 'nginx' }] } } } },
+      policy,
+      staticReachability(policy),
+    )
+    t.match(result, { kind, name: 'x', unsupported: true, patch: [] }, kind)
+  }
 })
