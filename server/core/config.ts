@@ -1,6 +1,7 @@
 // Configuration: the YAML schema, the embedded defaults and the seed tool's
 // environment variables. Pure: callers pass the parsed file and the environment.
 import { z } from 'zod'
+import { serverSchema } from '../http/config.js'
 import { kubeFledgedSchema } from '../prepull/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
 
@@ -57,6 +58,8 @@ export const configSchema = z
     reachability: reachabilitySchema.prefault({}),
     // Pre-pull with kube-fledged (server/prepull/config.ts).
     kubeFledged: kubeFledgedSchema.prefault({}),
+    // Timeouts, drain and review memory of the listeners (server/http/config.ts).
+    server: serverSchema.prefault({}),
   })
   .strict()
 
