@@ -242,7 +242,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await drain()
         const steps: string[] = []
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
-        if (reachability) steps.push(await finalStep('final state sync', () => reachability.stop()))
+        // With a ConfigMap, stopping writes what this replica learned for the next one.
+        const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
+        if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
         logger.info({ steps }, 'stopped')
       })()
       return closing
