@@ -90,9 +90,43 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
   t.equal(idle.length, 2, 'one idle keep-alive connection per port')
   const closedByServer = idle.map((s) => once(s!, 'close'))
 
+  // A review in flight on another keep-alive connection: its body is not complete at SIGTERM.
+  const inFlight = new Promise<{ status: number; connection?: string; uid: string }>((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/mutate',
+        method: 'POST',
+        agent: https,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) },
+      },
+      (res) => {
+        let body = ''
+        res.on('data', (c) => (body += c))
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, uid: JSON.parse(body).response.uid }),
+        )
+      },
+    )
+    req.on('error', reject)
+    req.on('socket', (socket) => closedByServer.push(once(socket, 'close')))
+    req.write(review.slice(0, 10))
+    void until('shutdown to begin', async () => lines.find((l) => l.msg.startsWith('shutting down'))).then(() => req.end(review.slice(10)))
+  })
+  await until('the in-flight review to reach the server', async () => (closedByServer.length === 3 ? true : undefined))
+
   child.kill('SIGTERM')
-  await Promise.all(closedByServer)
-  t.pass('the server closed both idle connections')
+  t.same(
+    await inFlight,
+    { status: 200, connection: 'close', uid: 'sigterm-1' },
+    'the in-flight review is answered, and its connection closed',
+  )
+  let closed = 0
+  for (const c of closedByServer) void c.then(() => closed++)
+  // Well below the 95 s idle timeout that would close them anyway.
+  await until('the server to close every connection', async () => (closed === 3 ? true : undefined), 30_000)
+  t.pass('the server closed every connection, none of the clients hung up')
   const [code, signal] = await until(
     'the process to exit',
     async () => (child.exitCode !== null || child.signalCode !== null ? exited : undefined),
