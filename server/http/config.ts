@@ -34,13 +34,14 @@ export const serverSchema = z
       .max(64 * MiB)
       .default(DEFAULT_BODY_LIMIT),
     // Review bodies held at once (declared Content-Length, or bodyLimitBytes when not declared).
-    // Beyond it reviews wait, without reading their body, until earlier ones are answered.
+    // Beyond it reviews wait, without reading their body, until earlier ones are answered. Two
+    // maximal reviews, or hundreds of ordinary ones (a few KiB each); see test/bench/burst.ts.
     reviewBytesInFlight: z
       .number()
       .int()
       .min(64 * 1024)
       .max(1024 * MiB)
-      .default(24 * MiB),
+      .default(12 * MiB),
     // Reviews waiting for room; one more is answered 503 at once (the API server then admits
     // the Pod unchanged, as failurePolicy Ignore says).
     maxWaitingReviews: z.number().int().min(0).max(10_000).default(256),
