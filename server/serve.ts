@@ -184,11 +184,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // Listeners first (bounded by the drain timeout), then the final steps, each bounded too.
   const drain = async (): Promise<void> => {
     const listeners = [webhook, ...(ops ? [ops] : [])]
+    // Idle connections are closed by close(); busy ones once their response is sent.
     for (const app of listeners) beginDrain(app)
-    // Connections that finish a request after close() began are idle now: close them too.
-    const sweep = setInterval(() => {
-      for (const app of listeners) app.server.closeIdleConnections()
-    }, 100)
     const closed = Promise.all(listeners.map((app) => app.close()))
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), drainMs)))
@@ -201,7 +198,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
     } finally {
       clearTimeout(timer)
-      clearInterval(sweep)
     }
   }
   const finalStep = async (name: string, run: () => Promise<unknown>): Promise<string> => {

@@ -1,6 +1,7 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import type { ServerResponse } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
 import { ReviewBudget } from './budget.js'
@@ -23,10 +24,18 @@ export type WebhookApp = FastifyInstance
 
 const draining = new WeakSet<FastifyInstance>()
 const budgets = new WeakMap<FastifyInstance, ReviewBudget>()
+const inFlight = new WeakMap<FastifyInstance, Set<ServerResponse>>()
 
-/** From now on every response closes its connection (`Connection: close`). */
+/**
+ * From now on every response closes its connection (`Connection: close`), and so do the
+ * responses already under way, once they are sent (a graceful end: what was written is delivered).
+ */
 export function beginDrain(app: FastifyInstance): void {
   draining.add(app)
+  for (const res of inFlight.get(app) ?? []) {
+    const socket = res.socket
+    res.once('finish', () => socket?.end())
+  }
 }
 
 export function reviewBudgetOf(app: WebhookApp): ReviewBudget | undefined {
@@ -57,6 +66,12 @@ function commonOptions(s: ServerConfig) {
 }
 
 function addDrainHook(app: FastifyInstance): void {
+  const responses = new Set<ServerResponse>()
+  inFlight.set(app, responses)
+  app.addHook('onRequest', async (_request, reply) => {
+    responses.add(reply.raw)
+    reply.raw.once('close', () => responses.delete(reply.raw))
+  })
   app.addHook('onSend', async (_request, reply, payload) => {
     if (draining.has(app)) reply.header('connection', 'close')
     return payload

@@ -79,15 +79,18 @@ const closedByServer = (w: Watched, what: string) => until(what, async () => w.c
 function tlsConnect(port: number): Promise<Watched> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false })
-    socket.once('secureConnect', () => resolve(watch(socket)))
+    const watched = watch(socket)
+    socket.once('secureConnect', () => resolve(watched))
     socket.once('error', reject)
   })
 }
 
 function tcpConnect(port: number): Promise<Watched> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1')
-    socket.once('connect', () => resolve(watch(socket)))
+    // Watched (and timed) from before the connection exists: a lower bound on when the server cut it.
+    const watched = watch(new net.Socket())
+    const socket = watched.socket.connect(port, '127.0.0.1')
+    socket.once('connect', () => resolve(watched))
     socket.once('error', reject)
   })
 }
