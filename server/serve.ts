@@ -185,7 +185,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const drain = async (): Promise<void> => {
     const listeners = [webhook, ...(ops ? [ops] : [])]
     // Idle connections are closed by close(); busy ones once their response is sent.
-    for (const app of listeners) beginDrain(app)
     const closed = Promise.all(listeners.map((app) => app.close()))
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), drainMs)))
@@ -231,6 +230,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
+        // From now on each answer closes its connection, so clients (the API server keeps its
+        // connections) move to other replicas during the shutdown delay, and few stay idle here.
+        beginDrain(webhook)
+        if (ops) beginDrain(ops)
         logger.info({ delayMs: options.shutdownDelayMs, drainMs }, 'shutting down: not ready, draining in-flight reviews')
         if (options.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, options.shutdownDelayMs))
         reloader.stop()

@@ -90,7 +90,10 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
   t.equal(idle.length, 2, 'one idle keep-alive connection per port')
   const closedByServer = idle.map((s) => once(s!, 'close'))
 
-  // A review in flight on another keep-alive connection: its body is not complete at SIGTERM.
+  // A review in flight on another keep-alive connection (open before SIGTERM): its body is not complete at SIGTERM.
+  const second = new HttpsAgent({ keepAlive: true, ca })
+  t.teardown(() => second.destroy())
+  let secured = false
   const inFlight = new Promise<{ status: number; connection?: string; uid: string }>((resolve, reject) => {
     const req = httpsRequest(
       {
@@ -98,7 +101,7 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
         port,
         path: '/mutate',
         method: 'POST',
-        agent: https,
+        agent: second,
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) },
       },
       (res) => {
@@ -110,11 +113,14 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
       },
     )
     req.on('error', reject)
-    req.on('socket', (socket) => closedByServer.push(once(socket, 'close')))
+    req.on('socket', (socket) => {
+      closedByServer.push(once(socket, 'close'))
+      socket.once('secureConnect', () => (secured = true))
+    })
     req.write(review.slice(0, 10))
     void until('shutdown to begin', async () => lines.find((l) => l.msg.startsWith('shutting down'))).then(() => req.end(review.slice(10)))
   })
-  await until('the in-flight review to reach the server', async () => (closedByServer.length === 3 ? true : undefined))
+  await until('the in-flight connection to be open', async () => (secured ? true : undefined))
 
   child.kill('SIGTERM')
   t.same(
