@@ -34,7 +34,8 @@ export function beginDrain(app: FastifyInstance): void {
   draining.add(app)
   for (const res of inFlight.get(app) ?? []) {
     const socket = res.socket
-    res.once('finish', () => socket?.end())
+    if (res.writableFinished) socket?.end()
+    else res.once('finish', () => socket?.end())
   }
 }
 
