@@ -3,7 +3,7 @@
 import type { Logger } from 'pino'
 import { staticReachability } from './core/rewrite.js'
 import { loadConfig, type LoadedConfig } from './config/load.js'
-import { buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
+import { beginDrain, buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
 import { DEFAULT_NAMESPACE } from './core/config.js'
 import type { ProbeOptions } from './reachability/probe.js'
@@ -62,6 +62,9 @@ export interface RunningServer {
   readonly pods?: PodCache
   close(): Promise<void>
 }
+
+// Each step after the listeners closed (pre-pull stop, the last state sync) gets at most this.
+export const FINAL_STEP_TIMEOUT_MS = 5000
 
 function addressPort(app: FastifyInstance): number {
   const address = app.server.address()
@@ -164,6 +167,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // Pre-pull only enqueues here; its API writes happen later.
     onAdmitted: options.onAdmitted ?? prepull?.onAdmitted,
     tls: keyPair,
+    server: loaded.config.server,
   })
   const certificateEvents: ReloaderEvents = {
     onReload: () => {
@@ -189,7 +193,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
-    ops = await buildOpsApp({ logger, metrics, readiness })
+    ops = await buildOpsApp({ logger, metrics, readiness, server: loaded.config.server })
     const staticState = () => ({
       version: 1 as const,
       writtenAt: new Date().toISOString(),
@@ -203,6 +207,39 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const port = addressPort(webhook)
   const metricsPort = ops ? addressPort(ops) : undefined
   logger.info({ port, metricsPort, host: options.host }, `mirrorhook listening on https://${options.host}:${port}/mutate`)
+
+  const drainMs = loaded.config.server.drainTimeoutSeconds * 1000
+  // Listeners first (bounded by the drain timeout), then the final steps, each bounded too.
+  const drain = async (): Promise<void> => {
+    const listeners = [webhook, ...(ops ? [ops] : [])]
+    // Idle connections are closed by close(); busy ones once their response is sent.
+    const closed = Promise.all(listeners.map((app) => app.close()))
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<true>((resolve) => (timer = setTimeout(() => resolve(true), drainMs)))
+    try {
+      if (await Promise.race([closed.then(() => false), expired])) {
+        const open = await new Promise<number>((resolve) => webhook.server.getConnections((_e, n) => resolve(n ?? 0)))
+        logger.warn({ drainMs, open }, 'drain timeout reached: closing the remaining connections')
+        for (const app of listeners) app.server.closeAllConnections()
+        await closed
+      }
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+  const finalStep = async (name: string, run: () => Promise<unknown>): Promise<string> => {
+    let timer: NodeJS.Timeout | undefined
+    const outcome = await Promise.race([
+      run().then(
+        () => 'done',
+        (error: Error) => `failed: ${error.message}`,
+      ),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve('timed out'), FINAL_STEP_TIMEOUT_MS))),
+    ])
+    clearTimeout(timer)
+    logger.info({ step: name, outcome }, `shutdown: ${name} ${outcome}`)
+    return `${name}: ${outcome}`
+  }
 
   let closing: Promise<void> | undefined
   return {
@@ -222,17 +259,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
-        logger.info({ delayMs: options.shutdownDelayMs }, 'shutting down: not ready, draining in-flight reviews')
+        // From now on each answer closes its connection, so clients (the API server keeps its
+        // connections) move to other replicas during the shutdown delay, and few stay idle here.
+        beginDrain(webhook)
+        if (ops) beginDrain(ops)
+        logger.info({ delayMs: options.shutdownDelayMs, drainMs }, 'shutting down: not ready, draining in-flight reviews')
         if (options.shutdownDelayMs > 0) await new Promise((r) => setTimeout(r, options.shutdownDelayMs))
         certificates.stop()
         await selfManagedTls?.stop()
-        await webhook.close()
-        await prepull?.stop()
-        await reachability?.stop()
+        await drain()
+        const steps: string[] = []
+        if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
+        // With a ConfigMap, stopping writes what this replica learned for the next one.
+        const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
+        if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
         await Promise.all([pods?.stop(), namespaces?.stop()])
         if (kube) await closeClients(kube.kubeConfig)
-        await ops?.close()
-        logger.info('stopped')
+        logger.info({ steps }, 'stopped')
       })()
       return closing
     },

@@ -4,6 +4,7 @@
 // validated once, with every problem named by its key.
 import { z } from 'zod'
 import { ConfigError, coreConfigShape, DEFAULT_NAMESPACE, describeIssue, normaliseMirrorPrefix, splitList } from '../core/config.js'
+import { serverSchema } from '../http/config.js'
 import { kubeFledgedSchema } from '../prepull/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
 
@@ -14,6 +15,8 @@ export const configSchema = z
     reachability: reachabilitySchema.prefault({}),
     // Pre-pull with kube-fledged (server/prepull/config.ts).
     kubeFledged: kubeFledgedSchema.prefault({}),
+    // Timeouts, drain and review memory of the listeners (server/http/config.ts).
+    server: serverSchema.prefault({}),
   })
   .strict()
 

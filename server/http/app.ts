@@ -1,38 +1,123 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
-import Fastify, { type FastifyInstance, LogController } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import type { ServerResponse } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
+import { ReviewBudget } from './budget.js'
+import { DEFAULT_BODY_LIMIT, serverSchema, type ServerConfig } from './config.js'
 import type { AppDependencies } from './context.js'
 import { healthPlugin } from './plugins/health.js'
 import { metricsPlugin } from './plugins/metrics.js'
 import { mutatePlugin } from './plugins/mutate.js'
 
-// The API server sends the Pod twice at most (object and oldObject), each under etcd's 1.5 MiB limit.
-export const DEFAULT_BODY_LIMIT = 6 * 1024 * 1024
+export { DEFAULT_BODY_LIMIT }
 
 export interface WebhookAppOptions extends AppDependencies {
   // Omitted only for in-process tests through inject().
   readonly tls?: KeyPair
-  readonly bodyLimit?: number
+  // Timeouts and limits; the schema's defaults when omitted.
+  readonly server?: ServerConfig
 }
 
 export type WebhookApp = FastifyInstance
 
+const draining = new WeakSet<FastifyInstance>()
+const budgets = new WeakMap<FastifyInstance, ReviewBudget>()
+const inFlight = new WeakMap<FastifyInstance, Set<ServerResponse>>()
+
+/**
+ * From now on every response closes its connection (`Connection: close`), and so do the
+ * responses already under way, once they are sent (a graceful end: what was written is delivered).
+ */
+export function beginDrain(app: FastifyInstance): void {
+  draining.add(app)
+  for (const res of inFlight.get(app) ?? []) {
+    const socket = res.socket
+    if (res.writableFinished) socket?.end()
+    else res.once('finish', () => socket?.end())
+  }
+}
+
+export function reviewBudgetOf(app: WebhookApp): ReviewBudget | undefined {
+  return budgets.get(app)
+}
+
+// Options of Node's own server: headers timeout (a silent fresh connection included), how
+// often it checks the header and request timeouts (30 s by default, far too coarse), and
+// the TLS handshake timeout.
+function nodeServerOptions(s: ServerConfig) {
+  const headersTimeout = s.headersTimeoutSeconds * 1000
+  return {
+    headersTimeout,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+    handshakeTimeout: s.handshakeTimeoutSeconds * 1000,
+  }
+}
+
+function commonOptions(s: ServerConfig) {
+  return {
+    // Between requests on a keep-alive connection.
+    keepAliveTimeout: s.idleTimeoutSeconds * 1000,
+    // From the first byte of a request to its last.
+    requestTimeout: s.requestTimeoutSeconds * 1000,
+    // No request may hold a socket silently either.
+    connectionTimeout: s.requestTimeoutSeconds * 1000,
+  }
+}
+
+function addDrainHook(app: FastifyInstance): void {
+  const responses = new Set<ServerResponse>()
+  inFlight.set(app, responses)
+  app.addHook('onRequest', async (_request, reply) => {
+    responses.add(reply.raw)
+    reply.raw.once('close', () => responses.delete(reply.raw))
+  })
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (draining.has(app)) reply.header('connection', 'close')
+    return payload
+  })
+}
+
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
+  const s = options.server ?? serverSchema.parse({})
   const app = Fastify({
     loggerInstance: options.logger,
     // Each review is logged once, with its decision, by the mutate plugin.
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
-    // The API server keeps connections open between reviews; keep them longer than its idle timeout.
-    keepAliveTimeout: 95_000,
-    requestTimeout: 30_000,
+    bodyLimit: s.bodyLimitBytes,
+    ...commonOptions(s),
     // On close, idle keep-alive connections go at once; in-flight reviews finish first.
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
-    ...(options.tls ? { https: { ...options.tls, ...TLS_OPTIONS } } : {}),
+    // A review arriving on an open connection while draining is still answered (and the
+    // connection then closed): a 503 would admit the Pod unchanged.
+    return503OnClosing: false,
+    ...(options.tls ? { https: { ...options.tls, ...TLS_OPTIONS, ...nodeServerOptions(s) } } : {}),
   }) as unknown as FastifyInstance
+  addDrainHook(app)
+
+  // Review bodies held at once are bounded; the reservation is made before the body is read
+  // and given back when the response is done or the connection is gone.
+  const budget = new ReviewBudget(s.reviewBytesInFlight, s.maxWaitingReviews)
+  budgets.set(app, budget)
+  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    if (request.method !== 'POST' && request.method !== 'PUT' && request.method !== 'PATCH') return
+    const declared = Number(request.headers['content-length'])
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, s.bodyLimitBytes) : s.bodyLimitBytes
+    if (bytes === 0) return
+    const reservation = budget.reserve(bytes)
+    if (!reservation) {
+      options.metrics.errors.inc({ stage: 'overload' })
+      options.logger.warn(
+        { waiting: budget.waiting, bytesInUse: budget.bytesInUse },
+        'too many reviews waiting for memory: answered 503, the API server admits the Pod unchanged',
+      )
+      return reply.code(503).header('connection', 'close').send({ error: 'too many reviews in progress' })
+    }
+    reply.raw.once('close', reservation.release)
+    if (!(await reservation.granted)) return reply.code(503).send({ error: 'connection closed while waiting' })
+  })
+
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(mutatePlugin, options)
   return app
@@ -42,12 +127,19 @@ export function httpsServerOf(app: WebhookApp): HttpsServer {
   return app.server as unknown as HttpsServer
 }
 
-export async function buildOpsApp(options: Pick<AppDependencies, 'logger' | 'metrics' | 'readiness'>): Promise<FastifyInstance> {
+export async function buildOpsApp(
+  options: Pick<AppDependencies, 'logger' | 'metrics' | 'readiness'> & { server?: ServerConfig },
+): Promise<FastifyInstance> {
+  const s = options.server ?? serverSchema.parse({})
+  const { headersTimeout, connectionsCheckingInterval } = nodeServerOptions(s)
   const app = Fastify({
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
+    ...commonOptions(s),
+    http: { headersTimeout, connectionsCheckingInterval },
     forceCloseConnections: true,
   }) as unknown as FastifyInstance
+  addDrainHook(app)
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(metricsPlugin, { metrics: options.metrics })
   return app

@@ -28,6 +28,10 @@ export interface ProbeOptions {
   readonly env?: NodeJS.ProcessEnv
   readonly lookup?: LookupFunction
   readonly maxRedirects?: number
+  // Hosts a redirect may lead to besides the probed registry itself: the registries and
+  // mirrors the configuration names (`host` matches any port, `host:port` that port only).
+  // A redirect anywhere else is not followed, and the result says so.
+  readonly redirectHosts?: readonly string[]
 }
 
 // Where each registry's API lives when it differs from its name.
@@ -66,6 +70,28 @@ export function proxySettings(env: NodeJS.ProcessEnv): ProxySettings {
 
 function hostOf(url: URL): string {
   return url.port ? `${url.hostname}:${url.port}` : url.hostname
+}
+
+function splitHost(host: string): { name: string; port?: string } {
+  const url = new URL(`https://${host}/`)
+  return { name: url.hostname.toLowerCase().replace(/\.$/, ''), port: url.port || undefined }
+}
+
+/**
+ * Whether a redirect from the probed registry to `target` may be followed: to the registry's
+ * own host (any port), or to a named host (`host`: any port; `host:port`: that port only).
+ */
+export function redirectAllowed(registry: string, target: URL, named: readonly string[] = []): boolean {
+  const to = splitHost(hostOf(target))
+  const own = [registry, probeUrl(registry).host].map((h) => ({ ...splitHost(h), port: undefined }))
+  const others = named.flatMap((h) => {
+    try {
+      return [splitHost(h), splitHost(probeUrl(h).host)]
+    } catch {
+      return []
+    }
+  })
+  return [...own, ...others].some((entry) => entry.name === to.name && (entry.port === undefined || entry.port === to.port))
 }
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_OSSL)/
@@ -138,6 +164,14 @@ export async function probeRegistry(registry: string, options: ProbeOptions): Pr
         const next = new URL(answer.location, url)
         if (next.protocol !== 'https:')
           return { ok: false, durationMs, status, detail: `HTTP ${status} redirects to non-HTTPS ${next.host}` }
+        // Never connect to a host the configuration did not name (an internal address, say).
+        if (!redirectAllowed(registry, next, options.redirectHosts))
+          return {
+            ok: false,
+            durationMs,
+            status,
+            detail: `HTTP ${status} redirects to ${next.host}, a host the configuration does not name: not followed`,
+          }
         url = next
         continue
       }

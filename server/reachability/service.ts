@@ -28,6 +28,12 @@ export function probeTargets(policy: Policy): string[] {
   return [...new Set([...mirrors, ...sources])]
 }
 
+/** Hosts the configuration names (mirrors and listed registries): where a probe may follow a redirect. */
+export function namedHosts(policy: Policy): string[] {
+  const mirrors = policy.mirrors.map((m) => registryKey(m.domain))
+  return [...new Set([...mirrors, ...[...policy.registries].filter((r) => r !== '*')])]
+}
+
 export interface ReachabilityServiceOptions {
   policy: ReachabilityPolicy
   logger: Logger
@@ -91,7 +97,7 @@ export class ReachabilityService {
       })
     }
     const ca = s.probes.caFile ? readFileSync(s.probes.caFile, 'utf8') : undefined
-    this.probeOptions = { timeoutMs: s.probes.timeoutSeconds * 1000, ca, ...options.probe }
+    this.probeOptions = { timeoutMs: s.probes.timeoutSeconds * 1000, ca, redirectHosts: namedHosts(this.policy), ...options.probe }
     const targets = probeTargets(this.policy)
     if (s.probes.enabled && targets.length > 0) {
       this.prober = new Prober({

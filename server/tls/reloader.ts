@@ -8,7 +8,23 @@ import { dirname } from 'node:path'
 import { createSecureContext, type SecureContextOptions } from 'node:tls'
 import type { CertificateSource } from './source.js'
 
-export const TLS_OPTIONS = { minVersion: 'TLSv1.2' } as const satisfies SecureContextOptions
+// TLS 1.2 suites: AEAD ciphers with ECDHE key exchange only (no CBC, no SHA-1 MACs, no static RSA,
+// no finite-field DHE). Stricter than Go's defaults, which the API server uses as a client and
+// which all include these suites; TLS 1.3 suites are all AEAD and stay at OpenSSL's defaults.
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+] as const
+
+export const TLS_OPTIONS = {
+  minVersion: 'TLSv1.2',
+  ciphers: TLS12_CIPHERS.join(':'),
+  honorCipherOrder: true,
+} as const satisfies SecureContextOptions
 
 export interface KeyPair {
   cert: string

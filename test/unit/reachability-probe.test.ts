@@ -135,10 +135,21 @@ t.test('an untrusted or mismatched certificate is a TLS failure', async (t) => {
   t.match(await probeRegistry(`registry.test:${p2}`, opts()), { ok: false, detail: /^TLS: / }, 'name not in the certificate')
 })
 
-t.test('redirects are followed to the host that answers (as registry.k8s.io does)', async (t) => {
+t.test('redirects are followed to a host the configuration names (as registry.k8s.io once sent k8s.gcr.io)', async (t) => {
   const target = await registry(answer(401))
   const port = await registry(answer(307, { location: `https://other.test:${target}/v2/` }))
-  t.match(await probeRegistry(`registry.test:${port}`, opts()), { ok: true, status: 401, detail: new RegExp(`via other.test:${target}`) })
+  t.match(await probeRegistry(`registry.test:${port}`, opts({ redirectHosts: ['other.test'] })), {
+    ok: true,
+    status: 401,
+    detail: new RegExp(`via other.test:${target}`),
+  })
+  t.match(
+    await probeRegistry(`registry.test:${port}`, opts({ redirectHosts: [`other.test:${target}`] })),
+    { ok: true, status: 401 },
+    'a named host:port',
+  )
+  const samehost = await registry(answer(302, { location: `https://registry.test:${target}/v2/` }))
+  t.match(await probeRegistry(`registry.test:${samehost}`, opts()), { ok: true, status: 401 }, 'the same host on another port')
   const loop = await registry((req, res) =>
     answer(302, { location: `https://registry.test:${(req.socket.address() as AddressInfo).port}/v2/` })(req, res),
   )
@@ -182,4 +193,55 @@ t.test('proxy settings read the environment the way curl and Go do', async (t) =
   t.ok(s.noProxy.match('registry.corp.example').excluded)
   t.ok(s.noProxy.match('10.1.2.3:5000').excluded)
   t.notOk(s.noProxy.match('quay.io').excluded, 'invalid entries are dropped, not fatal')
+})
+
+// A loopback listener that only counts the connections made to it.
+async function counter(): Promise<{ port: number; connections: () => number }> {
+  let n = 0
+  const port = await listen(
+    net.createServer((s) => {
+      n++
+      s.destroy()
+    }),
+  )
+  return { port, connections: () => n }
+}
+
+t.test('a redirect to a host the configuration does not name is not followed, and the result says so', async (t) => {
+  // As `302 Location: https://10.0.0.1/v2/` would: an internal address, here a loopback one.
+  const internal = await counter()
+  const port = await registry(answer(302, { location: `https://127.0.0.1:${internal.port}/v2/` }))
+  const r = await probeRegistry(`registry.test:${port}`, opts({ redirectHosts: ['other.test', 'quay.io'] }))
+  t.same(
+    { ok: r.ok, status: r.status, detail: r.detail },
+    {
+      ok: false,
+      status: 302,
+      detail: `HTTP 302 redirects to 127.0.0.1:${internal.port}, a host the configuration does not name: not followed`,
+    },
+  )
+  t.equal(internal.connections(), 0, 'no connection was attempted')
+
+  const elsewhere = await counter()
+  const named = await registry(answer(307, { location: `https://other.test:${elsewhere.port}/v2/` }))
+  t.match(
+    await probeRegistry(`registry.test:${named}`, opts({ redirectHosts: ['other.test:1'] })),
+    { ok: false, status: 307, detail: /a host the configuration does not name: not followed$/ },
+    'a named host on another port than named',
+  )
+  t.match(await probeRegistry(`registry.test:${named}`, opts()), { ok: false, status: 307 }, 'nothing named')
+  t.equal(elsewhere.connections(), 0)
+})
+
+t.test('the hosts a probe may be redirected to are the mirrors and the registries the configuration lists', async (t) => {
+  const { namedHosts } = await import('../../server/reachability/service.js')
+  const { compilePolicy } = await import('../../server/core/policy.js')
+  const { resolveConfig } = await import('../../server/config/config.js')
+  const policy = compilePolicy(
+    resolveConfig({
+      mirror: { prefix: 'mirror.example:5000/proxy', hosts: { 'ghcr.io': 'ghcr.mirror.example/x' } },
+      registries: ['*', 'quay.io'],
+    }),
+  )
+  t.same(namedHosts(policy).sort(), ['ghcr.mirror.example', 'mirror.example:5000', 'quay.io'])
 })

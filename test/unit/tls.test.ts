@@ -265,3 +265,65 @@ t.test('graceful shutdown: not ready first, in-flight reviews answered', async (
   await closing
   await t.rejects(post(server.port, ca), 'closed afterwards')
 })
+
+// What one TLS 1.2 client offering only `cipher` gets from the server: the suite, or the error.
+function handshake12(port: number, cipher: string): Promise<{ cipher?: string; error?: string }> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port, maxVersion: 'TLSv1.2', ciphers: cipher, rejectUnauthorized: false })
+    socket.on('secureConnect', () => {
+      resolve({ cipher: socket.getCipher().name })
+      socket.destroy()
+    })
+    socket.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }))
+  })
+}
+
+// A self-signed RSA serving certificate, so the RSA key-exchange suites can be offered too.
+async function rsaServing(dir: string): Promise<{ tlsCertFile: string; tlsKeyFile: string }> {
+  const x509 = await import('@peculiar/x509')
+  const { webcrypto } = await import('node:crypto')
+  const alg = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 }
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01',
+    name: 'CN=localhost',
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys,
+    signingAlgorithm: alg,
+  })
+  const key = x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY')
+  await writeFile(join(dir, 'rsa.crt'), cert.toString('pem'))
+  await writeFile(join(dir, 'rsa.key'), key)
+  return { tlsCertFile: join(dir, 'rsa.crt'), tlsKeyFile: join(dir, 'rsa.key') }
+}
+
+t.test('TLS 1.2 offers only AEAD suites with forward secrecy; TLS 1.3 is untouched', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const base = { port: 0, host: '127.0.0.1', certReloadIntervalMs: 60_000, shutdownDelayMs: 0, env: {}, kube: null }
+  const ecdsa = await startServer({ ...base, devCertDir: dir, logger: pino({ level: 'silent' }) })
+  t.teardown(() => ecdsa.close())
+  for (const cbc of ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA', 'ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA384']) {
+    t.same(await handshake12(ecdsa.port, cbc), { error: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE' }, `ECDSA certificate: ${cbc} refused`)
+  }
+  t.same(await handshake12(ecdsa.port, 'ECDHE-ECDSA-AES128-GCM-SHA256'), { cipher: 'ECDHE-ECDSA-AES128-GCM-SHA256' })
+  t.same(await handshake12(ecdsa.port, 'ECDHE-ECDSA-CHACHA20-POLY1305'), { cipher: 'ECDHE-ECDSA-CHACHA20-POLY1305' })
+
+  const rsa = await startServer({ ...base, ...(await rsaServing(dir)), logger: pino({ level: 'silent' }) })
+  t.teardown(() => rsa.close())
+  for (const weak of ['ECDHE-RSA-AES128-SHA', 'ECDHE-RSA-AES256-SHA', 'AES128-GCM-SHA256', 'AES128-SHA', 'DHE-RSA-AES128-GCM-SHA256']) {
+    t.same(await handshake12(rsa.port, weak), { error: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE' }, `RSA certificate: ${weak} refused`)
+  }
+  t.same(await handshake12(rsa.port, 'ECDHE-RSA-AES256-GCM-SHA384'), { cipher: 'ECDHE-RSA-AES256-GCM-SHA384' })
+
+  const tls13 = await new Promise<{ protocol: string | null; cipher: string }>((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port: ecdsa.port, rejectUnauthorized: false })
+    socket.on('secureConnect', () => {
+      resolve({ protocol: socket.getProtocol(), cipher: socket.getCipher().name })
+      socket.destroy()
+    })
+    socket.on('error', reject)
+  })
+  t.same(tls13, { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' }, 'a default client still gets TLS 1.3')
+})
