@@ -16,10 +16,14 @@ export interface ReachabilityView {
   status(registry: string): RegistryStatus
   // Set when the mirror refused this mirrored repository (e.g. not in its allowlist): why.
   mirrorRefusal?(repository: string): string | undefined
+  // Changes whenever `status` or `mirrorRefusal` could answer differently (new evidence, an
+  // expiry passing). A view with it lets `decideImage` reuse decisions; one without is never cached.
+  generation?(): number
 }
 
 export function staticReachability(policy: Policy): ReachabilityView {
   return {
+    generation: () => 0,
     status(registry) {
       return policy.unreachable.has(registry)
         ? { state: 'unreachable', evidence: 'listed in config unreachable' }
@@ -97,7 +101,46 @@ function verify(candidate: string, ref: ImageReference, target: MirrorTarget): s
   return undefined
 }
 
+// Decisions are reused while the policy and the view's generation stay the same: the Pods of one
+// ReplicaSet repeat the same images. Bounded: at most DECISION_CACHE_SIZE images per view, the
+// oldest forgotten first, and only references short enough to be common.
+export const DECISION_CACHE_SIZE = 4096
+const CACHEABLE_LENGTH = 512
+
+interface DecisionCache {
+  policy: Policy
+  generation: number
+  readonly decisions: Map<string, ImageDecision>
+}
+
+const caches = new WeakMap<ReachabilityView, DecisionCache>()
+
+/**
+ * The decision for one image: a pure function of the image, the policy and what the view answers.
+ * Views with a `generation` get a bounded memo of earlier answers for the same inputs.
+ */
 export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+  const generation = reachability.generation?.()
+  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability)
+  let cache = caches.get(reachability)
+  if (!cache) {
+    cache = { policy, generation, decisions: new Map() }
+    caches.set(reachability, cache)
+  } else if (cache.policy !== policy || cache.generation !== generation) {
+    cache.policy = policy
+    cache.generation = generation
+    cache.decisions.clear()
+  }
+  let decision = cache.decisions.get(image)
+  if (decision === undefined) {
+    decision = Object.freeze(decideUncached(image, policy, reachability))
+    if (cache.decisions.size >= DECISION_CACHE_SIZE) cache.decisions.delete(cache.decisions.keys().next().value as string)
+    cache.decisions.set(image, decision)
+  }
+  return decision
+}
+
+function decideUncached(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
   const parsed = tryParseNormalizedNamed(image)
   // The grammar's messages repeat the input, which a Pod spec controls: keep them short.
   if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${clip(parsed.error.message, 200)}`)

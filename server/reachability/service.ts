@@ -126,7 +126,19 @@ export class ReachabilityService {
   /** What admission reads: synchronous, in memory. */
   view(): ReachabilityView {
     const { policy, table, now } = this
+    let seenVersion = -1
+    let stableUntil = 0
+    let epoch = 0
     return {
+      generation() {
+        const t = now()
+        if (table.version !== seenVersion || t >= stableUntil) {
+          seenVersion = table.version
+          stableUntil = table.nextExpiry(t)
+          epoch += 1
+        }
+        return epoch
+      },
       status(registry) {
         if (policy.unreachable.has(registry)) return { state: 'unreachable', evidence: 'listed in config unreachable' }
         return table.status(registry, now())
