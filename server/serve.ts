@@ -11,10 +11,9 @@ import { ReachabilityService } from './reachability/service.js'
 import { type AdmissionContext, type AdmittedEvent, Readiness } from './http/context.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import { Metrics } from './observability/metrics.js'
-import { Prepull } from './prepull/index.js'
-import { ensureDevCertificates } from './tls/devcerts.js'
+import type { Prepull } from './prepull/index.js'
 import { CertificateReloader, readKeyPair } from './tls/reloader.js'
-import { SelfManagedTls, type SelfManagedTlsOptions } from './tls/selfmanaged.js'
+import type { SelfManagedTls, SelfManagedTlsOptions } from './tls/selfmanaged.js'
 import type { FastifyInstance } from 'fastify'
 
 export interface ServeOptions {
@@ -76,7 +75,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const metrics = new Metrics({ processMetrics: true })
   const readiness = new Readiness()
-  const kube = options.kube === undefined ? findKubeConfig(options.env) : (options.kube ?? undefined)
+  const kube = options.kube === undefined ? await findKubeConfig(options.env) : (options.kube ?? undefined)
   if (kube) logger.info({ source: kube.source, server: kube.kubeConfig.getCurrentCluster()?.server }, 'Kubernetes API configured')
   else logger.info('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); admission works, cluster features are off')
 
@@ -87,6 +86,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   if (options.selfManagedTls) {
     if (certFile || keyFile) throw new Error('--tls-mode self-managed keeps its own certificate: drop --tls-cert and --tls-key')
     if (!kube) throw new Error('--tls-mode self-managed needs the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config)')
+    // Modules needed only by some configurations are loaded when used: start-up stays quick without them.
+    const { SelfManagedTls } = await import('./tls/selfmanaged.js')
     selfManagedTls = new SelfManagedTls(options.selfManagedTls, { kubeConfig: kube.kubeConfig, logger, registry: metrics.registry })
     await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)
     ;({ certFile, keyFile, caFile } = selfManagedTls.files)
@@ -96,6 +97,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     )
   } else if (!certFile || !keyFile) {
     if (certFile || keyFile) throw new Error('--tls-cert and --tls-key go together: set both or neither')
+    const { ensureDevCertificates } = await import('./tls/devcerts.js')
     const dev = await ensureDevCertificates(options.devCertDir)
     certFile = dev.certFile
     keyFile = dev.keyFile
@@ -124,7 +126,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const kubeFledged = loaded.config.kubeFledged
   const prepull =
     kube && kubeFledged.enabled
-      ? new Prepull({
+      ? new (await import('./prepull/index.js')).Prepull({
           kubeConfig: kube.kubeConfig,
           config: kubeFledged,
           logger: logger.child({ component: 'prepull' }),

@@ -92,9 +92,10 @@ function post(url: string, body: string, ca: string): Promise<string> {
   })
 }
 
-async function waitReady(url: string, ca: string, deadlineMs = 20_000): Promise<number> {
+async function waitReady(url: string, ca: string, proc: ChildProcess, deadlineMs = 20_000): Promise<number> {
   const start = performance.now()
   for (;;) {
+    if (proc.exitCode !== null) throw new Error(`the server exited with code ${proc.exitCode} before it was ready`)
     try {
       if ((await get(url, ca)).status === 200) return performance.now() - start
     } catch {
@@ -182,7 +183,7 @@ async function startMirrorhook(): Promise<Server> {
     server.logBytes += chunk.length
     for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) server.logLines++
   })
-  await waitReady(`${server.url}/readyz`, ca)
+  await waitReady(`${server.url}/readyz`, ca, proc)
   server.readyMs = performance.now() - started
   return server
 }
@@ -205,7 +206,7 @@ async function startFloor(responsesFile: string): Promise<Server> {
     { env: serverEnv, stdio: ['ignore', 'inherit', 'inherit'] },
   )
   const server: Server = { name: 'floor', proc, url: `https://127.0.0.1:${port}`, readyMs: 0, logBytes: 0, logLines: 0 }
-  await waitReady(`${server.url}/readyz`, ca)
+  await waitReady(`${server.url}/readyz`, ca, proc)
   server.readyMs = performance.now() - started
   return server
 }
