@@ -8,13 +8,13 @@ import type { Registry } from 'prom-client'
 import { type Policy, registryKey } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { ReachabilitySettings } from './config.js'
-import { ClusterLearner, type Finding } from './learner.js'
+import type { ClusterLearner, Finding } from './learner.js'
 import { ReachabilityMetrics } from './metrics.js'
 import { probeRegistry, type ProbeOptions, type ProbeResult } from './probe.js'
 import { Prober } from './prober.js'
 import { forStorage, recordFromJson, refusalFromJson, type StateSnapshot, tableToSnapshot } from './snapshot.js'
 import { type Observation, StateTable, type Transition } from './state.js'
-import { ConfigMapStore } from './store.js'
+import type { ConfigMapStore } from './store.js'
 
 /** The registries probes may contact: the mirrors, and the sources the config names (never a host from a Pod). */
 export function probeTargets(policy: Policy): string[] {
@@ -48,8 +48,8 @@ export class ReachabilityService {
   private readonly now: () => number
   private readonly identity: string
   private readonly prober?: Prober
-  private readonly learner?: ClusterLearner
-  private readonly store?: ConfigMapStore
+  private learner?: ClusterLearner
+  private store?: ConfigMapStore
   private readonly metrics?: ReachabilityMetrics
   private syncTimer?: NodeJS.Timeout
   private soonTimer?: NodeJS.Timeout
@@ -105,22 +105,6 @@ export class ReachabilityService {
         now: this.now,
       })
     }
-    if (options.kubeConfig && s.persistence.enabled) {
-      this.store = new ConfigMapStore(options.kubeConfig, s.persistence.namespace ?? options.namespace, s.persistence.configMap)
-    }
-    if (options.kubeConfig && s.learning.enabled) {
-      this.learner = new ClusterLearner({
-        kubeConfig: options.kubeConfig,
-        namespaceSelector: s.learning.namespaceSelector,
-        excludedNamespaces: this.policy.excludedNamespaces,
-        policy: () => this.policy,
-        slowPullMs: s.learning.slowPullSeconds * 1000,
-        maxAgeMs: s.ttlSeconds * 1000,
-        onFinding: (f) => this.found(f),
-        logger: this.logger,
-        now: this.now,
-      })
-    }
   }
 
   /** What admission reads: synchronous, in memory. */
@@ -170,10 +154,36 @@ export class ReachabilityService {
     return this.learner?.whenSynced() ?? Promise.resolve()
   }
 
+  // The Kubernetes client is loaded only when there is an API server, so start-up without one stays quick.
+  private async connectCluster(): Promise<void> {
+    const { kubeConfig, namespace } = this.options
+    if (!kubeConfig) return
+    const s = this.settings
+    if (s.persistence.enabled) {
+      const { ConfigMapStore } = await import('./store.js')
+      this.store = new ConfigMapStore(kubeConfig, s.persistence.namespace ?? namespace, s.persistence.configMap)
+    }
+    if (s.learning.enabled) {
+      const { ClusterLearner } = await import('./learner.js')
+      this.learner = new ClusterLearner({
+        kubeConfig,
+        namespaceSelector: s.learning.namespaceSelector,
+        excludedNamespaces: this.policy.excludedNamespaces,
+        policy: () => this.policy,
+        slowPullMs: s.learning.slowPullSeconds * 1000,
+        maxAgeMs: s.ttlSeconds * 1000,
+        onFinding: (f) => this.found(f),
+        logger: this.logger,
+        now: this.now,
+      })
+    }
+  }
+
   /** Loads the shared state (bounded wait), then starts probes, learning and syncing. */
   async start(loadTimeoutMs = 5000): Promise<void> {
     if (this.started) return
     this.started = true
+    await this.connectCluster()
     if (this.store) {
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, loadTimeoutMs)))
