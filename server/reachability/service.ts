@@ -5,7 +5,7 @@ import { hostname } from 'node:os'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { type Policy, registryKey } from '../core/policy.js'
+import { type Policy, registryKey, registryMetricLabel } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { ReachabilitySettings } from './config.js'
 import type { ClusterLearner, Finding } from './learner.js'
@@ -84,6 +84,7 @@ export class ReachabilityService {
         registries: () => [...new Set([...this.table.entries().map((r) => r.registry), ...this.policy.unreachable])],
         status: (r) => this.view().status(r),
         refusals: () => this.table.refusalEntries().filter((r) => r.expiresAt > this.now()).length,
+        label: (r) => registryMetricLabel(this.policy, r),
       })
     }
     const ca = s.probes.caFile ? readFileSync(s.probes.caFile, 'utf8') : undefined
