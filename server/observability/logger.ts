@@ -28,12 +28,12 @@ export function logStats(): LogStats {
 }
 
 /** Asynchronous, bounded standard output (pino's SonicBoom with `maxLength`). */
-export function stdoutDestination(maxQueueBytes = LOG_QUEUE_MAX_BYTES, fd = 1): DestinationStream {
+export function stdoutDestination(maxQueueBytes = LOG_QUEUE_MAX_BYTES, fd = 1, batchBytes = LOG_BATCH_BYTES): DestinationStream {
   const destination = pino.destination({
     fd,
     sync: false,
-    minLength: LOG_BATCH_BYTES,
-    periodicFlush: LOG_FLUSH_MS,
+    minLength: batchBytes,
+    periodicFlush: batchBytes > 0 ? LOG_FLUSH_MS : 0,
     maxLength: maxQueueBytes,
   })
   destination.on('drop', (data: string | Buffer) => {

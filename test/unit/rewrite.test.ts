@@ -1,7 +1,15 @@
 import t from 'tap'
 import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
 import { compilePolicy, registryKey } from '../../server/core/policy.js'
-import { decideImage, staticReachability } from '../../server/core/rewrite.js'
+import { pino } from 'pino'
+import {
+  DECISION_CACHE_SIZE,
+  decideImage,
+  type ReachabilityView,
+  type RegistryState,
+  staticReachability,
+} from '../../server/core/rewrite.js'
+import { ReachabilityService } from '../../server/reachability/service.js'
 import { parseNormalizedNamed } from '../../server/core/reference.js'
 
 const SHA256 = `sha256:${'a'.repeat(64)}`
@@ -166,4 +174,66 @@ t.test('a rewrite never points at a registry the config did not name', async (t)
     const d = decideImage(image, policy, staticReachability(policy))
     if (d.action === 'rewrite') t.equal(parseNormalizedNamed(d.rewritten).domain, 'm.daocloud.io', `${image} → ${d.rewritten}`)
   }
+})
+
+t.test('decisions are reused while the policy and the view generation stay the same; the memo is bounded', async (t) => {
+  const policy = policyOf({ mode: 'auto' })
+  let generation = 1
+  let state: RegistryState = 'unreachable'
+  let asked = 0
+  const view: ReachabilityView = {
+    generation: () => generation,
+    status: (registry) => {
+      asked += 1
+      return { state: registry === 'm.daocloud.io' ? 'reachable' : state, evidence: 'test' }
+    },
+  }
+  const first = decideImage('nginx:1.25', policy, view)
+  t.match(first, { action: 'rewrite', rewritten: 'm.daocloud.io/docker.io/library/nginx:1.25' })
+  t.equal(asked, 2, 'the source registry and the mirror')
+  t.equal(decideImage('nginx:1.25', policy, view), first, 'the same decision, not asked again')
+  t.equal(asked, 2)
+
+  state = 'reachable'
+  generation = 2
+  t.match(decideImage('nginx:1.25', policy, view), { action: 'keep', code: 'reachable' }, 'a new generation decides again')
+  t.equal(asked, 3)
+  const other = policyOf({ mode: 'always' })
+  t.match(decideImage('nginx:1.25', other, view), { action: 'rewrite', reason: 'mode always' }, 'another policy decides again')
+  t.match(decideImage('nginx:1.25', policy, view), { action: 'keep', code: 'reachable' })
+  t.equal(asked, 4)
+
+  for (let i = 0; i < DECISION_CACHE_SIZE; i++) decideImage(`nginx:2.${i}`, policy, view)
+  t.equal(asked, 4 + DECISION_CACHE_SIZE)
+  decideImage('nginx:1.25', policy, view)
+  t.equal(asked, 5 + DECISION_CACHE_SIZE, 'the oldest decision was forgotten: at most DECISION_CACHE_SIZE are kept')
+
+  let plainAsked = 0
+  const plain: ReachabilityView = {
+    status: (registry) => {
+      plainAsked += 1
+      return { state: registry === 'm.daocloud.io' ? 'reachable' : 'unreachable', evidence: 'test' }
+    },
+  }
+  decideImage('nginx:1.25', policy, plain)
+  decideImage('nginx:1.25', policy, plain)
+  t.equal(plainAsked, 4, 'a view without a generation is asked every time')
+})
+
+t.test('the learned view changes generation on new evidence and when a state expires', async (t) => {
+  let now = 1_000_000
+  const policy = policyOf({ mode: 'auto', reachability: { ttlSeconds: 60, probes: { maxBackoffSeconds: 30 } } })
+  const service = new ReachabilityService({ policy, logger: pino({ level: 'silent' }), namespace: 'mirrorhook', now: () => now })
+  const view = service.view()
+  const g0 = view.generation!()
+  t.equal(view.generation!(), g0, 'nothing changed')
+  service.observe('quay.io', { at: now, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
+  const g1 = view.generation!()
+  t.not(g1, g0, 'new evidence')
+  t.match(decideImage('quay.io/a/b:1', policy, view), { action: 'rewrite' })
+  now += 59_999
+  t.equal(view.generation!(), g1, 'before the state expires')
+  now += 1
+  t.not(view.generation!(), g1, 'the state expired')
+  t.match(decideImage('quay.io/a/b:1', policy, view), { action: 'rewrite', reason: /registry quay\.io is unknown/ })
 })
