@@ -10,7 +10,7 @@ import {
   staticReachability,
 } from '../../server/core/rewrite.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
-import { parseNormalizedNamed } from '../../server/core/reference.js'
+import { parseNormalizedNamed } from '../../server/core/reference/normalize.js'
 
 const SHA256 = `sha256:${'a'.repeat(64)}`
 const SHA512 = `sha512:${'b'.repeat(128)}`
