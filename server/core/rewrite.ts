@@ -90,8 +90,30 @@ function buildCandidate(ref: ImageReference, registry: string, target: MirrorTar
   return `${path}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`
 }
 
+// A lowercase DNS name (labels of letters, digits and inner dashes, joined by dots) is one valid
+// repository path component: alphanumeric runs joined by `.` or dashes.
+const PLAIN_SOURCE = /^[a-z0-9]+(?:(?:\.|-+)[a-z0-9]+)*$/
+
+/**
+ * True when `verify` is certain to accept the candidate, without parsing it again. The candidate
+ * is `<repoPrefix>/<source>/<path>` (prefix style) or `<repoPrefix>/<path>` (host style) plus the
+ * original tag and digest, where: the prefix was checked at start-up to parse, in canonical
+ * lowercase form, with its first component as the registry host; `path`, tag and digest come from
+ * parsing the original reference; a plain lowercase DNS name is one path component. The one
+ * remaining limit of the grammar is the 255 characters of the path. Docker Hub as the mirror
+ * host is left to the full check (the kubelet inserts `library/` into one-component paths).
+ * Exported for its equivalence test.
+ */
+export function certainlyValidRewrite(ref: ImageReference, target: MirrorTarget, source: string | undefined): boolean {
+  if (target.domain === 'docker.io') return false
+  if (source !== undefined && !PLAIN_SOURCE.test(source)) return false
+  const prefixPath = target.repoPrefix.length > target.domain.length ? target.repoPrefix.length - target.domain.length : 0
+  const pathLength = prefixPath + (source === undefined ? 0 : source.length + 1) + ref.path.length
+  return pathLength <= 255
+}
+
 // A rewrite must parse as the kubelet parses it, point at the mirror and keep tag and digest.
-function verify(candidate: string, ref: ImageReference, target: MirrorTarget): string | undefined {
+export function verify(candidate: string, ref: ImageReference, target: MirrorTarget): string | undefined {
   const parsed = tryParseNormalizedNamed(candidate)
   if (!parsed.ok) return `the mirrored reference would be invalid (${parsed.error.message})`
   const out = parsed.ref
@@ -191,7 +213,8 @@ function decideUncached(image: string, policy: Policy, reachability: Reachabilit
     source = registry.toLowerCase()
   }
   const candidate = buildCandidate(ref, source, target, hostTarget ? 'host' : 'prefix')
-  const problem = verify(candidate, ref, target)
+  // Parsed again only when a shorter check cannot vouch for it (cached with the decision in any case).
+  const problem = certainlyValidRewrite(ref, target, hostTarget ? undefined : source) ? undefined : verify(candidate, ref, target)
   if (problem) return keep(image, 'inexpressible', problem, registry)
   const repository = candidate.replace(/@.*$/, '').replace(/:[^/]*$/, '')
   const refused = reachability.mirrorRefusal?.(repository)

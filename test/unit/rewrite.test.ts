@@ -1,16 +1,18 @@
 import t from 'tap'
 import { resolveConfig, type ConfigInput } from '../../server/core/config.js'
-import { compilePolicy, registryKey } from '../../server/core/policy.js'
+import { compilePolicy, type MirrorTarget, registryKey } from '../../server/core/policy.js'
 import { pino } from 'pino'
 import {
+  certainlyValidRewrite,
   DECISION_CACHE_SIZE,
   decideImage,
   type ReachabilityView,
   type RegistryState,
   staticReachability,
+  verify,
 } from '../../server/core/rewrite.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
-import { parseNormalizedNamed } from '../../server/core/reference/normalize.js'
+import { parseNormalizedNamed, tryParseNormalizedNamed } from '../../server/core/reference/normalize.js'
 
 const SHA256 = `sha256:${'a'.repeat(64)}`
 const SHA512 = `sha512:${'b'.repeat(128)}`
@@ -236,4 +238,49 @@ t.test('the learned view changes generation on new evidence and when a state exp
   now += 1
   t.not(view.generation!(), g1, 'the state expired')
   t.match(decideImage('quay.io/a/b:1', policy, view), { action: 'rewrite', reason: /registry quay\.io is unknown/ })
+})
+
+t.test('the short validity check never vouches for a rewrite the full parse would refuse', async (t) => {
+  // Seeded: a failure reproduces.
+  let seed = 20261129
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed % n
+  }
+  const pick = (chars: string, n: number) => Array.from({ length: n }, () => chars[rand(chars.length)]).join('')
+  const label = () => pick('abcdefghijklmnopqrstuvwxyzABC0123456789', 1 + rand(8)) + (rand(4) === 0 ? `-${pick('ab-9', rand(4))}z` : '')
+  const targets: MirrorTarget[] = [
+    { repoPrefix: 'm.daocloud.io', domain: 'm.daocloud.io' },
+    { repoPrefix: 'harbor.corp.example:8443/proxy/sub', domain: 'harbor.corp.example:8443' },
+    { repoPrefix: 'localhost:5000', domain: 'localhost:5000' },
+  ]
+  let vouched = 0
+  let refused = 0
+  const wrong: string[] = []
+  for (let i = 0; i < 5000; i++) {
+    const domain = Array.from({ length: 2 + rand(3) }, label).join('.')
+    const path = Array.from({ length: 1 + rand(3) }, () => pick('abcdefghij0123456789', 1 + rand(rand(3) === 0 ? 120 : 12))).join('/')
+    const image = `${domain}/${path}${rand(2) ? `:${pick('abcXYZ019._-', 1 + rand(20)).replace(/^[.-]/, 'v')}` : ''}${rand(3) === 0 ? `@sha256:${'c'.repeat(64)}` : ''}`
+    const parsed = tryParseNormalizedNamed(image)
+    if (!parsed.ok) continue
+    const ref = parsed.ref
+    for (const target of targets) {
+      for (const source of [registryKey(ref.domain).toLowerCase(), undefined]) {
+        const name = source === undefined ? `${target.repoPrefix}/${ref.path}` : `${target.repoPrefix}/${source}/${ref.path}`
+        const candidate = `${name}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`
+        if (certainlyValidRewrite(ref, target, source)) {
+          vouched += 1
+          if (verify(candidate, ref, target) !== undefined) wrong.push(candidate)
+        } else {
+          refused += 1
+        }
+      }
+    }
+  }
+  t.same(wrong, [], 'every rewrite vouched for parses as the full check requires')
+  t.ok(vouched > 10_000, `${vouched} rewrites vouched for, ${refused} left to the full parse`)
+  t.ok(refused > 50, 'long paths are left to the full parse')
+  const long = parseNormalizedNamed(`ghcr.io/${'a'.repeat(250)}:1`)
+  t.equal(certainlyValidRewrite(long, targets[0]!, 'ghcr.io'), false)
+  t.match(verify(`m.daocloud.io/ghcr.io/${'a'.repeat(250)}:1`, long, targets[0]!), /more than 255 characters/)
 })
