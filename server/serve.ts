@@ -11,16 +11,14 @@ import { ReachabilityService } from './reachability/service.js'
 import type { AdmissionContext } from './http/context.js'
 import type { AdmittedEvent } from './admission/review.js'
 import { Readiness } from './observability/readiness.js'
-import { closeClients } from './kube/client.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
-import { OptedInNamespaces } from './kube/namespaces.js'
-import { PodCache } from './kube/pods.js'
+import type { OptedInNamespaces } from './kube/namespaces.js'
+import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
-import { Prepull } from './prepull/prepull.js'
-import { ensureDevCertificates } from './tls/devcerts.js'
+import type { Prepull } from './prepull/prepull.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
-import { SelfManagedTls, type SelfManagedTlsOptions, servingPairOf } from './tls/selfmanaged.js'
+import type { SelfManagedTls, SelfManagedTlsOptions } from './tls/selfmanaged.js'
 import type { CertificateSource } from './tls/source.js'
 import type { FastifyInstance } from 'fastify'
 
@@ -87,7 +85,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   const metrics = new Metrics({ processMetrics: true })
   const readiness = new Readiness()
-  const kube = options.kube === undefined ? findKubeConfig(options.env) : (options.kube ?? undefined)
+  const kube = options.kube === undefined ? await findKubeConfig(options.env) : (options.kube ?? undefined)
   if (kube) logger.info({ source: kube.source, server: kube.kubeConfig.getCurrentCluster()?.server }, 'Kubernetes API configured')
   else logger.info('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); admission works, cluster features are off')
 
@@ -99,6 +97,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   if (options.selfManagedTls) {
     if (certFile || keyFile) throw new Error('--tls-mode self-managed keeps its own certificate: drop --tls-cert and --tls-key')
     if (!kube) throw new Error('--tls-mode self-managed needs the Kubernetes API (in-cluster, KUBECONFIG or ~/.kube/config)')
+    // Modules needed only by some configurations are loaded when used: start-up stays quick without them.
+    const { SelfManagedTls, servingPairOf } = await import('./tls/selfmanaged.js')
     selfManagedTls = new SelfManagedTls(options.selfManagedTls, { kubeConfig: kube.kubeConfig, logger, registry: metrics.registry })
     // The pair goes to the HTTPS server in memory; the files are for readers outside the process.
     selfManagedPair = servingPairOf((await selfManagedTls.ensure(options.selfManagedTls.setupTimeoutMs)).state)
@@ -109,6 +109,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     )
   } else if (!certFile || !keyFile) {
     if (certFile || keyFile) throw new Error('--tls-cert and --tls-key go together: set both or neither')
+    const { ensureDevCertificates } = await import('./tls/devcerts.js')
     const dev = await ensureDevCertificates(options.devCertDir)
     certFile = dev.certFile
     keyFile = dev.keyFile
@@ -127,10 +128,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
   const kubeFledged = loaded.config.kubeFledged
   const learning = loaded.config.reachability.enabled && loaded.config.reachability.learning.enabled
-  const pods = kube && (learning || kubeFledged.enabled) ? new PodCache({ kubeConfig: kube.kubeConfig, logger }) : undefined
+  const pods =
+    kube && (learning || kubeFledged.enabled)
+      ? new (await import('./kube/pods.js')).PodCache({ kubeConfig: kube.kubeConfig, logger })
+      : undefined
   const namespaces =
     kube && learning
-      ? new OptedInNamespaces({ kubeConfig: kube.kubeConfig, selector: loaded.config.reachability.learning.namespaceSelector, logger })
+      ? new (await import('./kube/namespaces.js')).OptedInNamespaces({
+          kubeConfig: kube.kubeConfig,
+          selector: loaded.config.reachability.learning.namespaceSelector,
+          logger,
+        })
       : undefined
   pods?.start()
   namespaces?.start()
@@ -150,7 +158,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   await reachability?.start()
   const prepull =
     kube && kubeFledged.enabled
-      ? new Prepull({
+      ? new (await import('./prepull/prepull.js')).Prepull({
           kubeConfig: kube.kubeConfig,
           config: kubeFledged,
           logger: logger.child({ component: 'prepull' }),
@@ -274,7 +282,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
         if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
         await Promise.all([pods?.stop(), namespaces?.stop()])
-        if (kube) await closeClients(kube.kubeConfig)
+        if (kube) await (await import('./kube/client.js')).closeClients(kube.kubeConfig)
         logger.info({ steps }, 'stopped')
       })()
       return closing

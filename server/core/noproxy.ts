@@ -85,6 +85,15 @@ function ipFamily(host: string): 'ipv4' | 'ipv6' | undefined {
   return v === 4 ? 'ipv4' : v === 6 ? 'ipv6' : undefined
 }
 
+/**
+ * Cheap pre-check before `isIP`: every IPv6 literal has a ':' and every IPv4 literal ends in a
+ * digit. A name may pass too (it is then parsed and found not to be an address); an address never fails.
+ */
+function looksLikeIp(host: string): boolean {
+  const last = host.charCodeAt(host.length - 1)
+  return (last >= 48 && last <= 57) || host.includes(':')
+}
+
 const LOOPBACK = new BlockList()
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4')
 LOOPBACK.addAddress('::1', 'ipv6')
@@ -211,21 +220,24 @@ export function compileNoProxy(
     else if (p.kind === 'domain') mirrorNames.push({ entry: 'mirror', domain: p.domain, port: p.port })
   }
 
-  const matchIp = (rules: readonly IpRule[], host: string, port: number | undefined) => {
-    const family = ipFamily(host)
-    if (family === undefined) return undefined
-    return rules.find((r) => portOk(r, port) && r.net.check(host, family))
-  }
+  const matchIp = (rules: readonly IpRule[], host: string, family: 'ipv4' | 'ipv6', port: number | undefined) =>
+    rules.find((r) => portOk(r, port) && r.net.check(host, family))
 
   const match = (registryHost: string): NoProxyMatch => {
     const { host, port } = splitHostPort(registryHost)
-    if (isLoopback(host)) return { excluded: true, entry: 'loopback' }
-    const mirror = matchIp(mirrorIps, host, port) ?? mirrorNames.find((r) => r.domain === host && portOk(r, port))
+    // Only a host that looks like an address is parsed as one; names go straight to the suffix walk.
+    const family = looksLikeIp(host) ? ipFamily(host) : undefined
+    if (host === 'localhost' || host.endsWith('.localhost') || (family !== undefined && LOOPBACK.check(host, family))) {
+      return { excluded: true, entry: 'loopback' }
+    }
+    // Mirror names are validated host names, which never equal an IP literal, and the reverse.
+    const mirror =
+      family !== undefined ? matchIp(mirrorIps, host, family, port) : mirrorNames.find((r) => r.domain === host && portOk(r, port))
     if (mirror) return { excluded: true, entry: mirror.entry }
     if (all !== undefined) return { excluded: true, entry: all }
 
-    if (ipFamily(host) !== undefined) {
-      const hit = matchIp(ipRules, host, port)
+    if (family !== undefined) {
+      const hit = matchIp(ipRules, host, family, port)
       return hit ? { excluded: true, entry: hit.entry } : { excluded: false }
     }
     // Walk suffixes on label boundaries: a.b.corp -> b.corp -> corp.

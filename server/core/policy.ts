@@ -12,6 +12,16 @@ export function registryKey(domain: string): string {
   return DOCKER_HUB_ALIASES.has(lower) ? 'docker.io' : lower
 }
 
+/**
+ * A source registry as a metric label: its name when the configuration names it (`registries`,
+ * `unreachable`, `mirror.hosts`, a mirror), `other` for any name that came only from a Pod spec,
+ * so the number of series stays bounded by the configuration.
+ */
+export function registryMetricLabel(policy: Policy, registry: string): string {
+  if (policy.registries.has(registry) || policy.unreachable.has(registry) || policy.hosts.has(registry)) return registry
+  return policy.mirrors.some((m) => registryKey(m.domain) === registry) ? registry : 'other'
+}
+
 export interface MirrorTarget {
   // Repository prefix written before the path, e.g. `m.daocloud.io` or `harbor.corp/dockerhub`.
   readonly repoPrefix: string

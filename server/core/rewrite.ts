@@ -16,10 +16,14 @@ export interface ReachabilityView {
   status(registry: string): RegistryStatus
   // Set when the mirror refused this mirrored repository (e.g. not in its allowlist): why.
   mirrorRefusal?(repository: string): string | undefined
+  // Changes whenever `status` or `mirrorRefusal` could answer differently (new evidence, an
+  // expiry passing). A view with it lets `decideImage` reuse decisions; one without is never cached.
+  generation?(): number
 }
 
 export function staticReachability(policy: Policy): ReachabilityView {
   return {
+    generation: () => 0,
     status(registry) {
       return policy.unreachable.has(registry)
         ? { state: 'unreachable', evidence: 'listed in config unreachable' }
@@ -97,8 +101,30 @@ function buildCandidate(ref: ImageReference, registry: string, target: MirrorTar
   return `${path}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`
 }
 
+// A lowercase DNS name (labels of letters, digits and inner dashes, joined by dots) is one valid
+// repository path component: alphanumeric runs joined by `.` or dashes.
+const PLAIN_SOURCE = /^[a-z0-9]+(?:(?:\.|-+)[a-z0-9]+)*$/
+
+/**
+ * True when `verify` is certain to accept the candidate, without parsing it again. The candidate
+ * is `<repoPrefix>/<source>/<path>` (prefix style) or `<repoPrefix>/<path>` (host style) plus the
+ * original tag and digest, where: the prefix was checked at start-up to parse, in canonical
+ * lowercase form, with its first component as the registry host; `path`, tag and digest come from
+ * parsing the original reference; a plain lowercase DNS name is one path component. The one
+ * remaining limit of the grammar is the 255 characters of the path. Docker Hub as the mirror
+ * host is left to the full check (the kubelet inserts `library/` into one-component paths).
+ * Exported for its equivalence test.
+ */
+export function certainlyValidRewrite(ref: ImageReference, target: MirrorTarget, source: string | undefined): boolean {
+  if (target.domain === 'docker.io') return false
+  if (source !== undefined && !PLAIN_SOURCE.test(source)) return false
+  const prefixPath = target.repoPrefix.length > target.domain.length ? target.repoPrefix.length - target.domain.length : 0
+  const pathLength = prefixPath + (source === undefined ? 0 : source.length + 1) + ref.path.length
+  return pathLength <= 255
+}
+
 // A rewrite must parse as the kubelet parses it, point at the mirror and keep tag and digest.
-function verify(candidate: string, ref: ImageReference, target: MirrorTarget): string | undefined {
+export function verify(candidate: string, ref: ImageReference, target: MirrorTarget): string | undefined {
   const parsed = tryParseNormalizedNamed(candidate)
   if (!parsed.ok) return `the mirrored reference would be invalid (${parsed.error.message})`
   const out = parsed.ref
@@ -108,7 +134,46 @@ function verify(candidate: string, ref: ImageReference, target: MirrorTarget): s
   return undefined
 }
 
+// Decisions are reused while the policy and the view's generation stay the same: the Pods of one
+// ReplicaSet repeat the same images. Bounded: at most DECISION_CACHE_SIZE images per view, the
+// oldest forgotten first, and only references short enough to be common.
+export const DECISION_CACHE_SIZE = 4096
+const CACHEABLE_LENGTH = 512
+
+interface DecisionCache {
+  policy: Policy
+  generation: number
+  readonly decisions: Map<string, ImageDecision>
+}
+
+const caches = new WeakMap<ReachabilityView, DecisionCache>()
+
+/**
+ * The decision for one image: a pure function of the image, the policy and what the view answers.
+ * Views with a `generation` get a bounded memo of earlier answers for the same inputs.
+ */
 export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+  const generation = reachability.generation?.()
+  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability)
+  let cache = caches.get(reachability)
+  if (!cache) {
+    cache = { policy, generation, decisions: new Map() }
+    caches.set(reachability, cache)
+  } else if (cache.policy !== policy || cache.generation !== generation) {
+    cache.policy = policy
+    cache.generation = generation
+    cache.decisions.clear()
+  }
+  let decision = cache.decisions.get(image)
+  if (decision === undefined) {
+    decision = Object.freeze(decideUncached(image, policy, reachability))
+    if (cache.decisions.size >= DECISION_CACHE_SIZE) cache.decisions.delete(cache.decisions.keys().next().value as string)
+    cache.decisions.set(image, decision)
+  }
+  return decision
+}
+
+function decideUncached(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
   const parsed = tryParseNormalizedNamed(image)
   // The grammar's messages repeat the input, which a Pod spec controls: keep them short.
   if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${clip(parsed.error.message, 200)}`)
@@ -161,7 +226,8 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
     source = registry.toLowerCase()
   }
   const candidate = buildCandidate(ref, source, target, hostTarget ? 'host' : 'prefix')
-  const problem = verify(candidate, ref, target)
+  // Parsed again only when a shorter check cannot vouch for it (cached with the decision in any case).
+  const problem = certainlyValidRewrite(ref, target, hostTarget ? undefined : source) ? undefined : verify(candidate, ref, target)
   if (problem) return keep(image, 'inexpressible', problem, registry)
   const repository = candidate.replace(/@.*$/, '').replace(/:[^/]*$/, '')
   const refused = reachability.mirrorRefusal?.(repository)

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import { KubeConfig } from '@kubernetes/client-node'
+import type { KubeConfig } from '@kubernetes/client-node'
 
 const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token'
 
@@ -13,8 +13,11 @@ export interface FoundKubeConfig {
   source: string
 }
 
-export function findKubeConfig(env: NodeJS.ProcessEnv = process.env): FoundKubeConfig | undefined {
+// The client library is loaded only once a configuration was found: without a cluster, start-up
+// does not pay for it.
+export async function findKubeConfig(env: NodeJS.ProcessEnv = process.env): Promise<FoundKubeConfig | undefined> {
   if (env.KUBERNETES_SERVICE_HOST && existsSync(SERVICE_ACCOUNT_TOKEN)) {
+    const { KubeConfig } = await import('@kubernetes/client-node')
     const kc = new KubeConfig()
     kc.loadFromCluster()
     return { kubeConfig: kc, source: 'in-cluster service account' }
@@ -22,6 +25,7 @@ export function findKubeConfig(env: NodeJS.ProcessEnv = process.env): FoundKubeC
   const paths = env.KUBECONFIG ? env.KUBECONFIG.split(':').filter(Boolean) : [join(homedir(), '.kube', 'config')]
   const first = paths.find((p) => existsSync(p))
   if (!first) return undefined
+  const { KubeConfig } = await import('@kubernetes/client-node')
   const kc = new KubeConfig()
   kc.loadFromFile(first)
   if (!kc.getCurrentCluster()) return undefined

@@ -1,6 +1,44 @@
 // Pre-pull metrics, registered into the server's registry.
 import { Counter, Gauge, type Registry } from 'prom-client'
 
+// Per-image series name images from Pod specs: at most this many images are exported one by one
+// (mirrorhook_prepull_images{state} counts them all), so the series stay bounded.
+export const MAX_IMAGE_SERIES = 100
+
+type ImageLabels<L extends string> = Record<L, string> & { image: string }
+
+/** A per-image gauge that exports at most `max` distinct images; the others are left out. */
+export class BoundedImageGauge<L extends string> {
+  private readonly series = new Map<string, Set<string>>()
+  constructor(
+    private readonly gauge: Gauge<L>,
+    private readonly max = MAX_IMAGE_SERIES,
+  ) {}
+
+  set(labels: ImageLabels<L>, value: number): void {
+    let keys = this.series.get(labels.image)
+    if (!keys) {
+      if (this.series.size >= this.max) return
+      keys = new Set()
+      this.series.set(labels.image, keys)
+    }
+    keys.add(JSON.stringify(labels))
+    this.gauge.set(labels as never, value)
+  }
+
+  remove(labels: ImageLabels<L>): void {
+    const keys = this.series.get(labels.image)
+    if (!keys?.delete(JSON.stringify(labels))) return
+    if (keys.size === 0) this.series.delete(labels.image)
+    this.gauge.remove(labels as never)
+  }
+
+  /** Distinct images exported. */
+  get images(): number {
+    return this.series.size
+  }
+}
+
 export class PrepullMetrics {
   readonly available: Gauge
   readonly offers: Counter<'result'>
@@ -10,8 +48,8 @@ export class PrepullMetrics {
   readonly writes: Counter<'verb' | 'result'>
   readonly retries: Counter
   readonly images: Gauge<'state'>
-  readonly imageState: Gauge<'image' | 'state'>
-  readonly imageFailedNode: Gauge<'image' | 'node' | 'reason'>
+  readonly imageState: BoundedImageGauge<'image' | 'state'>
+  readonly imageFailedNode: BoundedImageGauge<'image' | 'node' | 'reason'>
   readonly sweeps: Counter<'result'>
   readonly inUse: Gauge
   // Read at scrape time.
@@ -72,18 +110,22 @@ export class PrepullMetrics {
       labelNames: ['state'],
       registers,
     })
-    this.imageState = new Gauge({
-      name: 'mirrorhook_prepull_image_state',
-      help: 'Per image that is not cached yet: 1 for its state (pending, failed, purging, purged, purge-failed).',
-      labelNames: ['image', 'state'],
-      registers,
-    })
-    this.imageFailedNode = new Gauge({
-      name: 'mirrorhook_prepull_image_failed_node',
-      help: 'Per image and node where kube-fledged reported a failure: 1, with its reason.',
-      labelNames: ['image', 'node', 'reason'],
-      registers,
-    })
+    this.imageState = new BoundedImageGauge(
+      new Gauge({
+        name: 'mirrorhook_prepull_image_state',
+        help: `Per image that is not cached yet (at most ${MAX_IMAGE_SERIES} images): 1 for its state (pending, failed, purging, purged, purge-failed).`,
+        labelNames: ['image', 'state'],
+        registers,
+      }),
+    )
+    this.imageFailedNode = new BoundedImageGauge(
+      new Gauge({
+        name: 'mirrorhook_prepull_image_failed_node',
+        help: `Per image (at most ${MAX_IMAGE_SERIES} images) and node where kube-fledged reported a failure: 1, with its reason.`,
+        labelNames: ['image', 'node', 'reason'],
+        registers,
+      }),
+    )
     this.sweeps = new Counter({
       name: 'mirrorhook_prepull_pod_sweeps_total',
       help: 'Listings of running Pods that decide which images are in use, by result.',

@@ -7,7 +7,6 @@ import type { ReachabilityView } from '../core/rewrite.js'
 import { findKubeConfig } from '../kube/kubeconfig.js'
 import { parseSnapshot, recordFromJson, SnapshotError, type StateSnapshot, viewFromSnapshot } from './snapshot.js'
 import { describeEvidence } from './state.js'
-import { ConfigMapStore } from './store.js'
 
 export interface StateSource {
   // http://127.0.0.1:9090 (the ops listener) or its /state URL.
@@ -60,11 +59,12 @@ export async function readClusterState(
   source: StateSource,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<LoadedState> {
-  const kube = findKubeConfig(env)
+  const kube = await findKubeConfig(env)
   if (!kube)
     throw new StateSourceError('no Kubernetes API found (in-cluster, KUBECONFIG or ~/.kube/config); use --url to ask a running server')
   const persistence = policy.config.reachability.persistence
   const namespace = source.namespace ?? persistence.namespace ?? (env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE)
+  const { ConfigMapStore } = await import('./store.js')
   const store = new ConfigMapStore(kube.kubeConfig, namespace, source.configMap ?? persistence.configMap)
   let stored
   try {

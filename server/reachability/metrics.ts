@@ -1,4 +1,6 @@
-// Reachability metrics, registered into the process's registry.
+// Reachability metrics, registered into the process's registry. The state table also holds
+// registries learned from Pods (any name a Pod spec mentions), so every `registry` label goes
+// through `label`: the configured registries keep their name, all others count as `other`.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { RegistryState, RegistryStatus } from '../core/rewrite.js'
 
@@ -8,27 +10,40 @@ export interface StateSource {
   registries(): string[]
   status(registry: string): RegistryStatus
   refusals(): number
+  // The label for a registry: its name when configured, else `other` (see registryMetricLabel).
+  label(registry: string): string
 }
 
 export class ReachabilityMetrics {
-  readonly probes: Counter<'registry' | 'result'>
-  readonly probeDuration: Histogram<'registry'>
+  readonly probes: { inc(labels: { registry: string; result: string }): void }
+  readonly probeDuration: { observe(labels: { registry: string }, seconds: number): void }
   readonly observations: Counter<'source' | 'outcome'>
-  readonly transitions: Counter<'registry' | 'to'>
+  readonly transitions: { inc(labels: { registry: string; to: string }): void }
   readonly syncs: Counter<'result'>
 
   constructor(registry: Registry, source: StateSource) {
     new Gauge({
       name: 'mirrorhook_registry_state',
-      help: 'Current state of each known registry: 1 for its state, 0 for the others (expired states read as unknown).',
+      help:
+        'Current state of each configured registry: 1 for its state, 0 for the others (expired states read as unknown); ' +
+        'registry="other": how many other registries (learned from Pods) are in each state.',
       labelNames: ['registry', 'state'] as const,
       registers: [registry],
       collect() {
         this.reset()
+        const other = new Map<RegistryState, number>(STATES.map((s) => [s, 0]))
+        let others = false
         for (const name of source.registries()) {
           const { state } = source.status(name)
-          for (const s of STATES) this.set({ registry: name, state: s }, s === state ? 1 : 0)
+          const label = source.label(name)
+          if (label === 'other') {
+            others = true
+            other.set(state, (other.get(state) ?? 0) + 1)
+          } else {
+            for (const s of STATES) this.set({ registry: label, state: s }, s === state ? 1 : 0)
+          }
         }
+        if (others) for (const [s, n] of other) this.set({ registry: 'other', state: s }, n)
       },
     })
     new Gauge({
@@ -39,13 +54,13 @@ export class ReachabilityMetrics {
         this.set(source.refusals())
       },
     })
-    this.probes = new Counter({
+    const probes = new Counter({
       name: 'mirrorhook_registry_probes_total',
       help: 'Active probes of registries (GET /v2/), by registry and result (reachable, unreachable).',
       labelNames: ['registry', 'result'] as const,
       registers: [registry],
     })
-    this.probeDuration = new Histogram({
+    const probeDuration = new Histogram({
       name: 'mirrorhook_registry_probe_duration_seconds',
       help: 'Time a probe took to answer or fail, by registry.',
       labelNames: ['registry'] as const,
@@ -58,9 +73,9 @@ export class ReachabilityMetrics {
       labelNames: ['source', 'outcome'] as const,
       registers: [registry],
     })
-    this.transitions = new Counter({
+    const transitions = new Counter({
       name: 'mirrorhook_registry_state_transitions_total',
-      help: 'Registry state changes, by registry and new state.',
+      help: 'Registry state changes, by registry (configured, or other) and new state.',
       labelNames: ['registry', 'to'] as const,
       registers: [registry],
     })
@@ -70,5 +85,8 @@ export class ReachabilityMetrics {
       labelNames: ['result'] as const,
       registers: [registry],
     })
+    this.probes = { inc: (l) => probes.inc({ registry: source.label(l.registry), result: l.result }) }
+    this.probeDuration = { observe: (l, seconds) => probeDuration.observe({ registry: source.label(l.registry) }, seconds) }
+    this.transitions = { inc: (l) => transitions.inc({ registry: source.label(l.registry), to: l.to }) }
   }
 }

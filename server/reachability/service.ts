@@ -5,18 +5,18 @@ import { hostname } from 'node:os'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { type Policy, registryKey } from '../core/policy.js'
+import { type Policy, registryKey, registryMetricLabel } from '../core/policy.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { OptedInNamespaces } from '../kube/namespaces.js'
 import type { PodCache } from '../kube/pods.js'
 import type { ReachabilityPolicy, ReachabilitySettings } from './config.js'
-import { ClusterLearner, type Finding } from './learner.js'
+import type { ClusterLearner, Finding } from './learner.js'
 import { ReachabilityMetrics } from './metrics.js'
 import { probeRegistry, type ProbeOptions, type ProbeResult } from './probe.js'
 import { Prober } from './prober.js'
 import { forStorage, recordFromJson, refusalFromJson, type StateSnapshot, tableToSnapshot } from './snapshot.js'
 import { type Observation, StateTable, type Transition } from './state.js'
-import { ConfigMapStore } from './store.js'
+import type { ConfigMapStore } from './store.js'
 
 /** The registries probes may contact: the mirrors, and the sources the config names (never a host from a Pod). */
 export function probeTargets(policy: Policy): string[] {
@@ -58,8 +58,8 @@ export class ReachabilityService {
   private readonly now: () => number
   private readonly identity: string
   private readonly prober?: Prober
-  private readonly learner?: ClusterLearner
-  private readonly store?: ConfigMapStore
+  private learner?: ClusterLearner
+  private store?: ConfigMapStore
   private readonly metrics?: ReachabilityMetrics
   private syncTimer?: NodeJS.Timeout
   private soonTimer?: NodeJS.Timeout
@@ -94,6 +94,7 @@ export class ReachabilityService {
         registries: () => [...new Set([...this.table.entries().map((r) => r.registry), ...this.policy.unreachable])],
         status: (r) => this.view().status(r),
         refusals: () => this.table.refusalEntries().filter((r) => r.expiresAt > this.now()).length,
+        label: (r) => registryMetricLabel(this.policy, r),
       })
     }
     const ca = s.probes.caFile ? readFileSync(s.probes.caFile, 'utf8') : undefined
@@ -115,29 +116,24 @@ export class ReachabilityService {
         now: this.now,
       })
     }
-    if (options.kubeConfig && s.persistence.enabled) {
-      this.store = new ConfigMapStore(options.kubeConfig, s.persistence.namespace ?? options.namespace, s.persistence.configMap)
-    }
-    if (options.kubeConfig && options.watches && s.learning.enabled) {
-      this.learner = new ClusterLearner({
-        kubeConfig: options.kubeConfig,
-        pods: options.watches.pods,
-        namespaces: options.watches.namespaces,
-        excludedNamespaces: this.policy.excludedNamespaces,
-        policy: () => this.policy,
-        slowPullMs: s.learning.slowPullSeconds * 1000,
-        maxAgeMs: s.ttlSeconds * 1000,
-        onFinding: (f) => this.found(f),
-        logger: this.logger,
-        now: this.now,
-      })
-    }
   }
 
   /** What admission reads: synchronous, in memory. */
   view(): ReachabilityView {
     const { policy, table, now } = this
+    let seenVersion = -1
+    let stableUntil = 0
+    let epoch = 0
     return {
+      generation() {
+        const t = now()
+        if (table.version !== seenVersion || t >= stableUntil) {
+          seenVersion = table.version
+          stableUntil = table.nextExpiry(t)
+          epoch += 1
+        }
+        return epoch
+      },
       status(registry) {
         if (policy.unreachable.has(registry)) return { state: 'unreachable', evidence: 'listed in config unreachable' }
         return table.status(registry, now())
@@ -174,10 +170,37 @@ export class ReachabilityService {
     return this.learner?.whenSynced() ?? Promise.resolve()
   }
 
+  // The Kubernetes client is loaded only when there is an API server, so start-up without one stays quick.
+  private async connectCluster(): Promise<void> {
+    const { kubeConfig, namespace } = this.options
+    if (!kubeConfig) return
+    const s = this.settings
+    if (s.persistence.enabled) {
+      const { ConfigMapStore } = await import('./store.js')
+      this.store = new ConfigMapStore(kubeConfig, s.persistence.namespace ?? namespace, s.persistence.configMap)
+    }
+    if (s.learning.enabled && this.options.watches) {
+      const { ClusterLearner } = await import('./learner.js')
+      this.learner = new ClusterLearner({
+        kubeConfig,
+        pods: this.options.watches.pods,
+        namespaces: this.options.watches.namespaces,
+        excludedNamespaces: this.policy.excludedNamespaces,
+        policy: () => this.policy,
+        slowPullMs: s.learning.slowPullSeconds * 1000,
+        maxAgeMs: s.ttlSeconds * 1000,
+        onFinding: (f) => this.found(f),
+        logger: this.logger,
+        now: this.now,
+      })
+    }
+  }
+
   /** Loads the shared state (bounded wait), then starts probes, learning and syncing. */
   async start(loadTimeoutMs = 5000): Promise<void> {
     if (this.started) return
     this.started = true
+    await this.connectCluster()
     if (this.store) {
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, loadTimeoutMs)))

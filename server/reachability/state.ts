@@ -145,6 +145,14 @@ export class StateTable {
     return [...this.refusals.values()]
   }
 
+  /** When the next state or refusal lapses after `now`: until then, only a new `version` changes what admission reads. */
+  nextExpiry(now: number): number {
+    let next = Infinity
+    for (const r of this.records.values()) if (r.expiresAt !== undefined && r.expiresAt > now && r.expiresAt < next) next = r.expiresAt
+    for (const r of this.refusals.values()) if (r.expiresAt > now && r.expiresAt < next) next = r.expiresAt
+    return next
+  }
+
   /** Applies one observation; returns the transition it caused, if any. */
   observe(registry: string, observation: Observation): Transition | undefined {
     let record = this.records.get(registry)

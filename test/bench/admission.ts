@@ -3,7 +3,7 @@
 // 1. the pure decision (admit + response) for a typical Pod, in-process;
 // 2. the same reviews over real HTTPS on loopback with keep-alive, as the API server sends them.
 import { Agent, request } from 'node:https'
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -79,10 +79,15 @@ for (let i = 0; i < count; i++) {
 report('decision (admit + response JSON), in-process', inProcess, performance.now() - t0)
 console.log(`heap growth over the run: ${((process.memoryUsage().heapUsed - heapBefore) / 1024 / 1024).toFixed(1)} MiB (garbage included)`)
 
+// The embedded defaults without network: no registry probes, no pre-pull, no cluster.
+const work = await mkdtemp(join(tmpdir(), 'mirrorhook-bench-'))
+const configPath = join(work, 'config.yaml')
+await writeFile(configPath, 'mode: auto\nreachability:\n  probes:\n    enabled: false\nkubeFledged:\n  enabled: false\n')
 const server = await startServer({
+  configPath,
   port: 0,
   host: '127.0.0.1',
-  devCertDir: await mkdtemp(join(tmpdir(), 'mirrorhook-bench-')),
+  devCertDir: work,
   certReloadIntervalMs: 60_000,
   shutdownDelayMs: 0,
   env: {},

@@ -1,8 +1,18 @@
 import t from 'tap'
 import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
-import { compilePolicy, registryKey } from '../../server/core/policy.js'
-import { decideImage, staticReachability } from '../../server/core/rewrite.js'
-import { parseNormalizedNamed } from '../../server/core/reference.js'
+import { compilePolicy, type MirrorTarget, registryKey } from '../../server/core/policy.js'
+import { pino } from 'pino'
+import {
+  certainlyValidRewrite,
+  DECISION_CACHE_SIZE,
+  decideImage,
+  type ReachabilityView,
+  type RegistryState,
+  staticReachability,
+  verify,
+} from '../../server/core/rewrite.js'
+import { ReachabilityService } from '../../server/reachability/service.js'
+import { parseNormalizedNamed, tryParseNormalizedNamed } from '../../server/core/reference/normalize.js'
 
 const SHA256 = `sha256:${'a'.repeat(64)}`
 const SHA512 = `sha512:${'b'.repeat(128)}`
@@ -166,4 +176,111 @@ t.test('a rewrite never points at a registry the config did not name', async (t)
     const d = decideImage(image, policy, staticReachability(policy))
     if (d.action === 'rewrite') t.equal(parseNormalizedNamed(d.rewritten).domain, 'm.daocloud.io', `${image} → ${d.rewritten}`)
   }
+})
+
+t.test('decisions are reused while the policy and the view generation stay the same; the memo is bounded', async (t) => {
+  const policy = policyOf({ mode: 'auto' })
+  let generation = 1
+  let state: RegistryState = 'unreachable'
+  let asked = 0
+  const view: ReachabilityView = {
+    generation: () => generation,
+    status: (registry) => {
+      asked += 1
+      return { state: registry === 'm.daocloud.io' ? 'reachable' : state, evidence: 'test' }
+    },
+  }
+  const first = decideImage('nginx:1.25', policy, view)
+  t.match(first, { action: 'rewrite', rewritten: 'm.daocloud.io/docker.io/library/nginx:1.25' })
+  t.equal(asked, 2, 'the source registry and the mirror')
+  t.equal(decideImage('nginx:1.25', policy, view), first, 'the same decision, not asked again')
+  t.equal(asked, 2)
+
+  state = 'reachable'
+  generation = 2
+  t.match(decideImage('nginx:1.25', policy, view), { action: 'keep', code: 'reachable' }, 'a new generation decides again')
+  t.equal(asked, 3)
+  const other = policyOf({ mode: 'always' })
+  t.match(decideImage('nginx:1.25', other, view), { action: 'rewrite', reason: 'mode always' }, 'another policy decides again')
+  t.match(decideImage('nginx:1.25', policy, view), { action: 'keep', code: 'reachable' })
+  t.equal(asked, 4)
+
+  for (let i = 0; i < DECISION_CACHE_SIZE; i++) decideImage(`nginx:2.${i}`, policy, view)
+  t.equal(asked, 4 + DECISION_CACHE_SIZE)
+  decideImage('nginx:1.25', policy, view)
+  t.equal(asked, 5 + DECISION_CACHE_SIZE, 'the oldest decision was forgotten: at most DECISION_CACHE_SIZE are kept')
+
+  let plainAsked = 0
+  const plain: ReachabilityView = {
+    status: (registry) => {
+      plainAsked += 1
+      return { state: registry === 'm.daocloud.io' ? 'reachable' : 'unreachable', evidence: 'test' }
+    },
+  }
+  decideImage('nginx:1.25', policy, plain)
+  decideImage('nginx:1.25', policy, plain)
+  t.equal(plainAsked, 4, 'a view without a generation is asked every time')
+})
+
+t.test('the learned view changes generation on new evidence and when a state expires', async (t) => {
+  let now = 1_000_000
+  const policy = policyOf({ mode: 'auto', reachability: { ttlSeconds: 60, probes: { maxBackoffSeconds: 30 } } })
+  const service = new ReachabilityService({ policy, logger: pino({ level: 'silent' }), namespace: 'mirrorhook', now: () => now })
+  const view = service.view()
+  const g0 = view.generation!()
+  t.equal(view.generation!(), g0, 'nothing changed')
+  service.observe('quay.io', { at: now, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
+  const g1 = view.generation!()
+  t.not(g1, g0, 'new evidence')
+  t.match(decideImage('quay.io/a/b:1', policy, view), { action: 'rewrite' })
+  now += 59_999
+  t.equal(view.generation!(), g1, 'before the state expires')
+  now += 1
+  t.not(view.generation!(), g1, 'the state expired')
+  t.match(decideImage('quay.io/a/b:1', policy, view), { action: 'rewrite', reason: /registry quay\.io is unknown/ })
+})
+
+t.test('the short validity check never vouches for a rewrite the full parse would refuse', async (t) => {
+  // Seeded: a failure reproduces.
+  let seed = 20261129
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed % n
+  }
+  const pick = (chars: string, n: number) => Array.from({ length: n }, () => chars[rand(chars.length)]).join('')
+  const label = () => pick('abcdefghijklmnopqrstuvwxyzABC0123456789', 1 + rand(8)) + (rand(4) === 0 ? `-${pick('ab-9', rand(4))}z` : '')
+  const targets: MirrorTarget[] = [
+    { repoPrefix: 'm.daocloud.io', domain: 'm.daocloud.io' },
+    { repoPrefix: 'harbor.corp.example:8443/proxy/sub', domain: 'harbor.corp.example:8443' },
+    { repoPrefix: 'localhost:5000', domain: 'localhost:5000' },
+  ]
+  let vouched = 0
+  let refused = 0
+  const wrong: string[] = []
+  for (let i = 0; i < 5000; i++) {
+    const domain = Array.from({ length: 2 + rand(3) }, label).join('.')
+    const path = Array.from({ length: 1 + rand(3) }, () => pick('abcdefghij0123456789', 1 + rand(rand(3) === 0 ? 120 : 12))).join('/')
+    const image = `${domain}/${path}${rand(2) ? `:${pick('abcXYZ019._-', 1 + rand(20)).replace(/^[.-]/, 'v')}` : ''}${rand(3) === 0 ? `@sha256:${'c'.repeat(64)}` : ''}`
+    const parsed = tryParseNormalizedNamed(image)
+    if (!parsed.ok) continue
+    const ref = parsed.ref
+    for (const target of targets) {
+      for (const source of [registryKey(ref.domain).toLowerCase(), undefined]) {
+        const name = source === undefined ? `${target.repoPrefix}/${ref.path}` : `${target.repoPrefix}/${source}/${ref.path}`
+        const candidate = `${name}${ref.tag !== undefined ? `:${ref.tag}` : ''}${ref.digest !== undefined ? `@${ref.digest}` : ''}`
+        if (certainlyValidRewrite(ref, target, source)) {
+          vouched += 1
+          if (verify(candidate, ref, target) !== undefined) wrong.push(candidate)
+        } else {
+          refused += 1
+        }
+      }
+    }
+  }
+  t.same(wrong, [], 'every rewrite vouched for parses as the full check requires')
+  t.ok(vouched > 10_000, `${vouched} rewrites vouched for, ${refused} left to the full parse`)
+  t.ok(refused > 50, 'long paths are left to the full parse')
+  const long = parseNormalizedNamed(`ghcr.io/${'a'.repeat(250)}:1`)
+  t.equal(certainlyValidRewrite(long, targets[0]!, 'ghcr.io'), false)
+  t.match(verify(`m.daocloud.io/ghcr.io/${'a'.repeat(250)}:1`, long, targets[0]!), /more than 255 characters/)
 })

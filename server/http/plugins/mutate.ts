@@ -1,8 +1,48 @@
 // POST /mutate: the admission endpoint. Fails open: any internal error
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { admit, buildResponse, parseAdmissionReview, type AdmissionRequest } from '../../admission/review.js'
+import { admit, buildResponse, parseAdmissionReview, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { registryMetricLabel } from '../../core/policy.js'
+import { clipForLog } from '../../observability/logger.js'
 import type { AppDependencies } from '../context.js'
+
+// What one review may write to the log: names and references clipped, at most this many images
+// listed (the rest counted), so a hostile Pod spec cannot produce a huge line.
+export const LOG_MAX_IMAGES = 64
+export const LOG_MAX_TEXT = 256
+
+/**
+ * The decision as logged at the default level: per image only what changed (container → new
+ * reference) and images kept with a warning (container → reason code and reason). The original
+ * references are in the Pod's annotation and the response's warnings.
+ */
+export function decisionLogFields(result: AdmissionResult): Record<string, unknown> {
+  const rewritten: Record<string, string> = Object.create(null)
+  const kept: Record<string, string> = Object.create(null)
+  let listed = 0
+  let more = 0
+  for (const p of result.plans) {
+    const d = p.decision
+    const warned = d.action === 'rewrite' || WARNED.has(d.code)
+    if (!warned) continue
+    if (listed >= LOG_MAX_IMAGES) {
+      more += 1
+      continue
+    }
+    listed += 1
+    const name = clipForLog(p.name, 64)
+    if (d.action === 'rewrite') rewritten[name] = clipForLog(d.rewritten, LOG_MAX_TEXT)
+    else kept[name] = clipForLog(`${d.code}: ${d.reason}`, LOG_MAX_TEXT)
+  }
+  const fields: Record<string, unknown> = { outcome: result.outcome }
+  if (listed - Object.keys(kept).length > 0) fields.rewritten = rewritten
+  if (Object.keys(kept).length > 0) fields.kept = kept
+  if (more > 0) fields.more = more
+  return fields
+}
+
+// The kept images that get a warning (pod.ts warns for the same codes).
+const WARNED: ReadonlySet<string> = new Set(['unparseable', 'inexpressible', 'mirror-unreachable', 'mirror-refused'])
 
 function podName(req: AdmissionRequest): string | undefined {
   if (req.name) return req.name
@@ -19,8 +59,8 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
   app.setErrorHandler((error: { statusCode?: number; message: string }, _request: FastifyRequest, reply: FastifyReply) => {
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
     if (status < 500) {
-      metrics.reviews.inc({ outcome: 'invalid', dry_run: 'unknown' })
-      logger.warn({ err: error.message }, 'rejected a malformed admission request')
+      metrics.countReview('invalid', 'unknown')
+      logger.warn({ err: clipForLog(error.message) }, 'rejected a malformed admission request')
       return reply.code(status).send({ error: error.message })
     }
     metrics.errors.inc({ stage: 'http' })
@@ -31,49 +71,51 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
   app.post('/mutate', async (request, reply) => {
     const parsed = parseAdmissionReview(request.body)
     if (!parsed.ok) {
-      metrics.reviews.inc({ outcome: 'invalid', dry_run: 'unknown' })
-      logger.warn({ reason: parsed.message }, 'rejected a malformed AdmissionReview')
+      metrics.countReview('invalid', 'unknown')
+      logger.warn({ reason: clipForLog(parsed.message) }, 'rejected a malformed AdmissionReview')
       return reply.code(400).send({ error: `malformed AdmissionReview: ${parsed.message}` })
     }
     const review = parsed.review
     const req = review.request
     const dryRun = req.dryRun === true
-    const log = logger.child({ uid: req.uid, namespace: req.namespace, pod: podName(req), operation: req.operation, dryRun })
+    // Who the review is about, on every line it writes; all of it is clipped request data.
+    const about = () => ({
+      uid: clipForLog(req.uid, 128),
+      namespace: req.namespace === undefined ? undefined : clipForLog(req.namespace, 128),
+      pod: clipForLog(podName(req) ?? '', LOG_MAX_TEXT),
+      operation: req.operation === undefined ? undefined : clipForLog(req.operation, 32),
+      dryRun,
+    })
     const started = process.hrtime.bigint()
     try {
       const { policy, reachability } = deps.context()
       const result = admit(req, policy, reachability)
       const body = buildResponse(review, result.patch, result.warnings)
       metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
-      metrics.reviews.inc({ outcome: result.outcome, dry_run: String(dryRun) })
+      metrics.countReview(result.outcome, dryRun)
       for (const plan of result.plans) {
-        if (plan.decision.action === 'rewrite') metrics.rewrites.inc({ registry: plan.decision.registry })
-        else metrics.kept.inc({ reason: plan.decision.code })
+        const d = plan.decision
+        if (d.action === 'rewrite') metrics.countRewrite(registryMetricLabel(policy, d.registry))
+        else metrics.countKept(d.code)
       }
       if (result.outcome === 'mutated' || result.warnings.length > 0) {
-        log.info(
-          {
-            outcome: result.outcome,
-            images: result.plans.map((p) => ({ container: p.name, ...p.decision })),
-          },
-          'admission decided',
-        )
-      } else {
-        log.debug({ outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
+        logger.info({ ...about(), ...decisionLogFields(result) }, 'admission decided')
+      } else if (logger.isLevelEnabled('debug')) {
+        logger.debug({ ...about(), outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
       }
       if (!dryRun && deps.onAdmitted) {
         try {
           deps.onAdmitted({ request: req, result })
         } catch (error) {
           metrics.errors.inc({ stage: 'after-admission' })
-          log.error({ err: error }, 'post-admission hook failed; the Pod is admitted as decided')
+          logger.error({ ...about(), err: error }, 'post-admission hook failed; the Pod is admitted as decided')
         }
       }
       return body
     } catch (error) {
       metrics.errors.inc({ stage: 'admission' })
-      metrics.reviews.inc({ outcome: 'error', dry_run: String(dryRun) })
-      log.error({ err: error }, 'admission failed; allowing the Pod unchanged')
+      metrics.countReview('error', dryRun)
+      logger.error({ ...about(), err: error }, 'admission failed; allowing the Pod unchanged')
       return buildResponse(review, [], [])
     }
   })

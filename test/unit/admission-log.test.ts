@@ -1,0 +1,129 @@
+// What one review writes to the log: one compact line per mutated review, bounded whatever the Pod.
+import t from 'tap'
+import { mkdtempSync, openSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { resolveConfig } from '../../server/config/config.js'
+import { compilePolicy } from '../../server/core/policy.js'
+import { staticReachability } from '../../server/core/rewrite.js'
+import { buildWebhookApp } from '../../server/http/app.js'
+import { Readiness } from '../../server/observability/readiness.js'
+import { LOG_MAX_IMAGES } from '../../server/http/plugins/mutate.js'
+import { logStats, stdoutDestination } from '../../server/observability/logger.js'
+import { Metrics } from '../../server/observability/metrics.js'
+
+async function harness(level = 'info') {
+  const lines: string[] = []
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      cb()
+    },
+  })
+  const policy = compilePolicy(resolveConfig(undefined, {}))
+  const app = await buildWebhookApp({
+    logger: pino({ level, base: undefined }, sink),
+    metrics: new Metrics(),
+    readiness: new Readiness(),
+    context: () => ({ policy, reachability: staticReachability(policy) }),
+  })
+  return { app, lines }
+}
+
+function review(containers: unknown[], uid = 'u-1') {
+  return {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: {
+      uid,
+      kind: { group: '', version: 'v1', kind: 'Pod' },
+      resource: { group: '', version: 'v1', resource: 'pods' },
+      namespace: 'shop',
+      operation: 'CREATE',
+      object: { metadata: { generateName: 'web-7d9f-' }, spec: { containers } },
+    },
+  }
+}
+
+t.test('a mutated review: one line with the uid, the Pod and per image only what changed', async (t) => {
+  const { app, lines } = await harness()
+  t.teardown(() => app.close())
+  const containers = [
+    { name: 'web', image: 'nginx:1.25' },
+    { name: 'internal', image: 'harbor.corp.example/team/api:2.1' },
+    { name: 'bad', image: 'Nginx:1' },
+  ]
+  await app.inject({ method: 'POST', url: '/mutate', payload: review(containers) })
+  t.equal(lines.length, 1)
+  const { time, ...line } = JSON.parse(lines[0]!)
+  t.type(time, 'number')
+  t.same(line, {
+    level: 30,
+    uid: 'u-1',
+    namespace: 'shop',
+    pod: 'web-7d9f-*',
+    operation: 'CREATE',
+    dryRun: false,
+    outcome: 'mutated',
+    rewritten: { web: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    kept: { bad: 'unparseable: invalid image reference: invalid reference format: repository name (library/Nginx) must be lowercase' },
+    msg: 'admission decided',
+  })
+})
+
+t.test('a review with nothing to rewrite writes nothing at the default level', async (t) => {
+  const { app, lines } = await harness()
+  t.teardown(() => app.close())
+  await app.inject({ method: 'POST', url: '/mutate', payload: review([{ name: 'internal', image: 'harbor.corp.example/team/api:2.1' }]) })
+  t.same(lines, [])
+})
+
+t.test('a hostile Pod cannot produce a huge log line', async (t) => {
+  const { app, lines } = await harness()
+  t.teardown(() => app.close())
+  const longPath = `${'a'.repeat(120)}/${'b'.repeat(120)}`
+  // Under the 6 MiB body limit: 1,000 containers with 1,000-character names, half of them with
+  // valid 380-character references, half with invalid 3,000-character ones.
+  const containers = Array.from({ length: 1000 }, (_, i) => ({
+    name: `${i}-${'n'.repeat(1000)}`,
+    image: i % 2 === 0 ? `ghcr.io/${longPath}:${'t'.repeat(120)}` : `${'X'.repeat(3000)}:${i}`,
+  }))
+  const body = review(containers, 'u'.repeat(10_000))
+  const res = await app.inject({ method: 'POST', url: '/mutate', payload: body })
+  t.equal(res.statusCode, 200)
+  t.equal(lines.length, 1, 'one line for the review')
+  const line = lines[0]!
+  t.ok(line.length < 48 * 1024, `the line is ${line.length} characters for a ${JSON.stringify(body).length}-character review`)
+  const parsed = JSON.parse(line)
+  t.equal(parsed.more, 1000 - LOG_MAX_IMAGES, 'images beyond the limit are counted, not listed')
+  t.equal(Object.keys(parsed.rewritten).length + Object.keys(parsed.kept).length, LOG_MAX_IMAGES)
+  t.equal(parsed.uid, `${'u'.repeat(128)}…(10000 chars)`)
+  for (const value of [
+    ...Object.keys(parsed.rewritten),
+    ...Object.values<string>(parsed.kept),
+    ...Object.values<string>(parsed.rewritten),
+  ]) {
+    t.ok(value.length <= 256 + 20, `clipped: ${value.slice(0, 40)}… (${value.length})`)
+  }
+})
+
+t.test('the log destination drops and counts lines instead of queueing without bound', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mirrorhook-log-'))
+  const file = join(dir, 'out.log')
+  const fd = openSync(file, 'w')
+  const before = logStats().droppedLines
+  // 1 KiB queue, no batching: the first line starts a write, nine more fit, the rest are dropped.
+  const destination = stdoutDestination(1000, fd, 0)
+  await new Promise((resolve) => (destination as unknown as NodeJS.EventEmitter).once('ready', resolve))
+  const line = `${'x'.repeat(99)}\n`
+  for (let i = 0; i < 100; i++) destination.write(line)
+  t.equal(logStats().queuedBytes, 1000, 'the queue stops at its bound')
+  t.equal(logStats().droppedLines - before, 90)
+  // end() writes what is queued, then closes the file.
+  const closed = new Promise((resolve) => (destination as unknown as NodeJS.EventEmitter).once('close', resolve))
+  ;(destination as unknown as { end(): void }).end()
+  await closed
+  t.equal(readFileSync(file, 'utf8'), line.repeat(10), 'what was accepted is written')
+})
