@@ -12,8 +12,12 @@ import path from 'node:path'
 import {
   checkBinaries,
   CLUSTER_BINARIES,
+  REPO_ROOT,
+  spawnLogged,
   startControlPlane,
+  stopSpawned,
   type ControlPlane,
+  type Spawned,
   type StartOptions,
   type StopOptions,
 } from './controlplane.js'
@@ -44,7 +48,11 @@ export interface Cluster {
   controllers: Controllers
   kwok: Kwok
   kubeFledged: KubeFledged | null
+  /** With `detach`, the stand-in runs as a process of its own (kubefledged-main.ts). */
+  kubeFledgedPid: number | null
   registry: Registry | null
+  /** Every process started, by name (process-group ids). */
+  groups(): { name: string; pgid: number }[]
   /** Stops everything, the control plane last. */
   stop(opts?: StopOptions): Promise<void>
 }
@@ -60,9 +68,11 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   let controllers: Controllers | null = null
   let kwok: Kwok | null = null
   let kubeFledged: KubeFledged | null = null
+  let kubeFledgedProc: Spawned | null = null
   let registry: Registry | null = null
   const stopParts = async () => {
     await kubeFledged?.stop().catch(() => {})
+    if (kubeFledgedProc) await stopSpawned(kubeFledgedProc).catch(() => {})
     await kwok?.stop().catch(() => {})
     await controllers?.stop().catch(() => {})
     await registry?.stop().catch(() => {})
@@ -90,11 +100,29 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/imagecaches.kubefledged.io'])
       if (established.code !== 0) throw new Error(`ImageCache CRD not established: ${established.stderr}`)
       const kfLog = path.join(cp.logsDir, 'kube-fledged.log')
-      kubeFledged = await startKubeFledged({
-        log: (line) => appendFileSync(kfLog, `${new Date().toISOString()} ${line}\n`),
-        ...opts.kubeFledged,
-        kubeconfigPath: cp.kubeconfigPath,
-      })
+      if (opts.detach) {
+        const kf = opts.kubeFledged || {}
+        kubeFledgedProc = spawnLogged(
+          process.execPath,
+          [
+            '--import',
+            'tsx',
+            path.join(REPO_ROOT, 'test', 'support', 'kubefledged-main.ts'),
+            '--kubeconfig',
+            cp.kubeconfigPath,
+            ...(kf.namespace ? ['--namespace', kf.namespace] : []),
+            ...(kf.imagePullDeadlineMs ? ['--image-pull-deadline-seconds', String(kf.imagePullDeadlineMs / 1000)] : []),
+            ...(kf.refreshFrequencyMs !== undefined ? ['--image-cache-refresh-seconds', String(kf.refreshFrequencyMs / 1000)] : []),
+          ],
+          kfLog,
+          true,
+        )
+      } else
+        kubeFledged = await startKubeFledged({
+          log: (line) => appendFileSync(kfLog, `${new Date().toISOString()} ${line}\n`),
+          ...opts.kubeFledged,
+          kubeconfigPath: cp.kubeconfigPath,
+        })
     }
   } catch (e) {
     await stopParts()
@@ -107,6 +135,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     kwok,
     kubeFledged,
     registry,
+    kubeFledgedPid: kubeFledgedProc?.child.pid ?? null,
+    groups: () => [
+      { name: 'etcd', pgid: cp.pids.etcd },
+      { name: 'kube-apiserver', pgid: cp.pids.apiserver },
+      { name: 'kube-controller-manager', pgid: controllers!.pids.controllerManager },
+      { name: 'kube-scheduler', pgid: controllers!.pids.scheduler },
+      { name: 'kwok', pgid: kwok!.pid },
+      ...(registry ? [{ name: 'registry', pgid: registry.pid }] : []),
+      ...(kubeFledgedProc?.child.pid ? [{ name: 'kubefledged-main', pgid: kubeFledgedProc.child.pid }] : []),
+    ],
     async stop(stopOpts: StopOptions = {}) {
       await stopParts()
       await cp.stop(stopOpts)
