@@ -14,6 +14,8 @@ import { createNamespace, registerWebhook, startTestWebhook } from '../support/w
 const cluster = await withCluster(t, {
   nodes: 3,
   unreachable: { registries: ['docker.io'] },
+  // Pods start and complete after half a second, not within milliseconds.
+  timing: { podStartDelayMs: 500 },
   // A lost completion would otherwise cost 5 minutes.
   kubeFledged: { imagePullDeadlineMs: 60_000 },
 })

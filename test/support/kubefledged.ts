@@ -360,6 +360,8 @@ export async function startKubeFledged(opts: KubeFledgedOptions): Promise<KubeFl
     if (r.status !== 200) throw new Error(`get imagecache ${imageCache.metadata.name}: HTTP ${r.status}`)
     const copy = r.json as ImageCache
     copy.status = { ...status }
+    // Go's encoding/json: `failures,omitempty` leaves an empty map out.
+    if (copy.status.failures && Object.keys(copy.status.failures).length === 0) delete copy.status.failures
     if (copy.status.status !== STATUS.Processing) copy.status.completionTime = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
     const u = await api.request('PUT', `${cachesPath}/${imageCache.metadata.name}`, copy)
     if (u.status !== 200) throw new Error(`update imagecache ${imageCache.metadata.name} status: HTTP ${u.status} ${u.text.slice(0, 300)}`)

@@ -21,7 +21,7 @@
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { stringify as toYaml } from 'yaml'
+import { parseAllDocuments, stringify as toYaml } from 'yaml'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 export const KWOK_STAGE_FILES = [
@@ -273,6 +273,12 @@ function podStage(name: string, key: string, next: string, delayMs: number): Rec
 }
 
 export interface PullStageTiming {
+  /**
+   * Delay of kwok's pod-ready and pod-complete Stages (default 0: kwok's fast set as it is, a Job's
+   * Pod completes within milliseconds of its creation). kwok's own pod/general set waits 1 s and
+   * more; a few hundred ms keep a controller's own bookkeeping ahead of the Pods it creates.
+   */
+  podStartDelayMs?: number
   /** ErrImagePull → ImagePullBackOff (default 1 s). */
   backOffAfterMs?: number
   /** ImagePullBackOff → ErrImagePull again, the kubelet's retry (default 10 s, its first back-off). */
@@ -324,5 +330,14 @@ export function recoveredStage(u: Unreachable): Record<string, unknown> {
 /** Every Stage kwok is given: its defaults, then mirrorhook's. */
 export function kwokStagesYaml(u: Unreachable, timing: PullStageTiming = {}): string {
   const own = [...unreachableStages(u, timing), recoveredStage(u)].map((s) => toYaml(s, { lineWidth: 0 }))
-  return [kwokDefaultStages(), ...own].join('\n---\n')
+  let defaults = kwokDefaultStages()
+  if (timing.podStartDelayMs) {
+    const docs = parseAllDocuments(defaults)
+    for (const d of docs) {
+      const name = d.getIn(['metadata', 'name'])
+      if (name === 'pod-ready' || name === 'pod-complete') d.setIn(['spec', 'delay'], { durationMilliseconds: timing.podStartDelayMs })
+    }
+    defaults = docs.map((d) => d.toString({ lineWidth: 0 })).join('---\n')
+  }
+  return [defaults, ...own].join('\n---\n')
 }
