@@ -15,8 +15,10 @@
 # stamp (interrupted build, other version) is rebuilt. Safe to run concurrently
 # (flock) and as often as you like: a warm run takes about a second.
 #
-# Usage: bash test/k8s/build.sh [--print-dir] [--force] [--control-plane-only]
+# Usage: bash test/k8s/build.sh [--print-dir] [--force] [--control-plane-only] [--skip-without-go]
 #   --control-plane-only: only kube-apiserver, etcd, kubectl and helm
+#   --skip-without-go: without a suitable Go, say so and exit 0 (the tests then skip the
+#                      end-to-end files), unless CI=true (npm test's pretest uses this)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,12 +42,14 @@ BIN_DIR="${MIRRORHOOK_K8S_BIN:-$CACHE_ROOT/$K8S_VERSION}"
 
 FORCE=0
 CONTROL_PLANE_ONLY=0
+SKIP_WITHOUT_GO=0
 for arg in "$@"; do
   case "$arg" in
     --print-dir) echo "$BIN_DIR"; exit 0 ;;
     --force) FORCE=1 ;;
     --control-plane-only) CONTROL_PLANE_ONLY=1 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --skip-without-go) SKIP_WITHOUT_GO=1 ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg" 2 ;;
   esac
 done
@@ -107,12 +111,27 @@ find_go() {
   return 1
 }
 
+no_go() { # message
+  if [[ "$SKIP_WITHOUT_GO" == 1 && ! "${CI:-}" =~ ^(1|true|yes)$ ]]; then
+    log "$1; the end-to-end tests will be skipped"
+    exit 0
+  fi
+  die "$1" 3
+}
+
+GOBIN_PATH=""
+GOVER=""
+need_go() { # name minimum-minor  -- called before go_build, outside any subshell
+  local name="$1" need="$2"
+  GOBIN_PATH="$(find_go)" || no_go "Go is not installed (need Go >= 1.$need on PATH or at /usr/local/go/bin/go) — cannot build $name"
+  GOVER="$(GOTOOLCHAIN=local "$GOBIN_PATH" env GOVERSION)"
+  local minor; minor="$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$GOVER")"
+  [[ "$minor" =~ ^[0-9]+$ && "$minor" -ge "$need" ]] || no_go "$GOBIN_PATH is $GOVER; building $name needs Go >= 1.$need"
+}
+
 go_build() { # name package version [module dir, default $HERE]
-  local name="$1" pkg="$2" version="$3" moddir="${4:-$HERE}" gobin
-  gobin="$(find_go)" || die "Go is not installed (need Go >= 1.25 on PATH or at /usr/local/go/bin/go) — cannot build $name" 3
-  local gover; gover="$(GOTOOLCHAIN=local "$gobin" env GOVERSION)"
-  local minor; minor="$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$gover")"
-  [[ "$minor" =~ ^[0-9]+$ && "$minor" -ge 25 ]] || die "$gobin is $gover; building $name needs Go >= 1.25" 3
+  local name="$1" pkg="$2" version="$3" moddir="${4:-$HERE}"
+  local gobin="$GOBIN_PATH" gover="$GOVER"
   local tmp="$BIN_DIR/.$name.tmp.$$"
   local ldflags="-s -w"
   case "$name" in
@@ -124,9 +143,16 @@ go_build() { # name package version [module dir, default $HERE]
   esac
   log "building $name $version with $gover (this takes a while on a cold cache)"
   local t0=$SECONDS
+  # A progress line every 30 s: a cold build is silent for minutes.
+  ( while sleep 30; do log "  still building $name ($((SECONDS - t0)) s)"; done ) >/dev/null &
+  local ticker=$!
+  local rc=0
   ( cd "$moddir" &&
     GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly" \
-      "$gobin" build -trimpath -pgo=off -ldflags "$ldflags" -o "$tmp" "$pkg" )
+      "$gobin" build -trimpath -pgo=off -ldflags "$ldflags" -o "$tmp" "$pkg" ) || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  [[ "$rc" == 0 ]] || die "go build of $name failed (exit $rc)"
   log "built $name in $((SECONDS - t0)) s"
   echo "$tmp"
 }
@@ -136,6 +162,7 @@ if is_current kube-apiserver; then
   log "kube-apiserver $K8S_VERSION: cached"
 else
   TMP_FILES+=("$BIN_DIR/.kube-apiserver.tmp.$$")
+  need_go kube-apiserver 25
   tmp="$(go_build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION")"
   out="$("$tmp" --version)"
   [[ "$out" == "Kubernetes $K8S_VERSION" ]] || die "unexpected kube-apiserver --version: $out"
@@ -147,6 +174,7 @@ if is_current etcd; then
   log "etcd $ETCD_VERSION: cached"
 else
   TMP_FILES+=("$BIN_DIR/.etcd.tmp.$$")
+  need_go etcd 25
   tmp="$(go_build etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION")"
   out="$(first_line "$tmp" --version)"
   [[ "$out" == "etcd Version: ${ETCD_VERSION#v}" ]] || die "unexpected etcd --version: $out"
@@ -161,6 +189,7 @@ build_kube() { # name
     return
   fi
   TMP_FILES+=("$BIN_DIR/.$name.tmp.$$")
+  need_go "$name" 25
   tmp="$(go_build "$name" "k8s.io/kubernetes/cmd/$name" "$K8S_VERSION")"
   out="$("$tmp" --version)"
   [[ "$out" == "Kubernetes $K8S_VERSION" ]] || die "unexpected $name --version: $out"
@@ -178,6 +207,7 @@ elif is_current kwok; then
   log "kwok $KWOK_VERSION: cached"
 else
   TMP_FILES+=("$BIN_DIR/.kwok.tmp.$$")
+  need_go kwok 26
   tmp="$(go_build kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "$HERE/kwok")"
   out="$("$tmp" --version 2>&1)"
   [[ "$out" == *"${KWOK_VERSION#v}"* ]] || die "unexpected kwok --version: $out"
@@ -191,6 +221,7 @@ elif is_current registry; then
   log "registry $REGISTRY_VERSION: cached"
 else
   TMP_FILES+=("$BIN_DIR/.registry.tmp.$$")
+  need_go registry 26
   tmp="$(go_build registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" "$HERE/registry")"
   out="$("$tmp" --version 2>&1)"
   [[ "$out" == *" $REGISTRY_VERSION"* ]] || die "unexpected registry --version: $out"
