@@ -7,8 +7,10 @@
 //                                      updateImageCacheStatus, processNextWorkItem)
 //   pkg/images/helpers.go             (newImagePullJob, newImageDeleteJob, checkIfImageNeedsToBePulled)
 //   pkg/apis/kubefledged/v1alpha2/types.go (statuses, reasons, messages)
-// and /work/shared/reference/kube-fledged.md for what was observed with its release (the
-// BUSYBOX_IMAGE default, NoImagesPulledOrDeleted, the lost completions).
+// (read at: controller.go 088024e, image_manager.go 044b5a4, types.go 6ce1217, helpers.go as
+// of the kubefledged-image-manager labels and the BUSYBOX_IMAGE parameter)
+// and what its release was seen doing in a simulated cluster like this one (the BUSYBOX_IMAGE
+// default, NoImagesPulledOrDeleted, the lost completions).
 //
 // What it does not do: run a validating webhook, or pull anything — kwok completes the pull
 // Jobs' Pods (pod-complete Stage), or leaves them in ErrImagePull when their registry is
@@ -31,7 +33,7 @@ export const STATUS = {
   Unknown: 'Unknown',
   Aborted: 'Aborted',
   // Not in the source read here (types.go at 6ce1217); observed with kube-fledged's master
-  // (837f2b3) for a cache whose nodeSelector matches no node (reference/kube-fledged.md).
+  // (837f2b3) for a cache whose nodeSelector matches no node. The message text is this file's.
   NoImagesPulledOrDeleted: 'NoImagesPulledOrDeleted',
 } as const
 export const REASON = {
@@ -520,8 +522,8 @@ export async function startKubeFledged(opts: KubeFledgedOptions): Promise<KubeFl
         cacheSpec.forEach((list, k) => {
           const matched = [...nodes.values()].filter((n) => nodeMatches(n, list.nodeSelector))
           if (matched.length === 0) {
-            // Its master reports NoImagesPulledOrDeleted for this cache (reference/kube-fledged.md)
-            // instead of returning an error and leaving it Processing, as 6ce1217 did.
+            // Its master (837f2b3) reports NoImagesPulledOrDeleted for this cache
+            // instead of returning an error and leaving it Processing, as controller.go at 088024e does.
             log(`NodeSelector ${JSON.stringify(list.nodeSelector ?? {})} did not match any nodes.`)
             return
           }
