@@ -55,13 +55,14 @@ export const coreConfigShape = {
   imageCheckIntervalSeconds: z.number().int().positive().max(86400).default(10),
 }
 
-const coreConfigSchema = z.object(coreConfigShape).strict()
+// Only its type is used: what the core's keys parse to.
+type CoreConfig = z.infer<z.ZodObject<typeof coreConfigShape>>
 
 /**
  * What the core reads: its own keys, and from the reachability section only what an
  * `unknown` registry means in mode auto.
  */
-export type PolicyConfig = z.infer<typeof coreConfigSchema> & { readonly reachability: { readonly unknown: 'mirror' | 'direct' } }
+export type PolicyConfig = CoreConfig & { readonly reachability: { readonly unknown: 'mirror' | 'direct' } }
 
 export class ConfigError extends Error {
   constructor(

@@ -76,7 +76,7 @@ export class Informer<T extends StoredObject> {
       watch: (
         path: string,
         query: Record<string, unknown>,
-        callback: (phase: string, obj: any, raw: any) => void,
+        callback: (phase: string, obj: unknown, raw: unknown) => void,
         done: (err: unknown) => void,
       ) => {
         if (this.listed) {

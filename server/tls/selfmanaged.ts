@@ -217,7 +217,9 @@ export class SelfManagedTls {
         const status = statusOf(error)
         const message = describeError(error)
         if (status === 401 || status === 403 || Date.now() + delay > deadline) {
-          throw new Error(`self-managed TLS: cannot set up the Secret ${this.options.namespace}/${this.options.secretName}: ${message}`)
+          throw new Error(`self-managed TLS: cannot set up the Secret ${this.options.namespace}/${this.options.secretName}: ${message}`, {
+            cause: error,
+          })
         }
         this.deps.logger.warn({ err: message, retryInMs: delay }, 'self-managed TLS: set-up failed, retrying')
         await new Promise((r) => setTimeout(r, delay))

@@ -70,15 +70,18 @@ function copiesOf(stage: Stage): Copy[] {
 
 // .dockerignore semantics for the patterns a context needs: globs per path segment,
 // `!` re-includes, the last matching line wins, a matched folder covers what is inside it.
+// Stands for `**` while single stars are translated; a pattern never contains it.
+const DOUBLE_STAR = '\uE000'
+
 function ignoredBy(patterns: string[], path: string): boolean {
   const toRegex = (glob: string) =>
     new RegExp(
       `^${glob
         .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-        .replace(/\*\*/g, '\u0000')
+        .replace(/\*\*/g, DOUBLE_STAR)
         .replace(/\*/g, '[^/]*')
         .replace(/\?/g, '[^/]')
-        .replace(/\u0000/g, '.*')}(/.*)?$`,
+        .replaceAll(DOUBLE_STAR, '.*')}(/.*)?$`,
     )
   let ignored = false
   for (const line of patterns) {

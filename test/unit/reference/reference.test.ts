@@ -2,7 +2,6 @@
 import t from 'tap'
 import {
   type ImageReferenceErrorCode,
-  ImageReferenceError,
   NAME_TOTAL_LENGTH_MAX,
   parse,
   withName,
