@@ -36,6 +36,8 @@ export const K8S_VERSION = goModVersion('k8s.io/kubernetes')
 export const ETCD_VERSION = goModVersion('go.etcd.io/etcd/server/v3')
 
 export const BINARIES = ['etcd', 'kube-apiserver', 'kubectl', 'helm'] as const
+/** What a whole test cluster needs on top of BINARIES (test/support/cluster.ts). */
+export const CLUSTER_BINARIES = [...BINARIES, 'kube-controller-manager', 'kube-scheduler', 'kwok', 'registry'] as const
 
 /** Where the binaries are expected: $MIRRORHOOK_K8S_BIN, else the per-version cache directory. */
 export function defaultBinDir(): string {
@@ -54,8 +56,8 @@ export interface BinaryCheck {
 }
 
 /** Checks that build.sh finished for every binary (a partial build never counts). */
-export function checkBinaries(binDir = defaultBinDir()): BinaryCheck {
-  const missing = BINARIES.filter((b) => {
+export function checkBinaries(binDir = defaultBinDir(), names: readonly string[] = BINARIES): BinaryCheck {
+  const missing = names.filter((b) => {
     try {
       return !(statSync(path.join(binDir, b)).mode & 0o111) || !existsSync(path.join(binDir, `.${b}.stamp`))
     } catch {
@@ -67,6 +69,7 @@ export function checkBinaries(binDir = defaultBinDir()): BinaryCheck {
     ? `control-plane binaries in ${binDir}`
     : `control-plane binaries missing in ${binDir} (${missing.join(', ')}): run \`npm run k8s:build\` ` +
       `(builds kube-apiserver ${K8S_VERSION} and etcd ${ETCD_VERSION} with Go >= 1.25, ~10 min cold; ` +
+      `kube-controller-manager, kube-scheduler, kwok and the registry need Go >= 1.26, ~12 min more; ` +
       `set MIRRORHOOK_K8S_BIN to use another directory)`
   return { binDir, ok, missing: [...missing], message }
 }
@@ -134,6 +137,8 @@ export interface ControlPlane {
   binDir: string
   workDir: string
   logsDir: string
+  /** ca.crt, sa.key (service-account signing key), sa.pub, tokens.csv. */
+  pkiDir: string
   /** PIDs (= process-group ids) of etcd and kube-apiserver. */
   pids: { etcd: number; apiserver: number }
   version: string
@@ -165,7 +170,7 @@ const liveGroups = new Set<number>()
 const liveLogs = new Set<string>()
 let hooksInstalled = false
 
-function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
+export function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
   try {
     process.kill(-pgid, signal)
     return true
@@ -183,7 +188,7 @@ export function groupAlive(pgid: number): boolean {
   }
 }
 
-function installExitHooks(): void {
+export function installExitHooks(): void {
   if (hooksInstalled) return
   hooksInstalled = true
   process.on('exit', () => {
@@ -210,7 +215,7 @@ function installExitHooks(): void {
 }
 
 /** A detached sh that SIGKILLs the groups once `parent` is gone (covers SIGKILL of the test process). */
-function startWatchdog(parent: number, groups: number[]): ChildProcess {
+export function startWatchdog(parent: number, groups: number[]): ChildProcess {
   const script = 'p=$1; shift; while kill -0 "$p" 2>/dev/null; do sleep 1; done; ' + 'for g in "$@"; do kill -9 "-$g" 2>/dev/null; done'
   const w = spawn('/bin/sh', ['-c', script, 'mirrorhook-watchdog', String(parent), ...groups.map(String)], {
     detached: true,
@@ -220,10 +225,30 @@ function startWatchdog(parent: number, groups: number[]): ChildProcess {
   return w
 }
 
+/**
+ * SIGTERM a started process's whole group, SIGKILL what is left after `graceMs`, and forget it.
+ */
+export async function stopSpawned(s: Spawned, graceMs = 5_000): Promise<void> {
+  const g = s.child.pid
+  if (!g) return
+  if (groupAlive(g)) {
+    killGroup(g, 'SIGTERM')
+    const deadline = Date.now() + graceMs
+    while (Date.now() < deadline && groupAlive(g)) await sleep(50)
+    if (groupAlive(g)) {
+      killGroup(g, 'SIGKILL')
+      const hard = Date.now() + 5_000
+      while (Date.now() < hard && groupAlive(g)) await sleep(50)
+    }
+  }
+  await Promise.race([s.exited, sleep(2_000)])
+  liveGroups.delete(g)
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /** Environment for the children: no proxy for loopback (webhooks live on 127.0.0.1). */
-function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const k of Object.keys(env)) {
     if (/^(https?|all|ftp)_proxy$/i.test(k)) delete env[k]
@@ -254,7 +279,7 @@ async function distinctFreePorts(n: number): Promise<number[]> {
   return [...ports]
 }
 
-function tail(file: string, lines = 40): string {
+export function tail(file: string, lines = 40): string {
   try {
     const all = readFileSync(file, 'utf8').split('\n')
     return all.slice(-lines - 1).join('\n')
@@ -291,19 +316,32 @@ export function run(cmd: string, args: string[], opts: ExecOptions = {}): Promis
   })
 }
 
-function httpRequest(
+export function httpRequest(
   url: string,
-  opts: { method?: string; ca?: string; headers?: Record<string, string>; body?: string; timeoutMs?: number },
+  opts: {
+    method?: string
+    ca?: string
+    headers?: Record<string, string>
+    body?: string | Buffer
+    timeoutMs?: number
+    rejectUnauthorized?: boolean
+  },
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const u = new URL(url)
     const mod = u.protocol === 'https:' ? https : http
+    const headers = { ...opts.headers }
+    // Node frames no body for DELETE (and GET) unless told its length.
+    if (opts.body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-length')) {
+      headers['Content-Length'] = String(Buffer.byteLength(opts.body))
+    }
     const req = mod.request(
       u,
       {
         method: opts.method ?? 'GET',
-        headers: opts.headers,
+        headers,
         ca: opts.ca,
+        rejectUnauthorized: opts.rejectUnauthorized,
         agent: false,
         timeout: opts.timeoutMs ?? 10_000,
       },
@@ -320,26 +358,26 @@ function httpRequest(
   })
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const DEBUG = /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_CP_DEBUG ?? '')
 function debug(msg: string): void {
   if (DEBUG) process.stderr.write(`# [controlplane ${new Date().toISOString()} pid ${process.pid}] ${msg}\n`)
 }
 
-interface Spawned {
+export interface Spawned {
   child: ChildProcess
   exited: Promise<number | null>
   exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null
 }
 
-function spawnLogged(bin: string, args: string[], logFile: string, detach: boolean): Spawned {
+export function spawnLogged(bin: string, args: string[], logFile: string, detach: boolean, env: NodeJS.ProcessEnv = {}): Spawned {
   const fd = openSync(logFile, 'a')
   writeFileSync(fd, `# ${new Date().toISOString()} ${bin} ${args.join(' ')}\n`)
   const child = spawn(bin, args, {
     detached: true, // own process group: stop() kills the whole group
     stdio: ['ignore', fd, fd],
-    env: childEnv(),
+    env: childEnv(env),
   })
   closeSync(fd)
   const s: Spawned = { child, exitInfo: null, exited: Promise.resolve(null) }
@@ -359,7 +397,7 @@ function spawnLogged(bin: string, args: string[], logFile: string, detach: boole
   return s
 }
 
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>, died: () => string | null): Promise<void> {
+export async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>, died: () => string | null): Promise<void> {
   const deadline = Date.now() + timeoutMs
   let lastErr = ''
   while (Date.now() < deadline) {
@@ -593,6 +631,7 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
       binDir,
       workDir,
       logsDir,
+      pkiDir,
       pids: { etcd: etcd.child.pid!, apiserver: api.child.pid! },
       version,
       kubectl: (args, o = {}) => run(path.join(binDir, 'kubectl'), ['--kubeconfig', kubeconfigPath, ...args], o),

@@ -19,6 +19,7 @@
 import path from 'node:path'
 import type { Test } from 'tap'
 import { checkBinaries, startControlPlane, type ControlPlane, type StartOptions } from './controlplane.js'
+import { checkClusterBinaries, startCluster, type Cluster, type ClusterOptions } from './cluster.js'
 
 function testFileName(t: Test): string {
   const file = process.argv[1]
@@ -54,4 +55,30 @@ export async function withControlPlane(t: Test, opts: StartOptions = {}): Promis
     await cp.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
   })
   return cp
+}
+
+/**
+ * Starts a whole test cluster (test/support/cluster.ts) for this test file, with the same rules
+ * as withControlPlane: skipped (or, with CI=true, failed) when the binaries are missing;
+ * stopped in t.teardown, logs kept when something failed.
+ */
+export async function withCluster(t: Test, opts: ClusterOptions = {}): Promise<Cluster | null> {
+  const bins = checkClusterBinaries(opts.binDir)
+  if (!bins.ok) {
+    if (isCI()) {
+      t.fail(`end-to-end tests cannot run, and with CI=true that is a failure, not a skip: ${bins.message}`)
+    } else {
+      const msg = `end-to-end tests skipped: ${bins.message}`
+      process.stderr.write(`# ${msg}\n`)
+      t.plan(0, msg)
+    }
+    return null
+  }
+  const cluster = await startCluster(opts)
+  t.teardown(async () => {
+    const failed = !t.passing()
+    const keep = failed || /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_KEEP_LOGS ?? '')
+    await cluster.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
+  })
+  return cluster
 }

@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools records the command this module builds, so that
+// `go mod tidy` keeps its requirements in go.mod and go.sum.
+package tools
+
+import (
+	_ "github.com/distribution/distribution/v3/cmd/registry"
+)

@@ -1,0 +1,228 @@
+// A real OCI registry for the tests: the CNCF distribution registry (v3, built by
+// test/k8s/build.sh) over TLS on 127.0.0.1, usable as the mirror (images pushed under
+// `<host>/docker.io/library/nginx:1.25`, the mirror's layout) and as an internal registry.
+//
+//   const reg = await startRegistry({ dir })
+//   await pushImage(reg, 'docker.io/library/nginx', '1.25')   // a tiny synthetic image
+//   await reg.stop()
+import { createHash } from 'node:crypto'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { gzipSync } from 'node:zlib'
+import { stringify as toYaml } from 'yaml'
+import { createCa, issueServing } from '../../server/tls/certs.js'
+import { defaultBinDir, freePort, httpRequest, spawnLogged, stopSpawned, tail, waitFor, type Spawned } from './controlplane.js'
+
+export interface RegistryOptions {
+  binDir?: string
+  /** Where storage, config, certificates and the log go (default: a new temp dir, removed by stop()). */
+  dir?: string
+  port?: number
+  /** Where registry.log goes (default: dir). */
+  logsDir?: string
+  detach?: boolean
+}
+
+export interface Registry {
+  /** 127.0.0.1:<port>, as it appears in an image reference. */
+  host: string
+  /** https://127.0.0.1:<port> */
+  url: string
+  /** PEM of the CA that signed its certificate (give it to probes: reachability.probes.caFile). */
+  caPem: string
+  caFile: string
+  dir: string
+  logFile: string
+  pid: number
+  logTail(lines?: number): string
+  stop(): Promise<void>
+}
+
+export async function startRegistry(opts: RegistryOptions = {}): Promise<Registry> {
+  const binDir = opts.binDir ?? defaultBinDir()
+  const ownDir = !opts.dir
+  const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'mirrorhook-registry-'))
+  mkdirSync(path.join(dir, 'storage'), { recursive: true })
+  const port = opts.port ?? (await freePort())
+  const ca = await createCa('mirrorhook-e2e-registry-ca', 7)
+  const serving = await issueServing(ca, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], validDays: 7 })
+  const caFile = path.join(dir, 'ca.crt')
+  writeFileSync(caFile, ca.certPem)
+  writeFileSync(path.join(dir, 'tls.crt'), serving.certPem)
+  writeFileSync(path.join(dir, 'tls.key'), serving.keyPem, { mode: 0o600 })
+  // distribution's configuration (docs/content/about/configuration.md): filesystem storage,
+  // deletes allowed (purges), TLS on loopback, no auth.
+  const config = {
+    version: 0.1,
+    log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },
+    storage: { filesystem: { rootdirectory: path.join(dir, 'storage') }, delete: { enabled: true }, cache: { blobdescriptor: 'inmemory' } },
+    http: {
+      addr: `127.0.0.1:${port}`,
+      tls: { certificate: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key') },
+      headers: { 'X-Content-Type-Options': ['nosniff'] },
+      draintimeout: '1s',
+    },
+    health: { storagedriver: { enabled: true, interval: '10s', threshold: 3 } },
+  }
+  const configFile = path.join(dir, 'config.yml')
+  writeFileSync(configFile, toYaml(config))
+  const logFile = path.join(opts.logsDir ?? dir, 'registry.log')
+  const url = `https://127.0.0.1:${port}`
+  const proc: Spawned = spawnLogged(path.join(binDir, 'registry'), ['serve', configFile], logFile, opts.detach ?? false, {
+    OTEL_TRACES_EXPORTER: 'none',
+  })
+  const stop = async () => {
+    await stopSpawned(proc)
+    if (ownDir) rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    await waitFor(
+      `registry at ${url}`,
+      30_000,
+      async () => (await httpRequest(`${url}/v2/`, { ca: ca.certPem, timeoutMs: 2_000 })).status === 200,
+      () => (proc.exitInfo ? `registry exited (code ${proc.exitInfo.code}); last lines of ${logFile}:\n${tail(logFile)}` : null),
+    )
+  } catch (e) {
+    await stop().catch(() => {})
+    throw e
+  }
+  return {
+    host: `127.0.0.1:${port}`,
+    url,
+    caPem: ca.certPem,
+    caFile,
+    dir,
+    logFile,
+    pid: proc.child.pid!,
+    logTail: (lines = 40) => tail(logFile, lines),
+    stop,
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushing a synthetic image through the OCI distribution API (distribution-spec v1.1:
+// "Pushing blobs" POST then PUT, "Pushing Manifests" PUT), no docker needed.
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+
+/** A ustar archive holding one regular file (POSIX ustar header, 512-byte blocks, two zero blocks at the end). */
+export function tarOneFile(name: string, content: Buffer): Buffer {
+  const header = Buffer.alloc(512)
+  const put = (s: string, off: number, len: number) => header.write(s.slice(0, len), off, len, 'utf8')
+  const octal = (n: number, len: number) => n.toString(8).padStart(len - 1, '0') + '\0'
+  put(name, 0, 100)
+  put(octal(0o644, 8), 100, 8)
+  put(octal(0, 8), 108, 8)
+  put(octal(0, 8), 116, 8)
+  put(octal(content.length, 12), 124, 12)
+  put(octal(0, 12), 136, 12) // mtime 1970: reproducible digests
+  header.fill(' ', 148, 156)
+  put('0', 156, 1)
+  put('ustar\0', 257, 6)
+  put('00', 263, 2)
+  let sum = 0
+  for (const b of header) sum += b
+  put(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8)
+  const pad = Buffer.alloc((512 - (content.length % 512)) % 512)
+  return Buffer.concat([header, content, pad, Buffer.alloc(1024)])
+}
+
+export interface PushedImage {
+  /** <host>/<repository>:<tag> */
+  reference: string
+  /** <host>/<repository>@<manifest digest> */
+  byDigest: string
+  digest: string
+  size: number
+}
+
+async function pushBlob(reg: { url: string; caPem: string }, repository: string, blob: Buffer): Promise<string> {
+  const digest = sha256(blob)
+  const head = await httpRequest(`${reg.url}/v2/${repository}/blobs/${digest}`, { method: 'HEAD', ca: reg.caPem })
+  if (head.status === 200) return digest
+  const start = await httpRequestWithHeaders(`${reg.url}/v2/${repository}/blobs/uploads/`, 'POST', reg.caPem)
+  if (start.status !== 202 || !start.location) throw new Error(`blob upload start for ${repository}: HTTP ${start.status} ${start.body}`)
+  const loc = new URL(start.location, reg.url)
+  loc.searchParams.set('digest', digest)
+  const put = await httpRequest(loc.toString(), {
+    method: 'PUT',
+    ca: reg.caPem,
+    body: blob,
+    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) },
+  })
+  if (put.status !== 201) throw new Error(`blob upload of ${digest} to ${repository}: HTTP ${put.status} ${put.body}`)
+  return digest
+}
+
+async function httpRequestWithHeaders(
+  url: string,
+  method: string,
+  ca: string,
+): Promise<{ status: number; body: string; location?: string }> {
+  const https = await import('node:https')
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, ca, agent: false, timeout: 10_000, headers: { 'Content-Length': '0' } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, location: res.headers.location }))
+    })
+    req.on('timeout', () => req.destroy(new Error(`timeout: ${url}`)))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/**
+ * Pushes a tiny linux/amd64 OCI image (one layer holding one file) as `<repository>:<tag>`.
+ * `content` makes images differ (default: the reference itself).
+ */
+export async function pushImage(
+  reg: { host: string; url: string; caPem: string },
+  repository: string,
+  tag: string,
+  content?: string,
+): Promise<PushedImage> {
+  const file = Buffer.from(content ?? `${repository}:${tag}\n`)
+  const tar = tarOneFile('hello.txt', file)
+  const layer = gzipSync(tar, { level: 9 })
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Cmd: ['/hello.txt'] },
+      rootfs: { type: 'layers', diff_ids: [sha256(tar)] },
+      history: [{ created_by: 'mirrorhook test/support/registry.ts' }],
+    }),
+  )
+  const configDigest = await pushBlob(reg, repository, config)
+  const layerDigest = await pushBlob(reg, repository, layer)
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layerDigest, size: layer.length }],
+    }),
+  )
+  const put = await httpRequest(`${reg.url}/v2/${repository}/manifests/${tag}`, {
+    method: 'PUT',
+    ca: reg.caPem,
+    body: manifest,
+    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json', 'Content-Length': String(manifest.length) },
+  })
+  if (put.status !== 201) throw new Error(`manifest ${repository}:${tag}: HTTP ${put.status} ${put.body}`)
+  const digest = sha256(manifest)
+  return { reference: `${reg.host}/${repository}:${tag}`, byDigest: `${reg.host}/${repository}@${digest}`, digest, size: manifest.length }
+}
+
+/** HEAD of a manifest: 200 when `<repository>:<reference>` is in the registry. */
+export async function hasManifest(reg: { url: string; caPem: string }, repository: string, reference: string): Promise<boolean> {
+  const r = await httpRequest(`${reg.url}/v2/${repository}/manifests/${reference}`, {
+    method: 'HEAD',
+    ca: reg.caPem,
+    headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
+  })
+  return r.status === 200
+}
