@@ -6,6 +6,7 @@ import { z } from 'zod'
 import { ConfigError, coreConfigShape, DEFAULT_NAMESPACE, describeIssue, normaliseMirrorPrefix, splitList } from '../core/config.js'
 import { kubeFledgedSchema } from '../prepull/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
+import { remediationSchema } from '../remediation/config.js'
 
 export const configSchema = z
   .object({
@@ -14,6 +15,8 @@ export const configSchema = z
     reachability: reachabilitySchema.prefault({}),
     // Pre-pull with kube-fledged (server/prepull/config.ts).
     kubeFledged: kubeFledgedSchema.prefault({}),
+    // Pods already failing to pull (server/remediation/config.ts).
+    remediation: remediationSchema.prefault({}),
   })
   .strict()
 
