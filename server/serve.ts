@@ -16,6 +16,7 @@ import { OptedInNamespaces } from './kube/namespaces.js'
 import { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import { Prepull } from './prepull/prepull.js'
+import { Remediator } from './remediation/remediator.js'
 import { ensureDevCertificates } from './tls/devcerts.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
@@ -59,6 +60,7 @@ export interface RunningServer {
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
   readonly pods?: PodCache
+  readonly remediation?: Remediator
   close(): Promise<void>
 }
 
@@ -123,9 +125,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
   const kubeFledged = loaded.config.kubeFledged
   const learning = loaded.config.reachability.enabled && loaded.config.reachability.learning.enabled
-  const pods = kube && (learning || kubeFledged.enabled) ? new PodCache({ kubeConfig: kube.kubeConfig, logger }) : undefined
+  const remediating = loaded.config.remediation.enabled
+  const pods = kube && (learning || kubeFledged.enabled || remediating) ? new PodCache({ kubeConfig: kube.kubeConfig, logger }) : undefined
   const namespaces =
-    kube && learning
+    kube && (learning || remediating)
       ? new OptedInNamespaces({ kubeConfig: kube.kubeConfig, selector: loaded.config.reachability.learning.namespaceSelector, logger })
       : undefined
   pods?.start()
@@ -152,6 +155,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           logger: logger.child({ component: 'prepull' }),
           registry: metrics.registry,
           pods,
+        })
+      : undefined
+  const ownNamespace = options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE
+  const remediation =
+    kube && pods && namespaces && remediating
+      ? new Remediator({
+          kubeConfig: kube.kubeConfig,
+          pods,
+          namespaces,
+          policy: loaded.policy,
+          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          config: loaded.config.remediation,
+          intervalMs: loaded.config.imageCheckIntervalSeconds * 1000,
+          namespace: ownNamespace,
+          logger,
+          registry: metrics.registry,
+          prepull: prepull?.offer,
         })
       : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
@@ -185,6 +205,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   await webhook.listen({ port: options.port, host: options.host })
   reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
+  remediation?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
@@ -196,7 +217,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       refusals: [],
       static: [...loaded.policy.unreachable],
     })
-    await ops.register(statePlugin, { snapshot: () => reachability?.snapshot() ?? staticState() })
+    await ops.register(statePlugin, {
+      snapshot: () => ({ ...(reachability?.snapshot() ?? staticState()), remediations: remediation?.recent() ?? [] }),
+    })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
   const port = addressPort(webhook)
@@ -218,6 +241,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     reachability,
     prepull,
     pods,
+    remediation,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -226,6 +250,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         certificates.stop()
         await selfManagedTls?.stop()
         await webhook.close()
+        await remediation?.stop()
         await prepull?.stop()
         await reachability?.stop()
         await Promise.all([pods?.stop(), namespaces?.stop()])
