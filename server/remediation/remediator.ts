@@ -95,6 +95,7 @@ export class Remediator {
   private readonly actions?: Counter<'action' | 'result'>
   private readonly verdicts?: Counter<'verdict' | 'code'>
   private readonly leaderGauge?: Gauge
+  private readonly checks?: Counter
 
   constructor(private readonly o: RemediatorOptions) {
     this.now = o.now ?? Date.now
@@ -134,6 +135,11 @@ export class Remediator {
         registers,
       })
       this.leaderGauge.set(0)
+      this.checks = new Counter({
+        name: 'mirrorhook_remediation_checks_total',
+        help: 'Re-checks of every failing Pod, one per imageCheckIntervalSeconds (IMAGE_CHECK_INTERVAL).',
+        registers,
+      })
     }
   }
 
@@ -157,6 +163,13 @@ export class Remediator {
     await this.working
     await this.lease.stop()
   }
+
+  /** The re-check period (imageCheckIntervalSeconds) and when the last re-check ran. */
+  get intervalMs(): number {
+    return this.o.intervalMs
+  }
+
+  lastCheckAt = 0
 
   /** Recent remediations and Pods nothing could be done for, newest last. */
   recent(): RemediationRecord[] {
@@ -203,6 +216,8 @@ export class Remediator {
     if (this.stopped) return
     this.prune()
     this.scheduleSoon()
+    this.checks?.inc()
+    this.lastCheckAt = this.now()
     this.timer = setTimeout(() => this.tick(), this.o.intervalMs)
     this.timer.unref()
   }
@@ -372,7 +387,7 @@ export class Remediator {
     const pod = await this.core.readNamespacedPod({ name, namespace })
     if (pod.metadata?.uid !== uid) throw Object.assign(new Error('the Pod was replaced'), { code: 409 })
     const annotations = pod.metadata?.annotations
-    let originals: Record<string, string> = {}
+    let originals: Record<string, string>
     try {
       originals = JSON.parse(annotations?.[ORIGINAL_IMAGES_ANNOTATION] ?? '{}') as Record<string, string>
     } catch {
