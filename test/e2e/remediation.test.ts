@@ -251,4 +251,61 @@ if (cluster) {
     t.match(metrics, /mirrorhook_remediations_total\{action="none",result="not-found"\} 1\n/)
     t.match(metrics, /mirrorhook_remediation_waits_total\{verdict="wait",code="owner-cap"\} [1-9]/)
   })
+
+  t.test('bare Pods follow remediation.barePods: left alone with one Event, or patched in place', async (t) => {
+    const del = await cp.kubectl(['delete', 'mutatingwebhookconfiguration', 'mirrorhook'])
+    t.equal(del.code, 0, del.stderr)
+    await createNamespace(cp, 'bare', true)
+    const bare = (name: string) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: 'bare', labels: { app: name } },
+      spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+    })
+    await create(bare('solo'))
+    const [solo] = await failingPods('bare', 'solo', 1)
+
+    // leave (the default): an eviction would lose the Pod; one Event says what it should pull.
+    const leave = await start({})
+    await registerWebhook(cp, leave, 'bare', 'busybox:1.36')
+    const said = await waitFor('one MirrorhookCannotRemediate Event on the bare Pod', async () => {
+      const es = await events('bare', 'MirrorhookCannotRemediate')
+      return es.length > 0 && es
+    })
+    t.same(
+      said.map((e) => [e.involvedObject.uid, e.message]),
+      [
+        [
+          solo.metadata.uid,
+          `mirrorhook cannot fix this pull: no controller would recreate this Pod (remediation.barePods is leave); it should pull ${nginxMirror}`,
+        ],
+      ],
+    )
+    await leave.stop()
+
+    // patch: the image replaced in place (through the webhook as an UPDATE), the original recorded.
+    const patcher = await start({ barePods: 'patch' })
+    t.teardown(() => patcher.stop())
+    await registerWebhook(cp, patcher, 'bare', 'busybox:1.36')
+    const patched = await waitFor('the bare Pod patched to the mirror reference', async () => {
+      const [p] = await pods('bare', 'solo')
+      return p?.spec.containers[0].image === nginxMirror && p
+    })
+    t.equal(patched.metadata.uid, solo.metadata.uid, 'the same Pod')
+    t.equal(patched.metadata.annotations['mirrorhook.io/original-images'], '{"web":"nginx:1.25"}')
+    t.match(patched.metadata.annotations['mirrorhook.io/remediated'], /^\d{4}-\d\d-\d\dT/)
+    const done = await waitFor('one MirrorhookRemediated Event', async () => {
+      const es = await events('bare', 'MirrorhookRemediated')
+      return es.length > 0 && es
+    })
+    t.same(
+      done.map((e) => [e.involvedObject.uid, e.message.replace(/\((ErrImagePull|ImagePullBackOff): /, '(<reason>: ')]),
+      [[solo.metadata.uid, `mirrorhook image patched in place: web: nginx:1.25 -> ${nginxMirror} (<reason>: i/o timeout)`]],
+    )
+    const up = await waitFor('the patched Pod running', async () => {
+      const [p] = await pods('bare', 'solo')
+      return running(p) && p
+    })
+    t.equal(up.spec.containers[0].image, nginxMirror)
+  })
 }
