@@ -224,15 +224,16 @@ export function decidePod(pod: V1Pod, ctx: DecideContext): Verdict {
   const notes = outcomes.flatMap((o) => (o.kind === 'cannot' ? [o.reason] : []))
   const waits = outcomes.flatMap((o) => (o.kind === 'wait' ? [o] : []))
   if (waits[0]) return { kind: 'wait', code: waits[0].code, reason: waits[0].reason }
+  // Nothing is done or said about a failure younger than the minimum: the learned state settles first.
+  for (const f of failing) {
+    const since = ctx.failingSince(uid, f.container) ?? ctx.now
+    if (ctx.now - since < ctx.minFailingMs) {
+      return { kind: 'wait', code: 'too-early', reason: `${f.container} has been failing for less than ${ctx.minFailingMs / 1000} s` }
+    }
+  }
   if (changes.length === 0) {
     const first = outcomes.find((o) => o.kind === 'cannot')!
     return { kind: 'cannot', code: first.kind === 'cannot' ? first.code : 'other', reason: notes.join('; ') }
-  }
-  for (const change of changes) {
-    const since = ctx.failingSince(uid, change.container) ?? ctx.now
-    if (ctx.now - since < ctx.minFailingMs) {
-      return { kind: 'wait', code: 'too-early', reason: `${change.container} has been failing for less than ${ctx.minFailingMs / 1000} s` }
-    }
   }
   if (!controller && ctx.barePods === 'leave') {
     return {

@@ -182,6 +182,15 @@ t.test('safety: waits for the minimum failing time, the owner cap and a mirror k
     reason: 'web has been failing for less than 30 s',
   })
   t.same(decidePod(pod(), ctx({ failingSince: () => 70_000 })).kind, 'act', 'exactly the minimum')
+  t.same(
+    decidePod(pod({ error: NOT_FOUND }), ctx({ failingSince: () => 80_000 })),
+    {
+      kind: 'wait',
+      code: 'too-early',
+      reason: 'web has been failing for less than 30 s',
+    },
+    'nothing said before the minimum either',
+  )
   t.same(decidePod(pod(), ctx({ ownerCount: (uid) => (uid === 'owner-uid' ? 2 : 0) })), {
     kind: 'wait',
     code: 'owner-cap',
