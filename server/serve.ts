@@ -15,6 +15,7 @@ import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
+import type { Remediator } from './remediation/remediator.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
 import type { SelfManagedTls, SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -57,6 +58,7 @@ export interface RunningServer {
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
   readonly pods?: PodCache
+  readonly remediation?: Remediator
   close(): Promise<void>
 }
 
@@ -127,12 +129,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   // The process's one Pod watch and one watch of the opted-in namespaces, for the features that read them.
   const kubeFledged = loaded.config.kubeFledged
   const learning = loaded.config.reachability.enabled && loaded.config.reachability.learning.enabled
+  const remediating = loaded.config.remediation.enabled
   const pods =
-    kube && (learning || kubeFledged.enabled)
+    kube && (learning || kubeFledged.enabled || remediating)
       ? new (await import('./kube/pods.js')).PodCache({ kubeConfig: kube.kubeConfig, logger })
       : undefined
   const namespaces =
-    kube && learning
+    kube && (learning || remediating)
       ? new (await import('./kube/namespaces.js')).OptedInNamespaces({
           kubeConfig: kube.kubeConfig,
           selector: loaded.config.reachability.learning.namespaceSelector,
@@ -163,6 +166,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           logger: logger.child({ component: 'prepull' }),
           registry: metrics.registry,
           pods,
+        })
+      : undefined
+  const ownNamespace = options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE
+  const remediation =
+    kube && pods && namespaces && remediating
+      ? new (await import('./remediation/remediator.js')).Remediator({
+          kubeConfig: kube.kubeConfig,
+          pods,
+          namespaces,
+          policy: loaded.policy,
+          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          config: loaded.config.remediation,
+          intervalMs: loaded.config.imageCheckIntervalSeconds * 1000,
+          namespace: ownNamespace,
+          logger,
+          registry: metrics.registry,
+          prepull: prepull?.offer,
         })
       : undefined
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
@@ -197,6 +217,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   await webhook.listen({ port: options.port, host: options.host })
   reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
+  remediation?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
@@ -208,7 +229,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       refusals: [],
       static: [...loaded.policy.unreachable],
     })
-    await ops.register(statePlugin, { snapshot: () => reachability?.snapshot() ?? staticState() })
+    await ops.register(statePlugin, {
+      snapshot: () => ({ ...(reachability?.snapshot() ?? staticState()), remediations: remediation?.recent() ?? [] }),
+    })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
   const port = addressPort(webhook)
@@ -263,6 +286,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     reachability,
     prepull,
     pods,
+    remediation,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -276,6 +300,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await selfManagedTls?.stop()
         await drain()
         const steps: string[] = []
+        if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'

@@ -7,6 +7,7 @@ import { ConfigError, coreConfigShape, DEFAULT_NAMESPACE, describeIssue, normali
 import { serverSchema } from '../http/config.js'
 import { kubeFledgedSchema } from '../prepull/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
+import { remediationSchema } from '../remediation/config.js'
 
 export const configSchema = z
   .object({
@@ -17,6 +18,8 @@ export const configSchema = z
     kubeFledged: kubeFledgedSchema.prefault({}),
     // Timeouts, drain and review memory of the listeners (server/http/config.ts).
     server: serverSchema.prefault({}),
+    // Pods already failing to pull (server/remediation/config.ts).
+    remediation: remediationSchema.prefault({}),
   })
   .strict()
 

@@ -51,7 +51,7 @@ export const coreConfigShape = {
   podOwners: z.array(z.string().trim().min(1)).default([...DEFAULT_POD_OWNERS]),
   // Namespaces never mutated, whatever their labels say.
   excludedNamespaces: z.array(z.string().trim().min(1)).default(['kube-system']),
-  // Seconds between re-checks of Pod image-pull status (IMAGE_CHECK_INTERVAL).
+  // Seconds between re-checks of failing Pods by remediation (IMAGE_CHECK_INTERVAL).
   imageCheckIntervalSeconds: z.number().int().positive().max(86400).default(10),
 }
 

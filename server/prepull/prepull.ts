@@ -138,6 +138,14 @@ export class Prepull {
     }
   }
 
+  /** A mirror reference a remediated Pod now pulls (its original for usage), queued like an admitted one. */
+  readonly offer = (image: string, original: string): void => {
+    this.usage.touch(image, original, this.clock.now())
+    const result = this.queue.offer(image)
+    this.metrics.offers.inc({ result })
+    if (result === 'dropped') this.metrics.dropped.inc({ source: 'remediation' })
+  }
+
   start(): void {
     if (this.running) return
     this.running = true

@@ -164,6 +164,19 @@ export function formatState(loaded: LoadedState, staticUnreachable: readonly str
       ])
     out.push('', table(refusalRows))
   }
+  const remediations = snapshot.remediations ?? []
+  if (remediations.length > 0) {
+    const rows = [['REMEDIATED POD', 'WHEN', 'ACTION', 'RESULT', 'DETAIL']]
+    for (const r of remediations)
+      rows.push([
+        `${r.namespace}/${r.pod}`,
+        `${r.at.replace(/\.\d{3}Z$/, 'Z')} (${ago(now - Date.parse(r.at))})`,
+        r.action,
+        r.result,
+        r.changes.length ? r.changes.map((c) => `${c.container}: ${c.from} -> ${c.to} (${c.cause})`).join('; ') : (r.reason ?? ''),
+      ])
+    out.push('', table(rows))
+  }
   if (snapshot.probesOffline)
     out.push('', "note: no probe target answers; probe failures are ignored until one does (check the webhook's egress)")
   out.push('', `source: ${loaded.source}, written ${snapshot.writtenAt}${snapshot.writer ? ` by ${snapshot.writer}` : ''}`)

@@ -42,6 +42,20 @@ const refusalSchema = z.object({
   expiresAt: time,
 })
 
+// Recent remediations of Pods failing to pull (server/remediation/), on GET /state only.
+const remediationSchema = z.object({
+  at: time,
+  namespace: z.string(),
+  pod: z.string(),
+  uid: z.string(),
+  node: z.string().optional(),
+  owner: z.string().optional(),
+  action: z.enum(['evict', 'patch', 'none']),
+  result: z.string(),
+  changes: z.array(z.object({ container: z.string(), from: z.string(), to: z.string(), cause: z.string() })),
+  reason: z.string().optional(),
+})
+
 export const snapshotSchema = z.object({
   version: z.literal(1),
   writtenAt: time,
@@ -53,6 +67,7 @@ export const snapshotSchema = z.object({
   static: z.array(z.string()).optional(),
   // Only in GET /state: no probe target answers, so probe failures are being ignored.
   probesOffline: z.boolean().optional(),
+  remediations: z.array(remediationSchema).optional(),
 })
 
 export type StateSnapshot = z.infer<typeof snapshotSchema>

@@ -52,8 +52,11 @@ async function helmTemplate(cp: ControlPlane, args: string[]): Promise<string> {
   return must(cp.helm(['template', 'mirrorhook', CHART, '--namespace', NS, ...args]), `helm template ${args.join(' ')}`)
 }
 
+// `pods[eviction]` asks about a subresource.
 async function canI(cp: ControlPlane, verb: string, resource: string, namespace?: string): Promise<boolean> {
-  const r = await cp.kubectl(['auth', 'can-i', verb, resource, `--as=${SA}`, ...(namespace ? ['-n', namespace] : [])])
+  const sub = /^(\w+)\[(\w+)\]$/.exec(resource)
+  const what = sub ? [sub[1]!, `--subresource=${sub[2]}`] : [resource]
+  const r = await cp.kubectl(['auth', 'can-i', verb, ...what, `--as=${SA}`, ...(namespace ? ['-n', namespace] : [])])
   const answer = r.stdout.trim()
   if (answer !== 'yes' && answer !== 'no') throw new Error(`kubectl auth can-i ${verb} ${resource}: ${r.stderr}`)
   return answer === 'yes'
@@ -180,6 +183,11 @@ if (cp) {
       ['delete', 'imagecaches.kubefledged.io', 'kube-fledged'],
       ['list', 'imagecaches.kubefledged.io', 'kube-fledged'],
       ['watch', 'imagecaches.kubefledged.io', 'kube-fledged'],
+      ['create', 'pods[eviction]', 'shop'],
+      ['create', 'events', 'shop'],
+      ['create', 'leases.coordination.k8s.io', NS],
+      ['get', 'leases.coordination.k8s.io/mirrorhook-remediation', NS],
+      ['update', 'leases.coordination.k8s.io/mirrorhook-remediation', NS],
     ]
     const forbidden: [string, string, string?][] = [
       ['patch', 'mutatingwebhookconfigurations/someone-else'],
@@ -200,7 +208,12 @@ if (cp) {
       ['create', 'pods', 'shop'],
       ['patch', 'pods', 'shop'],
       ['delete', 'pods', 'shop'],
-      ['create', 'events', 'shop'],
+      ['update', 'events', 'shop'],
+      ['create', 'pods[binding]', 'shop'],
+      ['get', 'leases.coordination.k8s.io/other', NS],
+      ['update', 'leases.coordination.k8s.io/other', NS],
+      ['delete', 'leases.coordination.k8s.io/mirrorhook-remediation', NS],
+      ['create', 'leases.coordination.k8s.io', 'shop'],
       ['update', 'namespaces/shop'],
       ['create', 'imagecaches.kubefledged.io', 'shop'],
       ['update', 'imagecaches.kubefledged.io', 'kube-fledged'],

@@ -68,6 +68,8 @@ if (cp) {
     mirror: { prefix: 'm.daocloud.io' },
     registries: ['*'],
     reachability: { enabled: false },
+    // Pre-pull alone, with exactly its RBAC below.
+    remediation: { enabled: false },
     kubeFledged: { ...prepullConfig, ...kubeFledged },
   })
   const start = async (kubeFledged: Record<string, unknown> = {}, logger?: Logger, kubeConfig = kube) => {

@@ -134,9 +134,11 @@ if (!existsSync(HELM)) {
       'MutatingWebhookConfiguration/mirrorhook',
       'PodDisruptionBudget/mirrorhook',
       'Role/mirrorhook-imagecaches',
+      'Role/mirrorhook-remediation',
       'Role/mirrorhook-state',
       'Role/mirrorhook-tls',
       'RoleBinding/mirrorhook-imagecaches',
+      'RoleBinding/mirrorhook-remediation',
       'RoleBinding/mirrorhook-state',
       'RoleBinding/mirrorhook-tls',
       'Service/mirrorhook',
@@ -220,6 +222,13 @@ if (!existsSync(HELM)) {
       },
       { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
       { apiGroups: [''], resources: ['namespaces', 'events'], verbs: ['list', 'watch'] },
+      { apiGroups: [''], resources: ['pods/eviction'], verbs: ['create'] },
+      { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+    ])
+    t.equal(find(defaults, 'Role', 'mirrorhook-remediation').metadata.namespace, 'mirrorhook')
+    t.same(rules('Role', 'mirrorhook-remediation'), [
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['mirrorhook-remediation'], verbs: ['get', 'update'] },
     ])
     t.same(rules('Role', 'mirrorhook-tls'), [
       { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
@@ -253,11 +262,13 @@ if (!existsSync(HELM)) {
     t.equal(find(rendered, 'Role', 'mirrorhook-state').metadata.namespace, 'ops')
     t.same(find(rendered, 'Role', 'mirrorhook-state').rules[1].resourceNames, ['state'])
     t.notOk(
-      find(rendered, 'ClusterRole').rules.some((r: { resources: string[] }) => r.resources.includes('events')),
-      'no learning: no Events',
+      find(rendered, 'ClusterRole').rules.some(
+        (r: { resources: string[]; verbs: string[] }) => r.resources.includes('events') && r.verbs.includes('watch'),
+      ),
+      'no learning: no Event watch (remediation only creates Events)',
     )
     const off = await render({
-      config: { kubeFledged: { enabled: false }, reachability: { enabled: false } },
+      config: { kubeFledged: { enabled: false }, reachability: { enabled: false }, remediation: { enabled: false } },
       tls: { mode: 'cert-manager' },
     })
     t.same(
@@ -265,6 +276,40 @@ if (!existsSync(HELM)) {
       [],
       'nothing to read or write in the API: no RBAC at all',
     )
+  })
+
+  t.test('RBAC follows the remediation configuration: patch pods only with the patch method', async (t) => {
+    const clusterRules = async (config: object) => find(await render({ config }), 'ClusterRole').rules
+    const podRules = (rules: { resources: string[]; verbs: string[] }[]) =>
+      rules.filter((r) => r.resources.some((x) => x.startsWith('pods'))).map((r) => [r.resources, r.verbs])
+    t.same(podRules(await clusterRules({})), [
+      [['pods'], ['list', 'watch']],
+      [['pods/eviction'], ['create']],
+    ])
+    const patchRule = [['pods'], ['get', 'patch']]
+    t.same(podRules(await clusterRules({ remediation: { method: 'patch' } })), [
+      [['pods'], ['list', 'watch']],
+      [['pods/eviction'], ['create']],
+      patchRule,
+    ])
+    t.same((await clusterRules({ remediation: { barePods: 'patch' } })).at(-1), {
+      apiGroups: [''],
+      resources: ['pods'],
+      verbs: ['get', 'patch'],
+    })
+    const alone = await render({
+      config: { kubeFledged: { enabled: false }, reachability: { enabled: false }, remediation: { lease: 'one' } },
+    })
+    t.same(find(alone, 'ClusterRole').rules.slice(1), [
+      { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
+      { apiGroups: [''], resources: ['namespaces'], verbs: ['list', 'watch'] },
+      { apiGroups: [''], resources: ['pods/eviction'], verbs: ['create'] },
+      { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+    ])
+    t.same(find(alone, 'Role', 'mirrorhook-remediation').rules[1].resourceNames, ['one'])
+    const off = await render({ config: { remediation: { enabled: false } } })
+    t.notOk(kinds(off).includes('Role/mirrorhook-remediation'), 'remediation off: no Lease')
+    t.same(podRules(find(off, 'ClusterRole').rules), [[['pods'], ['list', 'watch']]])
   })
 
   t.test('the configuration: a ConfigMap the server accepts, and a checksum that rolls the Pods', async (t) => {

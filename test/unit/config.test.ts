@@ -120,3 +120,34 @@ t.test('registry aliases fold into docker.io', async (t) => {
   const p = compilePolicy(resolveConfig({ registries: ['registry-1.docker.io', 'Index.Docker.io', 'GHCR.io'] }, {}))
   t.same([...p.registries].sort(), ['docker.io', 'ghcr.io'])
 })
+
+t.test('remediation: on by default, evicting, with its caps; validated by key', async (t) => {
+  const c = resolveConfig(undefined, {})
+  t.same(c.remediation, {
+    enabled: true,
+    method: 'evict',
+    barePods: 'leave',
+    minFailingSeconds: 30,
+    perOwnerPerHour: 5,
+    writesPerSecond: 2,
+    writeBurst: 5,
+    lease: 'mirrorhook-remediation',
+    leaseDurationSeconds: 15,
+    recent: 100,
+  })
+  const set = resolveConfig({ remediation: { method: 'patch', barePods: 'patch', ownerKinds: ['ReplicaSet'], perOwnerPerHour: 1 } })
+  t.equal(set.remediation.method, 'patch')
+  t.equal(set.remediation.barePods, 'patch')
+  t.same(set.remediation.ownerKinds, ['ReplicaSet'])
+  t.equal(set.remediation.perOwnerPerHour, 1)
+  t.same(
+    problemsOf(() => resolveConfig({ remediation: { method: 'delete', perOwnerPerHour: 0, lease: 'Not_A_Name', extra: 1 } })),
+    [
+      'remediation.method: Invalid option: expected one of "evict"|"patch"',
+      'remediation.perOwnerPerHour: Too small: expected number to be >0',
+      'remediation.lease: must be a Lease name',
+      'remediation.extra: unknown key',
+    ],
+  )
+  t.equal(resolveConfig(undefined, { IMAGE_CHECK_INTERVAL: '2' }).imageCheckIntervalSeconds, 2, 'the re-check period')
+})

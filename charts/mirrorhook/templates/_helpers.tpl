@@ -70,3 +70,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "mirrorhook.stateNamespace" -}}
 {{- dig "reachability" "persistence" "namespace" .Release.Namespace .Values.config -}}
 {{- end -}}
+
+{{- define "mirrorhook.remediationEnabled" -}}
+{{- if dig "remediation" "enabled" true .Values.config }}true{{ end -}}
+{{- end -}}
+
+{{/* Patching Pods in place: only when the patch method or the bare-Pod patch rule is configured. */}}
+{{- define "mirrorhook.remediationPatches" -}}
+{{- if and (include "mirrorhook.remediationEnabled" .) (or (eq (dig "remediation" "method" "evict" .Values.config) "patch") (eq (dig "remediation" "barePods" "leave" .Values.config) "patch")) }}true{{ end -}}
+{{- end -}}
+
+{{- define "mirrorhook.remediationLease" -}}
+{{- dig "remediation" "lease" "mirrorhook-remediation" .Values.config -}}
+{{- end -}}
