@@ -433,3 +433,118 @@ t.test('the write counter sees every verb', async (t) => {
   await clock.advance(100)
   t.equal(await writeCount('create'), 1)
 })
+
+t.test('an image used again after it was marked unused loses the mark, on the same object', async (t) => {
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs: 3_600_000 })
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const name = imageCacheName(IMAGE)
+  const uid = api.get(name)!.metadata.uid
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  await clock.advance(200_000)
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.equal(api.get(name)!.metadata.annotations?.['mirrorhook.io/unused-since'], new Date(clock.now()).toISOString(), 'marked unused')
+
+  // A Pod runs it again; kube-fledged is busy with the cache at first.
+  usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 5_000 }, 'not while kube-fledged processes it')
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(reconciler.plan(IMAGE), { kind: 'mark-used' })
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  const after = api.get(name)!
+  t.notOk('mirrorhook.io/unused-since' in (after.metadata.annotations ?? {}), 'the unused mark is removed')
+  t.equal(after.metadata.uid, uid, 'the same ImageCache: nothing re-pulled')
+  t.same(reconciler.plan(IMAGE), { kind: 'none' })
+  t.same(api.violations, [])
+})
+
+t.test('a failed purge is retried with a growing backoff, then the cache is deleted after three failed attempts', async (t) => {
+  const purgeAfterMs = 1_000
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const name = imageCacheName(IMAGE)
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  const unused = async () => {
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    return reconciler.reconcile(IMAGE)
+  }
+  await clock.advance(200_000)
+  t.same(await unused(), { kind: 'done' }, 'marked unused')
+  await clock.advance(purgeAfterMs)
+  t.same(reconciler.plan(IMAGE), { kind: 'purge' })
+  t.same(await unused(), { kind: 'done' })
+  const purgeFailed = () =>
+    api.setStatus(
+      IMAGE,
+      {
+        status: 'Failed',
+        reason: 'ImageCachePurge',
+        message: 'Image purge failed for some images',
+        startTime: new Date(clock.now() - 1_000).toISOString(),
+        completionTime: new Date(clock.now()).toISOString(),
+      },
+      ['kubefledged.io/purge-imagecache'],
+    )
+  const purgeAsked = () => 'kubefledged.io/purge-imagecache' in (api.get(name)!.metadata.annotations ?? {})
+  t.ok(purgeAsked(), 'purge asked for')
+
+  // Failed purges: retried after 60 s, 120 s, 240 s (refreshBackoffMs 60 s, doubling).
+  for (const [attempt, waitMs] of [
+    [1, 60_000],
+    [2, 120_000],
+    [3, 240_000],
+  ] as const) {
+    purgeFailed()
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
+    await clock.advance(waitMs - 1)
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
+    await clock.advance(1)
+    t.same(await unused(), { kind: 'done' })
+    t.ok(purgeAsked(), `attempt ${attempt}: purge asked for again`)
+  }
+  purgeFailed()
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(reconciler.plan(IMAGE), { kind: 'delete' }, 'three failed retries: give up and delete')
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.notOk(api.get(name), 'deleted')
+  t.same(
+    api.writes.map((w) => w.verb),
+    ['create', 'annotate', 'annotate', 'annotate', 'annotate', 'annotate', 'delete'],
+  )
+  t.same(api.violations, [])
+})
+
+t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs and stays there', async (t) => {
+  const { clock, api, admit, usage, reconciler } = setup()
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const failed = () =>
+    api.setStatus(
+      IMAGE,
+      {
+        status: 'Failed',
+        reason: 'ImageCacheRefresh',
+        message: 'Image pull failed for some images. Please see "failures" section',
+        failures: { [IMAGE]: [{ node: 'node-b', reason: 'ErrImagePull', message: 'i/o timeout' }] },
+        startTime: new Date(clock.now() - 1_000).toISOString(),
+        completionTime: new Date(clock.now()).toISOString(),
+      },
+      ['kubefledged.io/refresh-imagecache'],
+    )
+  // refreshBackoffMs 60 s, refreshBackoffMaxMs 600 s.
+  for (const waitMs of [60_000, 120_000, 240_000, 480_000, 600_000, 600_000]) {
+    failed()
+    usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `waits ${waitMs} ms`)
+    await clock.advance(waitMs)
+    usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+    t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+    t.ok('kubefledged.io/refresh-imagecache' in (api.get(imageCacheName(IMAGE))!.metadata.annotations ?? {}), 'refresh asked for')
+  }
+  t.same(api.violations, [])
+})
