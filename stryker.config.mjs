@@ -40,7 +40,19 @@ export default {
     nodeArgs: ['-r', '{{hookFile}}', '--import', 'tsx', '--import', './test/support/offline-guard.mjs', '{{testFile}}'],
   },
   mutate: group.mutate,
-  ignorePatterns: ['.tap', '.cluster', '.dev-certs', 'dist', 'reports', 'coverage', 'test/k8s', 'test/bench', 'test/e2e', 'charts', 'certs'],
+  ignorePatterns: [
+    '.tap',
+    '.cluster',
+    '.dev-certs',
+    'dist',
+    'reports',
+    'coverage',
+    'test/k8s',
+    'test/bench',
+    'test/e2e',
+    'charts',
+    'certs',
+  ],
   coverageAnalysis: 'perTest',
   // Mutants reached only while modules load (module-level constants and regular expressions)
   // would need every test file for each; they are reported as ignored, not counted as killed.

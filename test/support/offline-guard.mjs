@@ -21,7 +21,9 @@ if (!globalThis[GUARD]) {
   const refused = []
 
   const isLoopbackAddress = (address) => {
-    const a = String(address).toLowerCase().replace(/^\[|\]$/g, '')
+    const a = String(address)
+      .toLowerCase()
+      .replace(/^\[|\]$/g, '')
     if (net.isIPv4(a)) return a.startsWith('127.')
     if (net.isIPv6(a)) return a === '::1' || a === '0:0:0:0:0:0:0:1' || /^::ffff:127\./.test(a)
     return false
