@@ -236,3 +236,60 @@ t.test('the ConfigMap copy drops history, then the oldest refusals, then the old
   t.ok(small.registries.length > 0 && small.registries.length < 51)
   t.equal(small.registries[0]?.registry, 'r49.example', 'the newest decisions stay')
 })
+
+t.test('merging a registry this replica has never seen adds it; a refusal merges only when newer, keeping the higher count', async (t) => {
+  const a = table().tbl
+  const b = table().tbl
+  b.observe('quay.io', obs(T0, 'fail', 'pod', 'i/o timeout'))
+  t.ok(a.merge(b.entries(), [], T0 + 1), 'changed')
+  t.equal(a.status('quay.io', T0 + 1).state, 'unreachable')
+  t.strictSame(a.entries(), b.entries(), 'the same record')
+  t.notOk(a.merge(b.entries(), [], T0 + 2), 'merging it again changes nothing')
+
+  const repo = 'm.example/docker.io/a/b'
+  const e = table().tbl
+  e.refuse(repo, 'HTTP 403 first', T0)
+  e.refuse(repo, 'HTTP 403 again', T0 + 1000)
+  const f = table().tbl
+  f.refuse(repo, 'HTTP 403 here', T0 + 2000)
+  t.notOk(f.merge([], e.refusalEntries(), T0 + 3000), 'an older refusal does not replace a newer one')
+  t.match(f.refusal(repo, T0 + 3000), /HTTP 403 here/)
+  t.notOk(
+    f.merge(
+      [],
+      e.refusalEntries().map((r) => ({ ...r, at: T0 + 2000 })),
+      T0 + 3000,
+    ),
+    'nor one of the same time',
+  )
+  t.ok(
+    f.merge(
+      [],
+      e.refusalEntries().map((r) => ({ ...r, at: T0 + 2500 })),
+      T0 + 3000,
+    ),
+    'a newer one does',
+  )
+  t.equal(f.refusalEntries()[0]!.count, 2, 'with the higher count')
+  const expired = e.refusalEntries().map((r) => ({ ...r, at: T0 + 9000, expiresAt: T0 + 3000 }))
+  t.notOk(f.merge([], expired, T0 + 3000), 'an expired refusal is not merged')
+})
+
+t.test(
+  'at most 500 registries: unknown ones are evicted first, then the least recently updated; a merge adds none past the cap',
+  async (t) => {
+    const { tbl } = table()
+    for (let i = 0; i < 500; i++) tbl.observe(`r${i}.example`, obs(T0 + i, 'fail', 'pod', 'i/o timeout'))
+    t.equal(tbl.entries().length, 500)
+    tbl.observe('new.example', obs(T0 + 1000, 'fail', 'pod', 'i/o timeout'))
+    t.equal(tbl.entries().length, 500, 'still 500')
+    t.equal(tbl.status('r0.example', T0 + 1000).state, 'unknown', 'the least recently updated went')
+    t.equal(tbl.status('r1.example', T0 + 1000).state, 'unreachable')
+    t.equal(tbl.status('new.example', T0 + 1000).state, 'unreachable')
+
+    const other = table().tbl
+    other.observe('elsewhere.example', obs(T0 + 2000, 'fail', 'pod', 'i/o timeout'))
+    t.notOk(tbl.merge(other.entries(), [], T0 + 2000), 'full: a record never seen here is not added')
+    t.equal(tbl.status('elsewhere.example', T0 + 2000).state, 'unknown')
+  },
+)
