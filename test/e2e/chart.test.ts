@@ -287,7 +287,15 @@ if (cp) {
       ['--import', 'tsx', join(REPO_ROOT, 'server', 'cli.ts'), ...args, '--host=127.0.0.1', '--tls-extra-sans=127.0.0.1'],
       {
         cwd: REPO_ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: dir, KUBECONFIG: kubeconfig, POD_NAMESPACE: NS, LOG_LEVEL: 'debug' },
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: dir,
+          KUBECONFIG: kubeconfig,
+          POD_NAMESPACE: NS,
+          LOG_LEVEL: 'debug',
+          // Carries the loopback-only guard (test/support/offline-guard.mjs).
+          NODE_OPTIONS: process.env.NODE_OPTIONS ?? '',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     )

@@ -113,19 +113,37 @@ if (cp) {
     })
   }
 
+  // Counts the requests a webhook instance's pre-pull sends to the API server, by method and path
+  // (a spy on its HTTP client: the requests still go to the real API server).
+  function countRequests(server: RunningServer): (method: string, path: RegExp) => number {
+    const sent: [string, string][] = []
+    const http = (server.prepull as unknown as { http: { request: (method: string, path: string, ...rest: unknown[]) => unknown } }).http
+    const request = http.request.bind(http)
+    http.request = (method, path, ...rest) => {
+      sent.push([method, path])
+      return request(method, path, ...rest)
+    }
+    return (method, path) => sent.filter(([m, p]) => m === method && path.test(p)).length
+  }
+
   // Runs before the control plane's own stop (teardowns run last-registered first).
   t.teardown(cleanupRestartedApiservers)
   await createNamespace(c, NS, false)
   await createNamespace(c, 'shop', true)
   const first = capturingLogger()
   const w1 = await start({}, first.logger)
+  const w1Requests = countRequests(w1.server)
   await registerWebhook(c, w1, 'shop')
 
   t.test('kube-fledged missing: admission unaffected, one log line, a metric; starts by itself when the CRD appears', async (t) => {
     const pod = await createPod('shop', 'early', { containers: [{ name: 'web', image: 'nginx:1.25' }] })
     t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'admitted and rewritten')
     await waitFor('the missing line', () => first.lines.some((l) => /kube-fledged is not available/.test(l.msg ?? '')))
-    await new Promise((r) => setTimeout(r, 3_000)) // three more polls
+    // Each poll is a dry-run POST of an ImageCache (answered 404): wait for three more.
+    const polls = () => w1Requests('POST', /\/imagecaches$/)
+    const before = polls()
+    t.ok(before >= 1, 'polled at least once')
+    await waitFor('three more polls', () => polls() >= before + 3)
     const missing = first.lines.filter((l) => /kube-fledged is not available/.test(l.msg ?? ''))
     t.equal(missing.length, 1, 'one line, not one per poll')
     t.match(missing[0]!.msg, /CRD is not installed.*admission is unaffected/)
@@ -302,33 +320,46 @@ if (cp) {
       )
       t.equal(pod.spec.containers[0].image, mirror('nginx:1.25'), 'not rewritten again')
       t.equal(pod.spec.initContainers[0].image, 'm.daocloud.io/docker.io/senthilrch/busybox:1.35.0', 'busybox rewritten like any image')
-      await new Promise((r) => setTimeout(r, 2_500)) // a Pod sweep has run since
+      // Two more Pod sweeps: the second began after the Pod was stored.
+      const sweeps = await metric(w1.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'ok' })
+      await waitFor(
+        'two Pod sweeps',
+        async () => (await metric(w1.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'ok' })) >= sweeps + 2,
+      )
       await waitFor('idle', () => w1.server.prepull!.queue.idle)
       t.notOk(await cacheOf('m.daocloud.io/docker.io/senthilrch/busybox:1.35.0'), 'its busybox is not turned into a cache')
     },
   )
 
   t.test('the API server stopped for a while: nothing admitted before is lost', async (t) => {
-    // A slow writer, so Pods are stored (admitted) well before their caches are written.
-    const slow = await start({ writesPerSecond: 1, writeBurst: 1 })
-    await registerWebhook(c, slow, 'shop')
-    await waitFor('synced', () => slow.server.prepull!.synced)
-    const images = Array.from({ length: 8 }, (_, i) => `outage-${i}:1`)
-    await Promise.all(images.map((image, i) => createPod('shop', `outage-${i}`, { containers: [{ name: 'c', image }] })))
+    // Only the queue can write these caches: Pod sweeps are off (one a day), and the images
+    // are admitted through reviews sent straight to this instance, as an API server replica
+    // would, so no Pod exists whose listing could bring them back.
+    const isolated = await start({ writesPerSecond: 1, writeBurst: 1, podSweepSeconds: 86_400 })
+    await waitFor('synced', () => isolated.server.prepull!.synced)
     const outage = await stopApiserver(c)
-    const queued = slow.server.prepull!.queue.size
-    t.ok(queued >= 4, `writes still queued when the API server went away (${queued})`)
-    await waitFor('writes failing and retried', async () => (await metric(slow.server, 'mirrorhook_prepull_retries_total')) > 0, 15_000)
-    await new Promise((res) => setTimeout(res, 4_000))
-    t.equal(slow.server.prepull!.queue.size, queued, 'nothing dropped while the API server is down')
+    const images = Array.from({ length: 8 }, (_, i) => `docker.io/library/outage-${i}:1`)
+    const answers = await Promise.all(images.map((image, i) => review(isolated.url, isolated.caPem, [image], `outage-${i}`)))
+    t.strictSame(
+      answers.map((a) => a.response.patchType),
+      images.map(() => 'JSONPatch'),
+      'admission answers while the API server is down',
+    )
+    t.equal(isolated.server.prepull!.queue.size, 8, 'every image queued')
+    const retries = async () => metric(isolated.server, 'mirrorhook_prepull_retries_total')
+    await waitFor('writes failing and retried', async () => (await retries()) > 0, 30_000)
+    // Several more failed rounds, then: still all there.
+    const seen = await retries()
+    await waitFor('three more failed writes', async () => (await retries()) >= seen + 3, 60_000)
+    t.equal(isolated.server.prepull!.queue.size, 8, 'nothing dropped while the API server is down')
     await outage.restore()
     await waitFor(
       'all cached after the outage',
-      async () => (await Promise.all(images.map((i) => cacheOf(mirror(i))))).every(Boolean),
-      60_000,
+      async () => (await Promise.all(images.map((i) => cacheOf(`m.daocloud.io/${i}`)))).every(Boolean),
+      90_000,
     )
-    t.equal(await metric(slow.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0)
-    await slow.stop()
+    t.equal(await metric(isolated.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0)
+    await isolated.stop()
   })
 
   t.test('a restart re-ensures every image still in use', async (t) => {
@@ -448,7 +479,14 @@ if (cp) {
     await put((o) => {
       o.status = { status: 'Processing', reason: 'ImageCachePurge', message: 'Image cache is being purged', startTime: now() }
     })
-    await new Promise((r) => setTimeout(r, 1_500))
+    await waitFor('the purge seen', () => p.server.prepull!.stateOf(image)?.state === 'purging')
+    // Two Pod sweeps later (each looks at every cache) and with nothing queued, it is still there.
+    const sweeps = await metric(p.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'ok' })
+    await waitFor(
+      'two Pod sweeps',
+      async () => (await metric(p.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'ok' })) >= sweeps + 2,
+    )
+    await waitFor('idle', () => p.server.prepull!.queue.idle)
     t.ok(await cacheOf(image), 'not deleted while the purge runs')
     await put((o) => {
       o.status = { ...o.status, status: 'Succeeded', message: 'All cached images succesfully deleted', completionTime: now() }

@@ -14,6 +14,8 @@ if (cp) {
     mirror: { prefix: 'm.daocloud.io' },
     registries: ['*'],
     noProxy: ['.corp.example'],
+    // Mode always needs no registry state; no probe leaves the machine.
+    reachability: { probes: { enabled: false } },
   }
   let webhook: TestWebhook & { devCertDir: string } = await startTestWebhook({ config })
   t.teardown(() => webhook.stop())

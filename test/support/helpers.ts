@@ -9,11 +9,14 @@ export interface CliResult {
   stderr: string
 }
 
-/** Runs `mirrorhook ARGS` as an operator would, with a minimal environment plus `env`. */
+/**
+ * Runs `mirrorhook ARGS` as an operator would, with a minimal environment plus `env`
+ * (and NODE_OPTIONS, which carries the tests' loopback-only guard: test/support/offline-guard.mjs).
+ */
 export function runCli(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', ...options.env },
+      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', NODE_OPTIONS: process.env.NODE_OPTIONS ?? '', ...options.env },
     })
     let stdout = ''
     let stderr = ''

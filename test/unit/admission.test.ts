@@ -75,14 +75,14 @@ t.test('a Pod review is answered with a JSON patch, warnings and the same uid an
     const body = res.json()
     t.equal(body.apiVersion, apiVersion)
     t.equal(body.kind, 'AdmissionReview')
-    t.match(body.response, { uid: 'a1b2c3', allowed: true, patchType: 'JSONPatch' })
+    t.hasStrict(body.response, { uid: 'a1b2c3', allowed: true, patchType: 'JSONPatch' })
     const patched = jsonpatch.applyPatch(structuredClone(pod), decodePatch(body), true, false).newDocument
     t.equal(patched.spec.containers[0]!.image, 'm.daocloud.io/docker.io/library/nginx:1.25')
     t.match(body.response.warnings, [/nginx:1\.25 -> m\.daocloud\.io\/docker\.io\/library\/nginx:1\.25/])
   }
   t.equal(h.admitted.length, 2, 'non-dry-run reviews reach the post-admission hook')
   const logged = h.lines.find((l) => l.msg === 'admission decided')
-  t.match(logged, { uid: 'a1b2c3', namespace: 'shop', pod: 'web-1', outcome: 'mutated' }, 'logs carry uid, namespace and Pod name')
+  t.hasStrict(logged, { uid: 'a1b2c3', namespace: 'shop', pod: 'web-1', outcome: 'mutated' }, 'logs carry uid, namespace and Pod name')
 })
 
 t.test('dry-run: the same patch, and the side-effect hook is not called', async (t) => {
@@ -93,7 +93,7 @@ t.test('dry-run: the same patch, and the side-effect hook is not called', async 
   const dry = (await app.inject({ method: 'POST', url: '/mutate', payload: review({ dryRun: true }) })).json()
   t.same(decodePatch(dry), decodePatch(wet))
   t.equal(h.admitted.length, 1, 'only the non-dry-run review')
-  t.match(await h.metrics.reviews.get(), {
+  t.hasStrict(await h.metrics.reviews.get(), {
     values: [{ labels: { outcome: 'mutated', dry_run: 'false' } }, { labels: { outcome: 'mutated', dry_run: 'true' } }],
   })
 })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, DAOCLOUD_REGISTRIES } from '../../server/core/config.js'
+import { ConfigError } from '../../server/core/config.js'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 
@@ -16,7 +16,19 @@ function problemsOf(fn: () => unknown): string[] {
 t.test('embedded defaults: DaoCloud prefix, its registries, mode auto', async (t) => {
   const c = resolveConfig(undefined, {})
   t.same(c.mirror, { prefix: 'm.daocloud.io' })
-  t.same(c.registries, [...DAOCLOUD_REGISTRIES])
+  t.strictSame(c.registries, [
+    'docker.elastic.co',
+    'docker.io',
+    'dhi.io',
+    'gcr.io',
+    'ghcr.io',
+    'k8s.gcr.io',
+    'registry.k8s.io',
+    'mcr.microsoft.com',
+    'nvcr.io',
+    'quay.io',
+    'registry.ollama.ai',
+  ])
   t.equal(c.mode, 'auto')
   t.same(c.excludedNamespaces, ['kube-system', 'mirrorhook'])
   t.same(c.podOwners, ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job'])

@@ -3,7 +3,7 @@
 // it, and the entrypoint starts from a production-only install.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { cp, mkdtemp, readFile, rm, stat, symlink } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -180,7 +180,8 @@ t.test('the entrypoint starts from a production-only install', async (t) => {
     }
   }
   await cp(join(ROOT, 'package-lock.json'), join(app, 'package-lock.json'))
-  const install = await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], app)
+  // From the npm cache the repository's own `npm ci` filled: a test never reaches a registry.
+  const install = await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--offline'], app)
   t.equal(install.code, 0, 'npm ci --omit=dev', { output: install.out.slice(-3000) })
   await t.rejects(stat(join(app, 'node_modules', 'typescript')), 'no dev dependencies installed')
   await t.rejects(stat(join(app, 'node_modules', 'tap')), 'no test runner installed')
@@ -195,10 +196,26 @@ t.test('the entrypoint starts from a production-only install', async (t) => {
   t.equal(help.code, 0, '--help exits 0', { output: help.out })
   for (const command of ['serve', 'dry-run', 'rewrite']) t.match(help.out, new RegExp(`^\\s+${command}\\b`, 'm'), `lists ${command}`)
 
-  // The default command itself: it loads every runtime module and listens.
+  // The default command itself: it loads every runtime module and listens. The embedded
+  // configuration would probe public registries; this one probes nothing.
+  const config = join(work, 'config.yaml')
+  await writeFile(config, 'reachability:\n  probes:\n    enabled: false\n')
   const child = spawn(
     'node',
-    [script, ...cmd, '--port', '0', '--host', '127.0.0.1', '--metrics-port', 'off', '--dev-cert-dir', join(work, 'certs')],
+    [
+      script,
+      ...cmd,
+      '--config',
+      config,
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--metrics-port',
+      'off',
+      '--dev-cert-dir',
+      join(work, 'certs'),
+    ],
     {
       cwd: app,
       env: { ...process.env, KUBECONFIG: join(work, 'none'), HOME: work, KUBERNETES_SERVICE_HOST: '' },

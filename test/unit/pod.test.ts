@@ -5,7 +5,8 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { admit, type AdmissionRequest } from '../../server/admission/review.js'
 import { planManifest } from '../../server/core/manifests.js'
-import { ORIGINAL_IMAGES_ANNOTATION } from '../../server/core/pod.js'
+
+const ORIGINAL_IMAGES_ANNOTATION = 'mirrorhook.io/original-images'
 
 type Pod = {
   metadata?: Record<string, unknown>
@@ -106,6 +107,34 @@ t.test('an existing original-images annotation is merged, not lost', async (t) =
   t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'm.daocloud.io/docker.io/library/redis:7', 'the mirrored image stays')
 })
 
+t.test('a stale original in the annotation gives way to the image this admission rewrote', async (t) => {
+  // A template copied with an old annotation: the record must name what this Pod asked for.
+  const pod: Pod = {
+    metadata: { annotations: { [ORIGINAL_IMAGES_ANNOTATION]: '{"web":"nginx:1.24","gone":"redis:6"}' } },
+    spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+  }
+  const { patched } = run(pod)
+  t.strictSame(JSON.parse((patched.metadata!.annotations as Record<string, string>)[ORIGINAL_IMAGES_ANNOTATION]!), {
+    web: 'nginx:1.25',
+    gone: 'redis:6',
+  })
+  t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'm.daocloud.io/docker.io/library/nginx:1.25')
+})
+
+t.test('the skip label value is case-insensitive', async (t) => {
+  const labelled = (value: string): Pod => ({
+    metadata: { labels: { 'mirrorhook.io/skip': value } },
+    spec: { containers: [{ name: 'c', image: 'nginx' }] },
+  })
+  for (const value of ['true', 'True', 'TRUE']) {
+    const { result, patched } = run(labelled(value))
+    t.equal(result.outcome, 'skipped', `skip=${value}`)
+    t.strictSame(result.skip, { code: 'skip-label', reason: 'the Pod is labelled mirrorhook.io/skip=true' }, `skip=${value}: why`)
+    t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'nginx', `skip=${value}: image kept`)
+  }
+  for (const value of ['false', 'yes', '']) t.equal(run(labelled(value)).result.outcome, 'mutated', `skip=${value} does not skip`)
+})
+
 t.test('a second call on the mutated Pod changes nothing (reinvocation)', async (t) => {
   const { patched } = run(podWith({ name: 'p' }))
   const again = run(patched)
@@ -133,10 +162,10 @@ t.test('pod-level rules', async (t) => {
   t.equal(run(nonController).result.outcome, 'mutated', 'only the controlling owner counts')
 
   const labelled: Pod = { metadata: { labels: { 'mirrorhook.io/skip': 'true' } }, spec: { containers: [{ name: 'c', image: 'nginx' }] } }
-  t.match(run(labelled).result, { outcome: 'skipped', skip: { code: 'skip-label' } })
+  t.hasStrict(run(labelled).result, { outcome: 'skipped', skip: { code: 'skip-label' } })
   const plain: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }] } }
-  t.match(run(plain, { namespace: 'kube-system' }).result, { outcome: 'skipped', skip: { code: 'excluded-namespace' } })
-  t.match(run(plain, { namespace: 'mirrorhook' }).result, { outcome: 'skipped' }, 'its own namespace')
+  t.hasStrict(run(plain, { namespace: 'kube-system' }).result, { outcome: 'skipped', skip: { code: 'excluded-namespace' } })
+  t.hasStrict(run(plain, { namespace: 'mirrorhook' }).result, { outcome: 'skipped' }, 'its own namespace')
 })
 
 t.test('UPDATE only considers images that changed', async (t) => {
@@ -207,6 +236,21 @@ t.test('requests that are not Pod CREATE/UPDATE are ignored', async (t) => {
   const pod = podWith(undefined)
   t.equal(run(pod, { operation: 'DELETE' }).result.outcome, 'ignored')
   t.equal(run(pod, { kind: { kind: 'Deployment' }, resource: { resource: 'deployments' } }).result.outcome, 'ignored')
+  // Kind and resource must both say Pod (or be absent): one of them is not enough.
+  t.equal(run(pod, { resource: { resource: 'deployments' } }).result.outcome, 'ignored', 'resource deployments, no kind')
+  t.equal(run(pod, { kind: { kind: 'Deployment' } }).result.outcome, 'ignored', 'kind Deployment, no resource')
+  t.equal(
+    run(pod, { kind: { kind: 'Pod' }, resource: { resource: 'deployments' } }).result.outcome,
+    'ignored',
+    'kind Pod, resource deployments',
+  )
+  t.equal(
+    run(pod, { kind: { kind: 'Deployment' }, resource: { resource: 'pods' } }).result.outcome,
+    'ignored',
+    'kind Deployment, resource pods',
+  )
+  t.equal(run(pod, { kind: { kind: 'Pod' }, resource: { resource: 'pods' } }).result.outcome, 'mutated', 'a Pod')
+  t.equal(run(pod).result.outcome, 'mutated', 'neither given: a Pod')
   t.equal(run(pod, { subResource: 'status' }).result.outcome, 'ignored')
   t.equal(run({ spec: undefined as unknown as Record<string, unknown> }).result.outcome, 'ignored')
 })

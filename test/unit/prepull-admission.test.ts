@@ -9,7 +9,6 @@ import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { ManualClock } from '../support/clock.js'
-import { KUBE_FLEDGED_DEFAULTS } from '../../server/prepull/config.js'
 import { Prepull } from '../../server/prepull/prepull.js'
 import { rewrittenImagesOf } from '../../server/prepull/kubeapi.js'
 
@@ -121,7 +120,21 @@ t.test('past the queue bound admissions are dropped and counted, admission goes 
 
 t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) => {
   const d = resolveConfig(undefined, {}).kubeFledged
-  t.same(d, { ...KUBE_FLEDGED_DEFAULTS, imagePullSecrets: [] })
+  t.strictSame(d, {
+    enabled: true,
+    namespace: 'kube-fledged',
+    imagePullSecrets: [],
+    dedupeSeconds: 600,
+    writesPerSecond: 5,
+    writeBurst: 10,
+    queueSize: 10_000,
+    batchSize: 50,
+    unusedPurgeSeconds: 7 * 24 * 3600,
+    podSweepSeconds: 300,
+    refreshBackoffSeconds: 60,
+    refreshBackoffMaxSeconds: 3600,
+    crdPollSeconds: 30,
+  })
   t.equal(resolveConfig(undefined, { KUBE_FLEDGED_NAMESPACE: 'fledged' }).kubeFledged.namespace, 'fledged')
   const file = resolveConfig(
     {
@@ -134,7 +147,7 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
     },
     { KUBE_FLEDGED_NAMESPACE: 'kf' },
   ).kubeFledged
-  t.match(file, {
+  t.hasStrict(file, {
     enabled: false,
     namespace: 'kf',
     nodeSelector: { 'node-role.kubernetes.io/worker': '' },

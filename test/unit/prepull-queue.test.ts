@@ -306,3 +306,116 @@ t.test('token bucket: the burst goes at once, then writes are spaced at the rate
   await Promise.all(writes)
   t.same(sent, [200, 300, 400, 500, 600], 'one every 100 ms after the reservation before')
 })
+
+t.test('size, idle and stats count every place a key can be, exactly', async (t) => {
+  let release!: () => void
+  const { clock, queue } = setup({ dedupeMs: 10_000 }, async (key) => {
+    if (key === 'slow') await new Promise<void>((r) => (release = r))
+    return key === 'later' ? { kind: 'later', afterMs: 5_000 } : { kind: 'done' }
+  })
+  t.equal(queue.size, 0)
+  t.ok(queue.idle)
+  queue.offer('slow')
+  queue.offer('later')
+  t.equal(queue.schedule('delayed', 60_000), 'queued')
+  t.equal(queue.size, 3, 'two ready, one delayed')
+  t.notOk(queue.idle, 'keys ready')
+  await clock.advance(100)
+  t.equal(queue.size, 3, 'one in flight, two delayed')
+  t.notOk(queue.idle, 'a key in flight')
+  t.strictSame(queue.stats(), {
+    ready: 0,
+    delayed: 2,
+    inFlight: 1,
+    remembered: 0,
+    offered: 2,
+    duplicates: 0,
+    dropped: 0,
+    done: 0,
+    failed: 0,
+    retries: 0,
+    backoffStreak: 0,
+    blocked: false,
+  })
+  t.ok(queue.has('slow') && queue.has('later') && queue.has('delayed'))
+  t.notOk(queue.has('other'))
+  release()
+  await clock.advance(0)
+  t.ok(queue.idle, 'delayed keys do not make it busy')
+  t.equal(queue.size, 2)
+  t.equal(queue.stats().remembered, 1, 'the done key is remembered for the dedupe time')
+  await clock.advance(9_999)
+  t.equal(queue.offer('slow'), 'duplicate', 'within its dedupe time')
+  await clock.advance(1)
+  t.equal(queue.offer('slow'), 'queued', 'pruned once the time is over')
+})
+
+t.test('the dedupe window ends exactly dedupeMs after the key was done; dedupeMs 0 remembers nothing', async (t) => {
+  const { clock, queue, calls } = setup({ dedupeMs: 1_000 })
+  queue.offer('a')
+  await clock.advance(100)
+  await clock.advance(999)
+  t.equal(queue.offer('a'), 'duplicate', '1 ms before the end')
+  await clock.advance(1)
+  t.equal(queue.offer('a'), 'queued', 'at the end')
+  await clock.advance(100)
+  t.equal(calls.length, 2)
+
+  const none = setup({ dedupeMs: 0 })
+  none.queue.offer('a')
+  await none.clock.advance(100)
+  t.equal(none.queue.stats().remembered, 0)
+  t.equal(none.queue.offer('a'), 'queued', 'taken again at once')
+})
+
+t.test('schedule(): a ready key stays once; a delayed key moves to now or earlier, never later', async (t) => {
+  const { clock, queue, calls, start } = setup()
+  t.equal(queue.schedule('r'), 'queued')
+  t.equal(queue.schedule('r'), 'duplicate', 'already ready')
+  t.equal(queue.schedule('r', 50), 'duplicate', 'a delay does not push a ready key back')
+  t.equal(queue.schedule('d', 10_000), 'queued')
+  t.equal(queue.schedule('d', 20_000), 'duplicate', 'a later time is ignored')
+  t.equal(queue.schedule('d', 3_000), 'duplicate', 'an earlier time wins')
+  await clock.advance(2_999)
+  t.strictSame(
+    calls.map((c) => [c.key, c.at - start]),
+    [['r', 100]],
+  )
+  await clock.advance(1)
+  await clock.advance(100)
+  t.strictSame(
+    calls.map((c) => [c.key, c.at - start]),
+    [
+      ['r', 100],
+      ['d', 3_000],
+    ],
+    'd ran at 3 s: promoted due keys run at once',
+  )
+  t.equal(queue.schedule('e', 10_000), 'queued')
+  t.equal(queue.schedule('e', 0), 'duplicate', 'delay 0: now')
+  await clock.advance(100)
+  t.equal(calls.at(-1)!.key, 'e')
+  t.equal(calls.at(-1)!.at - start, 3_100 + 100)
+})
+
+t.test('drops and handler errors reach their callbacks; resume() without a block and a second start() change nothing', async (t) => {
+  const dropped: string[] = []
+  const errors: [string, string][] = []
+  const { clock, queue, calls } = setup(
+    { capacity: 1, onDrop: (k) => dropped.push(k), onError: (k, e) => errors.push([k, (e as Error).message]) },
+    (key) => {
+      if (key === 'bad') throw new Error('bug')
+      return { kind: 'done' }
+    },
+  )
+  queue.offer('bad')
+  t.equal(queue.offer('b'), 'dropped')
+  t.equal(queue.schedule('c'), 'dropped')
+  t.strictSame(dropped, ['b', 'c'])
+  queue.start()
+  queue.resume()
+  await clock.advance(100)
+  t.strictSame(errors, [['bad', 'bug']])
+  t.equal(calls.length, 1, 'one round, not two')
+  t.equal(queue.stats().failed, 1)
+})

@@ -434,3 +434,235 @@ t.test('the write counter sees every verb', async (t) => {
   await clock.advance(100)
   t.equal(await writeCount('create'), 1)
 })
+
+t.test('an image used again after it was marked unused loses the mark, on the same object', async (t) => {
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs: 3_600_000 })
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const name = imageCacheName(IMAGE)
+  const uid = api.get(name)!.metadata.uid
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  await clock.advance(200_000)
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.equal(api.get(name)!.metadata.annotations?.['mirrorhook.io/unused-since'], new Date(clock.now()).toISOString(), 'marked unused')
+
+  // A Pod runs it again; kube-fledged is busy with the cache at first.
+  usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 5_000 }, 'not while kube-fledged processes it')
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(reconciler.plan(IMAGE), { kind: 'mark-used' })
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  const after = api.get(name)!
+  t.notOk('mirrorhook.io/unused-since' in (after.metadata.annotations ?? {}), 'the unused mark is removed')
+  t.equal(after.metadata.uid, uid, 'the same ImageCache: nothing re-pulled')
+  t.same(reconciler.plan(IMAGE), { kind: 'none' })
+  t.same(api.violations, [])
+})
+
+t.test('a failed purge is retried with a growing backoff, then the cache is deleted after three failed attempts', async (t) => {
+  const purgeAfterMs = 1_000
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const name = imageCacheName(IMAGE)
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  const unused = async () => {
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    return reconciler.reconcile(IMAGE)
+  }
+  await clock.advance(200_000)
+  t.same(await unused(), { kind: 'done' }, 'marked unused')
+  await clock.advance(purgeAfterMs)
+  t.same(reconciler.plan(IMAGE), { kind: 'purge' })
+  t.same(await unused(), { kind: 'done' })
+  const purgeFailed = () =>
+    api.setStatus(
+      IMAGE,
+      {
+        status: 'Failed',
+        reason: 'ImageCachePurge',
+        message: 'Image purge failed for some images',
+        startTime: new Date(clock.now() - 1_000).toISOString(),
+        completionTime: new Date(clock.now()).toISOString(),
+      },
+      ['kubefledged.io/purge-imagecache'],
+    )
+  const purgeAsked = () => 'kubefledged.io/purge-imagecache' in (api.get(name)!.metadata.annotations ?? {})
+  t.ok(purgeAsked(), 'purge asked for')
+
+  // Failed purges: retried after 60 s, 120 s, 240 s (refreshBackoffMs 60 s, doubling).
+  for (const [attempt, waitMs] of [
+    [1, 60_000],
+    [2, 120_000],
+    [3, 240_000],
+  ] as const) {
+    purgeFailed()
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
+    await clock.advance(waitMs - 1)
+    usage.sweepDone(clock.now(), new Map(), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
+    await clock.advance(1)
+    t.same(await unused(), { kind: 'done' })
+    t.ok(purgeAsked(), `attempt ${attempt}: purge asked for again`)
+  }
+  purgeFailed()
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(reconciler.plan(IMAGE), { kind: 'delete' }, 'three failed retries: give up and delete')
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.notOk(api.get(name), 'deleted')
+  t.same(
+    api.writes.map((w) => w.verb),
+    ['create', 'annotate', 'annotate', 'annotate', 'annotate', 'annotate', 'delete'],
+  )
+  t.same(api.violations, [])
+})
+
+t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs and stays there', async (t) => {
+  const { clock, api, admit, usage, reconciler } = setup()
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const failed = () =>
+    api.setStatus(
+      IMAGE,
+      {
+        status: 'Failed',
+        reason: 'ImageCacheRefresh',
+        message: 'Image pull failed for some images. Please see "failures" section',
+        failures: { [IMAGE]: [{ node: 'node-b', reason: 'ErrImagePull', message: 'i/o timeout' }] },
+        startTime: new Date(clock.now() - 1_000).toISOString(),
+        completionTime: new Date(clock.now()).toISOString(),
+      },
+      ['kubefledged.io/refresh-imagecache'],
+    )
+  // refreshBackoffMs 60 s, refreshBackoffMaxMs 600 s.
+  for (const waitMs of [60_000, 120_000, 240_000, 480_000, 600_000, 600_000]) {
+    failed()
+    usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `waits ${waitMs} ms`)
+    await clock.advance(waitMs)
+    usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
+    t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+    t.ok('kubefledged.io/refresh-imagecache' in (api.get(imageCacheName(IMAGE))!.metadata.annotations ?? {}), 'refresh asked for')
+  }
+  t.same(api.violations, [])
+})
+
+t.test('write results: conflicts and vanished objects are looked at again in a second, never counted as failures', async (t) => {
+  const purgeAfterMs = 1_000
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
+  const name = imageCacheName(IMAGE)
+  // create: a 409 that is not AlreadyExists (a conflict) → later.
+  api.failures.push(new ApiError(409, 'conflict', 'Conflict'))
+  usage.touch(IMAGE, 'nginx:1.25', clock.now())
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'create conflict')
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  t.ok(api.get(name), 'created on the next try')
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  await clock.advance(200_000)
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(reconciler.plan(IMAGE), { kind: 'mark-unused' })
+  // annotate: 409 Conflict, 404 gone → later; a permanent refusal → failed.
+  api.failures.push(new ApiError(409, 'the object has been modified', 'Conflict'))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate conflict')
+  api.failures.push(new ApiError(404, 'not found', 'NotFound'))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate on a vanished object')
+  api.failures.push(new ApiError(403, 'forbidden', 'Forbidden'))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'annotate refused')
+  api.failures.push(new ApiError(503, 'unavailable', 'ServiceUnavailable', 2_000))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'retry', afterMs: 2_000 }, 'annotate transient')
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.equal(api.get(name)!.metadata.annotations?.['mirrorhook.io/unused-since'], new Date(clock.now()).toISOString())
+
+  // Purged: delete; a 404 there means someone else deleted it (done), a conflict means look again.
+  await clock.advance(purgeAfterMs)
+  usage.sweepDone(clock.now(), new Map(), clock.now())
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'purge asked for')
+  t.equal(api.get(name)!.metadata.annotations?.['kubefledged.io/purge-imagecache'], new Date(clock.now()).toISOString())
+  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date(clock.now()).toISOString() }, [
+    'kubefledged.io/purge-imagecache',
+  ])
+  t.same(reconciler.plan(IMAGE), { kind: 'delete' })
+  api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'delete conflict')
+  api.failures.push(new ApiError(404, 'not found', 'NotFound'))
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'already deleted by someone else')
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.notOk(api.get(name), 'deleted')
+  t.same(api.violations, [])
+})
+
+t.test('replace: a conflicting delete is looked at again; not ready means blocked; a foreign cache fails without a write', async (t) => {
+  const { clock, api, admit, reconciler, missing } = setup({ settings: SETTINGS })
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  const moved = new Reconciler({
+    api,
+    store: api,
+    usage: { usage: () => ({ inUse: true, usageKnown: true, recentlyUsed: true }), original: () => 'nginx:1.25' },
+    settings: { ...SETTINGS, nodeSelector: { pool: 'batch' } },
+    limiter: new TokenBucket(1000, 1000, clock),
+    clock,
+    metrics: new PrepullMetrics(new Registry()),
+    logger: pino({ level: 'silent' }),
+    purgeAfterMs: 0,
+    refreshBackoffMs: 1,
+    refreshBackoffMaxMs: 1,
+    ready: () => true,
+    onMissing: () => undefined,
+  })
+  api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
+  t.same(await moved.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 })
+  t.equal(api.get(imageCacheName(IMAGE))!.spec.cacheSpec[0]!.nodeSelector?.pool, 'apps', 'not replaced yet')
+
+  missing.push('no CRD')
+  const writes = api.writes.length
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'blocked' }, 'not ready: blocked')
+  t.equal(api.writes.length, writes, 'no write while blocked')
+  missing.length = 0
+
+  api.get(imageCacheName(IMAGE))!.spec.cacheSpec[0]!.images = ['m.daocloud.io/docker.io/library/other:1']
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'a cache holding another image')
+  t.equal(api.writes.length, writes, 'left alone')
+})
+
+t.test('a finished purge whose annotation kube-fledged keeps counts as done after a minute', async (t) => {
+  const cache = (completedAt: number): ImageCache => {
+    const c = buildImageCache(IMAGE, undefined, SETTINGS)
+    c.metadata.annotations = { ...c.metadata.annotations, 'kubefledged.io/purge-imagecache': 'x' }
+    c.status = {
+      status: 'Succeeded',
+      reason: 'ImageCachePurge',
+      message: '',
+      startTime: new Date(completedAt - 1_000).toISOString(),
+      completionTime: new Date(completedAt).toISOString(),
+    }
+    return c
+  }
+  const T = 1_700_000_000_000
+  const timing = {
+    now: T,
+    purgeAfterMs: 1,
+    busyRetryMs: 5_000,
+    refreshDueAt: 0,
+    purgeAttempts: 0,
+    maxPurgeAttempts: 3,
+    purgeAnnotationGraceMs: 60_000,
+  }
+  const unused = { inUse: false, usageKnown: true, recentlyUsed: false }
+  const used = { inUse: true, usageKnown: true, recentlyUsed: true }
+  t.same(decide(IMAGE, cache(T), unused, SETTINGS, timing), { kind: 'none' }, 'just finished: wait for kube-fledged')
+  t.same(decide(IMAGE, cache(T - 59_999), unused, SETTINGS, timing), { kind: 'none' }, 'within the minute')
+  t.same(decide(IMAGE, cache(T - 60_000), unused, SETTINGS, timing), { kind: 'delete' }, 'a minute later: done')
+  t.same(decide(IMAGE, cache(T - 59_999), used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'in use again: wait for it')
+  t.same(decide(IMAGE, cache(T - 60_000), used, SETTINGS, timing), { kind: 'replace' }, 'in use again, a minute later: a new cache')
+  const noTime = cache(T - 120_000)
+  delete noTime.status!.completionTime
+  t.same(decide(IMAGE, noTime, unused, SETTINGS, timing), { kind: 'none' }, 'no completion time: never assumed done')
+  const processing = cache(T - 120_000)
+  processing.status!.status = 'Processing'
+  t.same(decide(IMAGE, processing, used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'processing: wait')
+})

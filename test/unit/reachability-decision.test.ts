@@ -18,13 +18,13 @@ const AUTO: ConfigInput = { mode: 'auto' }
 
 t.test('auto: unreachable and slow registries get the mirror, reachable ones do not', async (t) => {
   const v = view({ 'docker.io': 'unreachable', 'ghcr.io': 'slow', 'quay.io': 'reachable' })
-  t.match(decide('nginx:1.25', AUTO, v), {
+  t.hasStrict(decide('nginx:1.25', AUTO, v), {
     action: 'rewrite',
     rewritten: 'm.daocloud.io/docker.io/library/nginx:1.25',
     reason: 'registry docker.io is unreachable (evidence for docker.io)',
   })
-  t.match(decide('ghcr.io/a/b:1', AUTO, v), { action: 'rewrite', reason: 'registry ghcr.io is slow (evidence for ghcr.io)' })
-  t.match(decide('quay.io/a/b:1', AUTO, v), {
+  t.hasStrict(decide('ghcr.io/a/b:1', AUTO, v), { action: 'rewrite', reason: 'registry ghcr.io is slow (evidence for ghcr.io)' })
+  t.hasStrict(decide('quay.io/a/b:1', AUTO, v), {
     action: 'keep',
     code: 'reachable',
     reason: 'registry quay.io is reachable (evidence for quay.io)',
@@ -47,25 +47,25 @@ t.test('auto: unknown follows reachability.unknown, and says so', async (t) => {
 t.test('unreachable mode: only unreachable rewrites, slow and unknown do not', async (t) => {
   const v = view({ 'docker.io': 'unreachable', 'ghcr.io': 'slow' })
   const input: ConfigInput = { mode: 'unreachable' }
-  t.match(decide('nginx', input, v), { action: 'rewrite' })
+  t.hasStrict(decide('nginx', input, v), { action: 'rewrite' })
   t.match(decide('ghcr.io/a/b', input, v), { action: 'keep', reason: /is slow/ })
   t.match(decide('quay.io/a/b', input, v), { action: 'keep', reason: /is unknown/ })
 })
 
 t.test('a mirror that is down gets nothing, except in mode always', async (t) => {
   const v = view({ 'docker.io': 'unreachable', 'm.daocloud.io': 'unreachable' })
-  t.match(decide('nginx', AUTO, v), {
+  t.hasStrict(decide('nginx', AUTO, v), {
     action: 'keep',
     code: 'mirror-unreachable',
     reason: 'mirror m.daocloud.io is unreachable (evidence for m.daocloud.io)',
   })
-  t.match(decide('nginx', { mode: 'unreachable' }, v), { action: 'keep', code: 'mirror-unreachable' })
-  t.match(decide('nginx', { mode: 'always' }, v), { action: 'rewrite', reason: 'mode always' }, 'always means always')
+  t.hasStrict(decide('nginx', { mode: 'unreachable' }, v), { action: 'keep', code: 'mirror-unreachable' })
+  t.hasStrict(decide('nginx', { mode: 'always' }, v), { action: 'rewrite', reason: 'mode always' }, 'always means always')
   const hostMode: ConfigInput = { ...AUTO, mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io' } } }
-  t.match(decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'docker.m.daocloud.io': 'unreachable' })), {
+  t.hasStrict(decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'docker.m.daocloud.io': 'unreachable' })), {
     code: 'mirror-unreachable',
   })
-  t.match(
+  t.hasStrict(
     decide('nginx', hostMode, view({ 'docker.io': 'unreachable', 'm.daocloud.io': 'unreachable' })),
     { action: 'rewrite' },
     'the mirror that matters is the target',
@@ -75,7 +75,7 @@ t.test('a mirror that is down gets nothing, except in mode always', async (t) =>
 t.test('an image the mirror refused is kept, by repository, in every mode', async (t) => {
   const v = view({ 'docker.io': 'unreachable' }, { 'm.daocloud.io/docker.io/acme/app': 'not in the mirror allowlist (pod shop/web)' })
   for (const mode of ['auto', 'unreachable', 'always'] as const) {
-    t.match(
+    t.hasStrict(
       decide('acme/app:2', { mode }, v),
       {
         action: 'keep',
@@ -85,10 +85,10 @@ t.test('an image the mirror refused is kept, by repository, in every mode', asyn
       mode,
     )
   }
-  t.match(decide(`docker.io/acme/app@sha256:${'a'.repeat(64)}`, AUTO, v), { code: 'mirror-refused' }, 'whatever the tag or digest')
-  t.match(decide('acme/other:2', AUTO, v), { action: 'rewrite' }, 'other repositories still go to the mirror')
+  t.hasStrict(decide(`docker.io/acme/app@sha256:${'a'.repeat(64)}`, AUTO, v), { code: 'mirror-refused' }, 'whatever the tag or digest')
+  t.hasStrict(decide('acme/other:2', AUTO, v), { action: 'rewrite' }, 'other repositories still go to the mirror')
   const hosts = view({ 'docker.io': 'unreachable' }, { 'docker.m.daocloud.io/acme/app': 'HTTP 403 Forbidden' })
-  t.match(
+  t.hasStrict(
     decide('acme/app:1', { ...AUTO, mirror: { hosts: { 'docker.io': 'docker.m.daocloud.io' } } }, hosts),
     { code: 'mirror-refused' },
     'host mode',
@@ -98,7 +98,7 @@ t.test('an image the mirror refused is kept, by repository, in every mode', asyn
 t.test('defaults: auto for the embedded config; DOCKER_PROXY_URL alone stays always for every registry', async (t) => {
   const embedded = resolveConfig(undefined, {})
   t.equal(embedded.mode, 'auto')
-  t.match(embedded.reachability, {
+  t.hasStrict(embedded.reachability, {
     enabled: true,
     unknown: 'mirror',
     ttlSeconds: 1800,

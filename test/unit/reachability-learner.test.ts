@@ -70,7 +70,7 @@ t.test("a network failure marks the image's registry; not-found marks nothing", 
     registry: 'quay.io',
     observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling quay.io/acme/app:1 (pod shop/web)' },
   })
-  t.match(
+  t.hasStrict(
     findingForFailure({ image: 'nginx:1.25', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
     { registry: 'docker.io' },
     'short names are Docker Hub',
@@ -100,7 +100,7 @@ t.test('a refusal by the mirror marks that one repository; by a source registry,
     ),
     undefined,
   )
-  t.match(
+  t.hasStrict(
     findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
     { kind: 'registry', registry: 'm.daocloud.io' },
     'a network failure of a mirror reference is evidence about the mirror',
@@ -109,7 +109,7 @@ t.test('a refusal by the mirror marks that one repository; by a source registry,
 
 t.test('Pulled events: over the threshold is slow, under it is proof of reachability', async (t) => {
   const pol = policy()
-  t.match(
+  t.hasStrict(
     findingForPulled(
       'Successfully pulled image "ghcr.io/acme/big:1" in 3m0.5s (3m0.5s including waiting). Image size: 912345678 bytes.',
       'pod shop/big',
@@ -127,7 +127,7 @@ t.test('Pulled events: over the threshold is slow, under it is proof of reachabi
       },
     },
   )
-  t.match(
+  t.hasStrict(
     findingForPulled(
       'Successfully pulled image "ghcr.io/acme/small:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.',
       'pod shop/s',
@@ -205,7 +205,7 @@ t.test('the learner counts each failed pull once, whatever the relists and back-
   learner.handleEvent(event('e1', slow, 1, AT))
   learner.handleEvent(event('e1', slow, 1, AT))
   t.equal(findings.length, 4, 'one Pulled event, once')
-  t.match(findings.at(-1), { registry: 'ghcr.io', observation: { outcome: 'slow', at: AT } })
+  t.hasStrict(findings.at(-1), { registry: 'ghcr.io', observation: { outcome: 'slow', at: AT } })
   learner.handleEvent(event('e1', slow, 2, AT + 1000))
   t.equal(findings.length, 5, 'the same event counted again by the kubelet is a new pull')
   now = AT + 3_600_000

@@ -88,7 +88,7 @@ t.test('a registry that accepts and never answers is unreachable within the prob
   const port = await listen(net.createServer((s) => sockets.push(s)))
   closers.push(() => sockets.forEach((s) => s.destroy()))
   const r = await probeRegistry(`registry.test:${port}`, opts())
-  t.match(r, { ok: false, detail: `no answer within ${TIMEOUT_MS} ms` })
+  t.hasStrict(r, { ok: false, detail: `no answer within ${TIMEOUT_MS} ms` })
   t.ok(r.durationMs >= TIMEOUT_MS - 5 && r.durationMs < TIMEOUT_MS + SLACK_MS, `gave up after ${r.durationMs.toFixed(0)} ms`)
   t.equal(sockets.length, 1, 'the connection was accepted')
 })
@@ -109,20 +109,20 @@ t.test('a refused connection is unreachable at once', async (t) => {
     })
   })
   const r = await probeRegistry(`registry.test:${closed}`, opts())
-  t.match(r, { ok: false, detail: 'connection refused' })
+  t.hasStrict(r, { ok: false, detail: 'connection refused' })
   t.ok(r.durationMs < TIMEOUT_MS, 'no need to wait for the timeout')
 })
 
 t.test('a reset connection is unreachable', async (t) => {
   const port = await listen(net.createServer((s) => s.resetAndDestroy()))
   const r = await probeRegistry(`registry.test:${port}`, opts())
-  t.match(r, { ok: false, detail: 'connection reset' })
+  t.hasStrict(r, { ok: false, detail: 'connection reset' })
   t.ok(r.durationMs < TIMEOUT_MS)
 })
 
 t.test('a name under .invalid is unreachable, without asking any resolver', async (t) => {
   const r = await probeRegistry('registry.mirrorhook.invalid', { timeoutMs: TIMEOUT_MS, env: {} })
-  t.match(r, { ok: false, detail: 'DNS: no such host' })
+  t.hasStrict(r, { ok: false, detail: 'DNS: no such host' })
   t.ok(r.durationMs < TIMEOUT_MS)
 })
 
@@ -153,7 +153,7 @@ t.test('redirects are followed to a host the configuration names (as registry.k8
   const loop = await registry((req, res) =>
     answer(302, { location: `https://registry.test:${(req.socket.address() as AddressInfo).port}/v2/` })(req, res),
   )
-  t.match(await probeRegistry(`registry.test:${loop}`, opts()), { ok: false, status: 302 }, 'redirect loops end')
+  t.hasStrict(await probeRegistry(`registry.test:${loop}`, opts()), { ok: false, status: 302 }, 'redirect loops end')
   const plain = await registry(answer(301, { location: 'http://registry.test/v2/' }))
   t.match(await probeRegistry(`registry.test:${plain}`, opts()), { ok: false, detail: /non-HTTPS/ })
 })
@@ -177,12 +177,12 @@ t.test('HTTPS_PROXY is honoured (CONNECT tunnel) and NO_PROXY bypasses it', asyn
   })
   const proxyPort = await listen(proxy)
   const env = { HTTPS_PROXY: `http://127.0.0.1:${proxyPort}` }
-  t.match(await probeRegistry(`registry.test:${target}`, opts({ env })), { ok: true, status: 401 })
+  t.hasStrict(await probeRegistry(`registry.test:${target}`, opts({ env })), { ok: true, status: 401 })
   t.same(tunnels, [`registry.test:${target}`], 'went through the proxy, which resolved the name')
-  t.match(await probeRegistry(`registry.test:${target}`, opts({ env: { ...env, NO_PROXY: 'localhost,.test' } })), { ok: true })
+  t.hasStrict(await probeRegistry(`registry.test:${target}`, opts({ env: { ...env, NO_PROXY: 'localhost,.test' } })), { ok: true })
   t.equal(tunnels.length, 1, 'NO_PROXY: direct')
   const refused = await probeRegistry(`registry.test:${target}`, opts({ env: { https_proxy: 'http://127.0.0.1:1' } }))
-  t.match(refused, { ok: false, detail: 'connection refused' }, 'a dead proxy makes the registry unreachable, as it would for the node')
+  t.hasStrict(refused, { ok: false, detail: 'connection refused' }, 'a dead proxy makes the registry unreachable, as it would for the node')
 })
 
 t.test('proxy settings read the environment the way curl and Go do', async (t) => {

@@ -134,7 +134,7 @@ t.test('a registry that refuses connections gets the mirror, and the warning say
   const s = await until('registry unreachable', async () =>
     (await stateOf(REGISTRY))?.status === 'unreachable' ? stateOf(REGISTRY) : undefined,
   )
-  t.match(s, { state: 'unreachable', decidedBy: { source: 'probe', outcome: 'fail', detail: 'connection refused' } })
+  t.hasStrict(s, { state: 'unreachable', decidedBy: { source: 'probe', outcome: 'fail', detail: 'connection refused' } })
   const a = await admit('down-1')
   t.equal(a.image, MIRRORED)
   t.match(a.warnings.join('\n'), new RegExp(`registry ${REGISTRY} is unreachable \\(probe: connection refused`))

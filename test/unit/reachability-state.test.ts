@@ -32,9 +32,9 @@ t.test('a registry nothing is known about is unknown', async (t) => {
 
 t.test('the first probe decides an unknown registry either way', async (t) => {
   const { tbl } = table()
-  t.match(tbl.observe('a.example', obs(T0, 'ok', 'probe', 'HTTP 401 in 20 ms')), { from: 'unknown', to: 'reachable' })
+  t.hasStrict(tbl.observe('a.example', obs(T0, 'ok', 'probe', 'HTTP 401 in 20 ms')), { from: 'unknown', to: 'reachable' })
   t.match(tbl.status('a.example', T0 + 1), { state: 'reachable', evidence: /^probe: HTTP 401 in 20 ms, since 2026-03-01T10:00:00Z$/ })
-  t.match(tbl.observe('b.example', obs(T0, 'fail', 'probe', 'connection refused')), { to: 'unreachable' })
+  t.hasStrict(tbl.observe('b.example', obs(T0, 'fail', 'probe', 'connection refused')), { to: 'unreachable' })
   t.match(tbl.status('b.example', T0 + 1), { state: 'unreachable', evidence: /connection refused/ })
 })
 
@@ -45,7 +45,7 @@ t.test('a reachable registry needs failureThreshold failed probes in a row to tu
   t.equal(tbl.status('r.example', T0 + 1000).state, 'reachable')
   t.equal(tbl.observe('r.example', obs(T0 + 2000, 'ok')), undefined, 'a success resets the streak')
   tbl.observe('r.example', obs(T0 + 3000, 'fail'))
-  t.match(tbl.observe('r.example', obs(T0 + 4000, 'fail', 'probe', 'no answer within 5 s')), { from: 'reachable', to: 'unreachable' })
+  t.hasStrict(tbl.observe('r.example', obs(T0 + 4000, 'fail', 'probe', 'no answer within 5 s')), { from: 'reachable', to: 'unreachable' })
   t.match(tbl.status('r.example', T0 + 4000), {
     state: 'unreachable',
     evidence: /^probe: no answer within 5 s, since 2026-03-01T10:00:04Z$/,
@@ -59,14 +59,14 @@ t.test('an unreachable registry needs successThreshold good probes to be used di
   t.match(tbl.status('r.example', T0 + 1000), { state: 'unreachable', evidence: /, 2x, since 2026-03-01T10:00:00Z/ })
   t.equal(tbl.observe('r.example', obs(T0 + 2000, 'ok')), undefined, 'recovering: still unreachable')
   t.equal(tbl.get('r.example')?.consecutiveSuccesses, 1)
-  t.match(tbl.observe('r.example', obs(T0 + 3000, 'ok')), { from: 'unreachable', to: 'reachable' })
+  t.hasStrict(tbl.observe('r.example', obs(T0 + 3000, 'ok')), { from: 'unreachable', to: 'reachable' })
 })
 
 t.test('a failed pull in the cluster marks unreachable at once and outweighs probes while held', async (t) => {
   const { tbl } = table()
   tbl.observe('quay.io', obs(T0, 'ok'))
   const tr = tbl.observe('quay.io', obs(T0 + 1000, 'fail', 'pod', 'i/o timeout pulling quay.io/a/b:1 (pod shop/web)'))
-  t.match(tr, { from: 'reachable', to: 'unreachable' }, 'one pull failure is enough: it is what nodes see')
+  t.hasStrict(tr, { from: 'reachable', to: 'unreachable' }, 'one pull failure is enough: it is what nodes see')
   t.match(tbl.status('quay.io', T0 + 2000).evidence, /^pod status: i\/o timeout pulling quay.io\/a\/b:1 \(pod shop\/web\)/)
   for (let i = 1; i <= 5; i++) tbl.observe('quay.io', obs(T0 + 1000 + i * MIN, 'ok'))
   t.equal(tbl.status('quay.io', T0 + 6 * MIN).state, 'unreachable', 'probes do not clear it during the hold')
@@ -77,12 +77,12 @@ t.test('a failed pull in the cluster marks unreachable at once and outweighs pro
 t.test('a successful pull is proof: it ends unreachable and slow at once', async (t) => {
   const { tbl } = table()
   tbl.observe('gcr.io', obs(T0, 'fail', 'pod'))
-  t.match(tbl.observe('gcr.io', obs(T0 + 1000, 'ok', 'event', 'pull took 2 s')), { to: 'reachable' })
+  t.hasStrict(tbl.observe('gcr.io', obs(T0 + 1000, 'ok', 'event', 'pull took 2 s')), { to: 'reachable' })
   tbl.observe('gcr.io', obs(T0 + 2000, 'slow', 'event', 'pull took 4 min'))
   t.equal(tbl.status('gcr.io', T0 + 2000).state, 'slow')
   t.equal(tbl.observe('gcr.io', obs(T0 + 3000, 'ok', 'probe')), undefined, 'a probe answering says nothing about pull speed')
   t.equal(tbl.status('gcr.io', T0 + 3000).state, 'slow')
-  t.match(tbl.observe('gcr.io', obs(T0 + 4000, 'ok', 'event')), { from: 'slow', to: 'reachable' })
+  t.hasStrict(tbl.observe('gcr.io', obs(T0 + 4000, 'ok', 'event')), { from: 'slow', to: 'reachable' })
 })
 
 t.test('a slow pull turns any state slow, and slow pulls confirm it', async (t) => {
@@ -90,7 +90,7 @@ t.test('a slow pull turns any state slow, and slow pulls confirm it', async (t) 
   for (const start of ['reachable', 'unreachable'] as const) {
     const name = `${start}.example`
     tbl.observe(name, obs(T0, start === 'reachable' ? 'ok' : 'fail', 'pod'))
-    t.match(tbl.observe(name, obs(T0 + 1000, 'slow', 'event')), { from: start, to: 'slow' })
+    t.hasStrict(tbl.observe(name, obs(T0 + 1000, 'slow', 'event')), { from: start, to: 'slow' })
     tbl.observe(name, obs(T0 + 2000, 'slow', 'event'))
     t.match(tbl.status(name, T0 + 2000).evidence, /2x/)
   }
@@ -107,7 +107,7 @@ t.test('states lapse to unknown when nothing renews them', async (t) => {
   t.same(out, [{ registry: 'x.example', from: 'unreachable', to: 'unknown' }])
   t.same(transitions.at(-1), { registry: 'x.example', from: 'unreachable', to: 'unknown' })
   t.same(tbl.expire(T0 + 32 * MIN), [], 'only once')
-  t.match(tbl.observe('x.example', obs(T0 + 40 * MIN, 'ok')), { from: 'unknown', to: 'reachable' }, 'starts over from unknown')
+  t.hasStrict(tbl.observe('x.example', obs(T0 + 40 * MIN, 'ok')), { from: 'unknown', to: 'reachable' }, 'starts over from unknown')
 })
 
 t.test('confirmations renew the expiry', async (t) => {
@@ -236,3 +236,60 @@ t.test('the ConfigMap copy drops history, then the oldest refusals, then the old
   t.ok(small.registries.length > 0 && small.registries.length < 51)
   t.equal(small.registries[0]?.registry, 'r49.example', 'the newest decisions stay')
 })
+
+t.test('merging a registry this replica has never seen adds it; a refusal merges only when newer, keeping the higher count', async (t) => {
+  const a = table().tbl
+  const b = table().tbl
+  b.observe('quay.io', obs(T0, 'fail', 'pod', 'i/o timeout'))
+  t.ok(a.merge(b.entries(), [], T0 + 1), 'changed')
+  t.equal(a.status('quay.io', T0 + 1).state, 'unreachable')
+  t.strictSame(a.entries(), b.entries(), 'the same record')
+  t.notOk(a.merge(b.entries(), [], T0 + 2), 'merging it again changes nothing')
+
+  const repo = 'm.example/docker.io/a/b'
+  const e = table().tbl
+  e.refuse(repo, 'HTTP 403 first', T0)
+  e.refuse(repo, 'HTTP 403 again', T0 + 1000)
+  const f = table().tbl
+  f.refuse(repo, 'HTTP 403 here', T0 + 2000)
+  t.notOk(f.merge([], e.refusalEntries(), T0 + 3000), 'an older refusal does not replace a newer one')
+  t.match(f.refusal(repo, T0 + 3000), /HTTP 403 here/)
+  t.notOk(
+    f.merge(
+      [],
+      e.refusalEntries().map((r) => ({ ...r, at: T0 + 2000 })),
+      T0 + 3000,
+    ),
+    'nor one of the same time',
+  )
+  t.ok(
+    f.merge(
+      [],
+      e.refusalEntries().map((r) => ({ ...r, at: T0 + 2500 })),
+      T0 + 3000,
+    ),
+    'a newer one does',
+  )
+  t.equal(f.refusalEntries()[0]!.count, 2, 'with the higher count')
+  const expired = e.refusalEntries().map((r) => ({ ...r, at: T0 + 9000, expiresAt: T0 + 3000 }))
+  t.notOk(f.merge([], expired, T0 + 3000), 'an expired refusal is not merged')
+})
+
+t.test(
+  'at most 500 registries: unknown ones are evicted first, then the least recently updated; a merge adds none past the cap',
+  async (t) => {
+    const { tbl } = table()
+    for (let i = 0; i < 500; i++) tbl.observe(`r${i}.example`, obs(T0 + i, 'fail', 'pod', 'i/o timeout'))
+    t.equal(tbl.entries().length, 500)
+    tbl.observe('new.example', obs(T0 + 1000, 'fail', 'pod', 'i/o timeout'))
+    t.equal(tbl.entries().length, 500, 'still 500')
+    t.equal(tbl.status('r0.example', T0 + 1000).state, 'unknown', 'the least recently updated went')
+    t.equal(tbl.status('r1.example', T0 + 1000).state, 'unreachable')
+    t.equal(tbl.status('new.example', T0 + 1000).state, 'unreachable')
+
+    const other = table().tbl
+    other.observe('elsewhere.example', obs(T0 + 2000, 'fail', 'pod', 'i/o timeout'))
+    t.notOk(tbl.merge(other.entries(), [], T0 + 2000), 'full: a record never seen here is not added')
+    t.equal(tbl.status('elsewhere.example', T0 + 2000).state, 'unknown')
+  },
+)

@@ -21,6 +21,13 @@ const review = JSON.stringify({
   },
 })
 
+// Mode always (a configuration file's default) with no registry state: admission answers
+// the same whatever the timing, and nothing probes a registry off this machine.
+const configDir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-config-'))
+t.teardown(() => rm(configDir, { recursive: true, force: true }))
+const configPath = join(configDir, 'config.yaml')
+await writeFile(configPath, 'reachability:\n  enabled: false\n')
+
 interface Answer {
   status: number
   body: string
@@ -75,6 +82,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   await symlink(join('..data', 'tls.key'), join(dir, 'tls.key'))
 
   const server: RunningServer = await startServer({
+    configPath,
     port: 0,
     host: '127.0.0.1',
     tlsCertFile: join(dir, 'tls.crt'),
@@ -91,7 +99,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   t.teardown(() => keepAlive.destroy())
   const before = await post(server.port, first.ca, keepAlive)
   t.equal(before.status, 200)
-  t.match(JSON.parse(before.body), { response: { uid: 'tls-1', allowed: true, patchType: 'JSONPatch' } })
+  t.hasStrict(JSON.parse(before.body), { response: { uid: 'tls-1', allowed: true, patchType: 'JSONPatch' } })
 
   // Traffic during the rotation: every request must be answered.
   let stop = false
@@ -132,9 +140,16 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   t.equal(stillOpen.fingerprint, before.fingerprint, 'with the certificate it was opened with')
 
   // A plain overwrite (no symlinks) is picked up too, and a half-written pair is not.
+  const reloadsCounted = async (result: 'success' | 'error') =>
+    (await server.metrics.certReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0
   await rm(join(dir, 'tls.crt'))
   await writeFile(join(dir, 'tls.crt'), third.certPem)
-  await new Promise((r) => setTimeout(r, 500))
+  // Checks run one at a time: two more rejections mean one began after the new certificate was written.
+  const rejected = await reloadsCounted('error')
+  await until('the half-written pair to be checked and rejected', async () =>
+    (await reloadsCounted('error')) >= rejected + 2 ? true : undefined,
+  )
+  t.equal(await reloadsCounted('success'), 1, 'no reload since the first rotation')
   t.equal((await post(server.port, trustAll)).fingerprint, after.fingerprint, 'a certificate without its key is not used')
   await rm(join(dir, 'tls.key'))
   await writeFile(join(dir, 'tls.key'), third.keyPem)
@@ -148,13 +163,13 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   await traffic
   t.same(failures, [], 'no request failed during the rotations')
   t.ok(answered > 0, `answered ${answered} requests during the rotations`)
-  const reloads = (await server.metrics.certReloads.get()).values.find((v) => v.labels.result === 'success')?.value
-  t.equal(reloads, 2, 'two reloads counted')
+  t.equal(await reloadsCounted('success'), 2, 'two reloads counted')
   t.equal(await readFile(join(dir, 'tls.crt'), 'utf8'), third.certPem)
 })
 
 t.test('TLS below 1.2 is refused', async (t) => {
   const server = await startServer({
+    configPath,
     port: 0,
     host: '127.0.0.1',
     devCertDir: await mkdtemp(join(tmpdir(), 'mirrorhook-dev-')),
@@ -195,6 +210,7 @@ t.test('development certificates: generated once, valid for localhost and 127.0.
   const devCertDir = await mkdtemp(join(tmpdir(), 'mirrorhook-dev-'))
   t.teardown(() => rm(devCertDir, { recursive: true, force: true }))
   const options = {
+    configPath,
     port: 0,
     host: '127.0.0.1',
     devCertDir,
@@ -217,6 +233,7 @@ t.test('development certificates: generated once, valid for localhost and 127.0.
 
 t.test('graceful shutdown: not ready first, in-flight reviews answered', async (t) => {
   const server = await startServer({
+    configPath,
     port: 0,
     host: '127.0.0.1',
     metricsPort: 0,

@@ -1,0 +1,73 @@
+// Mutation testing of the pure decision code (test/MUTATION.md). `npm run test:mutation` runs
+// one group after the other; each group's mutants are tested only by that group's own unit
+// tests, listed so that the module's table tests run first (a mutant runs the files that reach
+// it, in this order, until one fails). STRYKER_GROUP=<name> npx stryker run runs one group.
+const groups = {
+  prepull: {
+    mutate: ['server/prepull/reconciler.ts', 'server/prepull/queue.ts'],
+    testFiles: ['test/unit/prepull-queue.test.ts', 'test/unit/prepull-reconcile.test.ts'],
+  },
+  reachability: {
+    mutate: ['server/reachability/state.ts', 'server/reachability/classify.ts'],
+    testFiles: ['test/unit/reachability-classify.test.ts', 'test/unit/reachability-state.test.ts'],
+  },
+  admission: {
+    mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/manifests.ts'],
+    testFiles: ['test/unit/pod.test.ts', 'test/unit/manifests.test.ts', 'test/unit/admission.test.ts'],
+  },
+  core: {
+    // The rest of server/core: the reference grammar, noProxy, the policy, the rewrite decision
+    // (including mode auto's use of registry state) and the configuration.
+    mutate: ['server/core/**/*.ts', '!server/core/pod.ts', '!server/core/manifests.ts'],
+    testFiles: [
+      'test/unit/reference/regexp.test.ts',
+      'test/unit/reference/reference.test.ts',
+      'test/unit/reference/normalize.test.ts',
+      'test/unit/noproxy.test.ts',
+      'test/unit/rewrite.test.ts',
+      'test/unit/reachability-decision.test.ts',
+      'test/unit/config.test.ts',
+    ],
+  },
+}
+
+const name = process.env.STRYKER_GROUP ?? ''
+const group = groups[name]
+if (!group) throw new Error(`STRYKER_GROUP must be one of ${Object.keys(groups).join(', ')} (npm run test:mutation runs them all)`)
+
+export default {
+  testRunner: 'tap',
+  tap: {
+    testFiles: group.testFiles,
+    nodeArgs: ['-r', '{{hookFile}}', '--import', 'tsx', '--import', './test/support/offline-guard.mjs', '{{testFile}}'],
+  },
+  mutate: group.mutate,
+  ignorePatterns: [
+    '.tap',
+    '.cluster',
+    '.dev-certs',
+    'dist',
+    'reports',
+    'coverage',
+    'test/k8s',
+    'test/bench',
+    'test/e2e',
+    'charts',
+    'certs',
+  ],
+  coverageAnalysis: 'perTest',
+  // Mutants reached only while modules load (module-level constants and regular expressions)
+  // would need every test file for each; they are reported as ignored, not counted as killed.
+  ignoreStatic: true,
+  // A shared 2-core machine.
+  concurrency: 2,
+  incremental: true,
+  incrementalFile: `test/mutation/${name}.incremental.json`,
+  thresholds: { high: 90, low: 85, break: 85 },
+  reporters: ['clear-text', 'progress', 'json'],
+  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  clearTextReporter: { allowColor: false, logTests: false },
+  timeoutMS: 10000,
+  tempDirName: `.stryker-tmp/${name}`,
+  cleanTempDir: 'always',
+}

@@ -1,0 +1,76 @@
+// The loopback-only guard every test process runs under (test/support/offline-guard.mjs):
+// a non-loopback connection or DNS lookup fails the process loudly, loopback works, and
+// Node.js processes a test starts inherit it.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+
+function node(script: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    // The environment as a test's child gets it: NODE_OPTIONS carries the guard.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
+t.test('this process and its children run under the guard', async (t) => {
+  t.match(process.env.NODE_OPTIONS, /--import=file:\/\/\S+\/test\/support\/offline-guard\.mjs/)
+})
+
+t.test('a connection to a public address is refused and fails the process, even when the error is caught', async (t) => {
+  // 192.0.2.1 is TEST-NET-1 (RFC 5737): nothing is sent, the guard refuses before connecting.
+  const r = await node(`
+    import net from 'node:net'
+    const s = net.connect(443, '192.0.2.1')
+    s.on('error', (e) => console.log('caught:', e.message))
+  `)
+  t.equal(r.code, 1, 'exit code 1 although the program handled the error')
+  t.match(r.stdout, /^caught: offline guard: refused a connection to 192\.0\.2\.1:443/)
+  t.match(r.stderr, /\*\*\* offline guard: refused a connection to 192\.0\.2\.1:443/)
+  t.match(r.stderr, /offline guard: 1 non-loopback attempt\(s\) in pid \d+; failing the process/)
+})
+
+t.test('DNS lookups of names other than localhost are refused, through fetch and node:dns alike', async (t) => {
+  const r = await node(`
+    import { lookup } from 'node:dns'
+    import { promises } from 'node:dns'
+    await fetch('https://registry.example.invalid/v2/').catch((e) => console.log('fetch:', e.cause.code))
+    lookup('docker.io', (e) => console.log('lookup:', e.code))
+    await promises.resolve4('quay.io').catch((e) => console.log('resolve4:', e.code))
+  `)
+  t.equal(r.code, 1)
+  t.match(r.stdout, /fetch: ENOTFOUND/)
+  t.match(r.stdout, /lookup: ENOTFOUND/)
+  t.match(r.stdout, /resolve4: ECONNREFUSED/)
+  t.match(r.stderr, /refused a DNS lookup of registry\.example\.invalid/)
+  t.match(r.stderr, /refused a DNS lookup of docker\.io/)
+  t.match(r.stderr, /refused a DNS query \(resolve4\) for quay\.io/)
+})
+
+t.test('loopback by address and by the name localhost works', async (t) => {
+  const server = createServer((s) => s.end('hello\n'))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const port = (server.address() as { port: number }).port
+  const r = await node(`
+    import net from 'node:net'
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const text = await new Promise((resolve, reject) => {
+        let got = ''
+        const s = net.connect({ port: ${port}, host, family: 4 }, () => undefined)
+        s.on('data', (d) => (got += d))
+        s.on('end', () => resolve(got))
+        s.on('error', reject)
+      })
+      console.log(host, text.trim())
+    }
+  `)
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, '127.0.0.1 hello\nlocalhost hello\n')
+  t.equal(r.stderr, '')
+})
