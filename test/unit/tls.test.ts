@@ -318,7 +318,7 @@ async function rsaServing(dir: string): Promise<{ tlsCertFile: string; tlsKeyFil
 t.test('TLS 1.2 offers only AEAD suites with forward secrecy; TLS 1.3 is untouched', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
-  const base = { port: 0, host: '127.0.0.1', certReloadIntervalMs: 60_000, shutdownDelayMs: 0, env: {}, kube: null }
+  const base = { configPath, port: 0, host: '127.0.0.1', certReloadIntervalMs: 60_000, shutdownDelayMs: 0, env: {}, kube: null }
   const ecdsa = await startServer({ ...base, devCertDir: dir, logger: pino({ level: 'silent' }) })
   t.teardown(() => ecdsa.close())
   for (const cbc of ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA', 'ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA384']) {
