@@ -332,7 +332,7 @@ if (cluster) {
     })
     t.equal(patched.metadata.uid, solo.metadata.uid, 'the same Pod')
     t.equal(patched.metadata.annotations['mirrorhook.io/original-images'], '{"web":"nginx:1.25"}')
-    t.match(patched.metadata.annotations['mirrorhook.io/remediated'], /^\d{4}-\d\d-\d\dT/)
+    t.match(patched.metadata.annotations['mirrorhook.io/remediated'], new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\S+ ${solo.metadata.uid}$`))
     const done = await waitFor('one MirrorhookRemediated Event', async () => {
       const es = await events('bare', 'MirrorhookRemediated')
       return es.length > 0 && es
