@@ -11,6 +11,25 @@ import { pullFailures } from '../reachability/learner.js'
 
 export type Method = 'evict' | 'patch'
 
+// Written by the patch on the Pod it changed: `<ISO time> <Pod UID>`. A restarted mirrorhook has
+// no memory of its own; the annotation is that memory, for this Pod UID only (a copy of the Pod
+// under another UID is a new Pod).
+export const REMEDIATED_ANNOTATION = 'mirrorhook.io/remediated'
+
+/** The value of the remediated annotation for the Pod with this UID, patched at this time. */
+export function remediatedMark(at: Date, uid: string): string {
+  return `${at.toISOString()} ${uid}`
+}
+
+/** Whether the Pod carries the remediated annotation written for its own UID. */
+export function markedRemediated(pod: V1Pod): boolean {
+  const uid = pod.metadata?.uid
+  const value = pod.metadata?.annotations?.[REMEDIATED_ANNOTATION]
+  if (!uid || typeof value !== 'string') return false
+  const parts = value.trim().split(/\s+/)
+  return parts.length === 2 && parts[1] === uid
+}
+
 // Silent: nothing for mirrorhook to look at.
 export type IgnoreCode = 'not-failing' | 'terminating' | 'excluded-namespace' | 'not-opted-in' | 'skip-label' | 'owner-kind' | 'done'
 // Not yet: looked at again at the next re-check.
@@ -209,6 +228,8 @@ export function decidePod(pod: V1Pod, ctx: DecideContext): Verdict {
     return { kind: 'ignore', code: 'skip-label', reason: `the Pod is labelled ${SKIP_LABEL}=true` }
   }
   if (ctx.remediated(uid)) return { kind: 'ignore', code: 'done', reason: 'this Pod was remediated already' }
+  if (markedRemediated(pod))
+    return { kind: 'ignore', code: 'done', reason: `this Pod carries ${REMEDIATED_ANNOTATION}: it was patched already` }
   const controller = m.ownerReferences?.find((o) => o.controller === true)
   if (controller && !ctx.ownerKinds.has(controller.kind)) {
     return {

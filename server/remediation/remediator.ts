@@ -20,10 +20,10 @@ import { TokenBucket } from '../prepull/queue.js'
 import { systemClock } from '../prepull/clock.js'
 import { pullFailures } from '../reachability/learner.js'
 import type { RemediationConfig } from './config.js'
-import { type Change, decidePod, type Verdict } from './decide.js'
+import { type Change, decidePod, REMEDIATED_ANNOTATION, remediatedMark, type Verdict } from './decide.js'
 import { LeaseElector } from './lease.js'
 
-export const REMEDIATED_ANNOTATION = 'mirrorhook.io/remediated'
+export { REMEDIATED_ANNOTATION }
 export const EVENT_REMEDIATED = 'MirrorhookRemediated'
 export const EVENT_CANNOT = 'MirrorhookCannotRemediate'
 const HOUR_MS = 3_600_000
@@ -404,7 +404,7 @@ export class Remediator {
     }
     const values = {
       [ORIGINAL_IMAGES_ANNOTATION]: JSON.stringify(Object.fromEntries(originals)),
-      [REMEDIATED_ANNOTATION]: new Date(this.now()).toISOString(),
+      [REMEDIATED_ANNOTATION]: remediatedMark(new Date(this.now()), uid ?? ''),
     }
     if (!annotations) ops.push({ op: 'add', path: '/metadata/annotations', value: values })
     else

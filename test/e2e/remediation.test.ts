@@ -332,7 +332,7 @@ if (cluster) {
     })
     t.equal(patched.metadata.uid, solo.metadata.uid, 'the same Pod')
     t.equal(patched.metadata.annotations['mirrorhook.io/original-images'], '{"web":"nginx:1.25"}')
-    t.match(patched.metadata.annotations['mirrorhook.io/remediated'], /^\d{4}-\d\d-\d\dT/)
+    t.match(patched.metadata.annotations['mirrorhook.io/remediated'], new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\S+ ${solo.metadata.uid}$`))
     const done = await waitFor('one MirrorhookRemediated Event', async () => {
       const es = await events('bare', 'MirrorhookRemediated')
       return es.length > 0 && es
@@ -346,5 +346,292 @@ if (cluster) {
       return running(p) && p
     })
     t.equal(up.spec.containers[0].image, nginxMirror)
+  })
+
+  // The remediation metrics of one instance, as Prometheus reads them.
+  const metricsOf = async (w: TestWebhook) => (await fetch(`http://127.0.0.1:${w.server.metricsPort}/metrics`)).text()
+  const checksOf = async (w: TestWebhook) => Number(/^mirrorhook_remediation_checks_total (\d+)$/m.exec(await metricsOf(w))?.[1] ?? NaN)
+  const acting = (w: TestWebhook) =>
+    waitFor('the instance holds the remediation Lease', async () => /^mirrorhook_remediation_leader 1$/m.test(await metricsOf(w)))
+  const NETWORK =
+    'failed to pull and unpack image "docker.io/library/nginx:1.25": failed to resolve reference "docker.io/library/nginx:1.25": ' +
+    'failed to do request: Head "https://registry-1.docker.io/v2/library/nginx/manifests/1.25": dial tcp 198.51.100.7:443: i/o timeout'
+  // Earlier namespaces opted out: a new instance would otherwise look at their Pods too.
+  const optOut = (...names: string[]) => Promise.all(names.map((n) => createNamespace(cp, n, false)))
+  const unscheduled = (d: ReturnType<typeof deployment>) => {
+    ;(d.spec.template.spec as Record<string, unknown>).nodeSelector = { 'mirrorhook.test/none': 'none' }
+    return d
+  }
+
+  t.test(
+    'a PodDisruptionBudget holds for Running Pods: the refused eviction is counted, logged, retried, done once the budget allows it',
+    async (t) => {
+      const del = await cp.kubectl(['delete', 'mutatingwebhookconfiguration', 'mirrorhook', '--ignore-not-found'])
+      t.equal(del.code, 0, del.stderr)
+      await optOut('shop', 'cap', 'bare')
+      await createNamespace(cp, 'pdb', true)
+      // No node runs these: their status is written through pods/status as the kubelet writes a Running Pod
+      // whose web container (imagePullPolicy Always) restarted and now waits on its pull, its sidecar running.
+      const d = unscheduled(deployment('pdb', 'guarded', 2))
+      d.spec.template.spec.containers = [
+        { name: 'web', image: 'nginx:1.25', imagePullPolicy: 'Always' } as { name: string; image: string },
+        { name: 'sidecar', image: 'registry.k8s.io/pause:3.10' },
+      ]
+      await create(d)
+      const guarded = await waitFor('the 2 guarded Pods', async () => {
+        const ps = await pods('pdb', 'guarded')
+        return ps.length === 2 && ps
+      })
+      const at = new Date(Date.now() - 120_000).toISOString()
+      const later = new Date(Date.now() - 60_000).toISOString()
+      const unready = {
+        status: 'False',
+        reason: 'ContainersNotReady',
+        message: 'containers with unready status: [web]',
+        lastTransitionTime: later,
+      }
+      for (const [i, p] of guarded.entries()) {
+        const status = {
+          status: {
+            phase: 'Running',
+            startTime: at,
+            podIP: `10.244.7.${i + 10}`,
+            podIPs: [{ ip: `10.244.7.${i + 10}` }],
+            conditions: [
+              { type: 'PodReadyToStartContainers', status: 'True', lastTransitionTime: at },
+              { type: 'Initialized', status: 'True', lastTransitionTime: at },
+              { type: 'Ready', ...unready },
+              { type: 'ContainersReady', ...unready },
+              { type: 'PodScheduled', status: 'True', lastTransitionTime: at },
+            ],
+            containerStatuses: [
+              {
+                name: 'sidecar',
+                image: 'registry.k8s.io/pause:3.10',
+                imageID: 'registry.k8s.io/pause@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a',
+                containerID: `containerd://${'a'.repeat(63)}${i}`,
+                ready: true,
+                started: true,
+                restartCount: 0,
+                state: { running: { startedAt: at } },
+              },
+              {
+                name: 'web',
+                image: 'docker.io/library/nginx:1.25',
+                imageID: 'docker.io/library/nginx@sha256:a484819eb60211f5299034ac80f6a681b06f89e65866ce91f356ed7c72af059c',
+                containerID: `containerd://${'b'.repeat(63)}${i}`,
+                ready: false,
+                started: false,
+                restartCount: 1,
+                lastState: {
+                  terminated: {
+                    exitCode: 137,
+                    reason: 'Error',
+                    startedAt: at,
+                    finishedAt: later,
+                    containerID: `containerd://${'b'.repeat(63)}${i}`,
+                  },
+                },
+                state: {
+                  waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "nginx:1.25": ErrImagePull: ${NETWORK}` },
+                },
+              },
+            ],
+          },
+        }
+        const r = await cp.kubectl([
+          'patch',
+          'pod',
+          p.metadata.name,
+          '-n',
+          'pdb',
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify(status),
+        ])
+        t.equal(r.code, 0, r.stderr)
+      }
+      const guardedUids = guarded.map((p) => p.metadata.uid).sort()
+      await create({
+        apiVersion: 'policy/v1',
+        kind: 'PodDisruptionBudget',
+        metadata: { name: 'guarded', namespace: 'pdb' },
+        spec: { minAvailable: 2, selector: { matchLabels: { app: 'guarded' } } },
+      })
+
+      const lines: any[] = []
+      const w = await startTestWebhook({
+        config: webhookConfig({}),
+        logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) }),
+        extra: { kube: { kubeConfig: kc, source: cp.kubeconfigPath }, metricsPort: 0, env: { POD_NAMESPACE: 'mirrorhook' } },
+      })
+      t.teardown(() => w.stop())
+      await registerWebhook(cp, w, 'pdb', 'busybox:1.36')
+      const remediation = w.server.remediation!
+
+      // Refused (429) at one re-check and again at the next: never marked remediated.
+      const blocked = await waitFor('each guarded Pod refused twice', async () => {
+        const rs = remediation.recent().filter((r) => r.result === 'blocked')
+        return guardedUids.every((uid) => rs.filter((r) => r.uid === uid).length >= 2) && rs
+      })
+      for (const r of blocked) {
+        t.same([r.namespace, r.action, r.result, r.owner?.replace(/-[a-z0-9]+$/, '')], ['pdb', 'evict', 'blocked', 'ReplicaSet/guarded'])
+        t.match(
+          r.reason,
+          /^evict Pod pdb\/guarded-[a-z0-9]+-[a-z0-9]+: 429 Cannot evict pod as it would violate the pod's disruption budget\.$/,
+        )
+      }
+      t.same(
+        (await pods('pdb', 'guarded')).map((p) => [p.metadata.uid, p.metadata.deletionTimestamp ?? null]).sort(),
+        guardedUids.map((uid) => [uid, null]),
+        'both Pods still there, not being deleted',
+      )
+      t.same(await events('pdb', 'MirrorhookRemediated'), [], 'no Event says they were remediated')
+      t.same(await events('pdb', 'MirrorhookCannotRemediate'), [])
+      t.same(
+        remediation.recent().filter((r) => r.namespace === 'pdb' && r.result !== 'blocked'),
+        [],
+        'nothing but refusals',
+      )
+      t.match(await metricsOf(w), /^mirrorhook_remediations_total\{action="evict",result="blocked"\} ([4-9]|\d\d+)$/m)
+      t.notMatch(await metricsOf(w), /mirrorhook_remediations_total\{action="evict",result="success"\}/)
+      const warned = lines.filter((l) => l.level === 40 && l.result === 'blocked')
+      t.ok(warned.length >= 4, `one warning per refusal (${warned.length})`)
+      for (const l of warned) {
+        t.match(
+          l.msg,
+          /^remediation of pod pdb\/guarded-[a-z0-9]+-[a-z0-9]+ by evict did not happen \(blocked\); looked at again at the next re-check$/,
+        )
+        t.match(l.err, /disruption budget/)
+      }
+
+      // Pods waiting on a pull are not Ready: the budget counts none healthy, and allows no disruption.
+      const budget = await cp.kubectl(['get', 'pdb', 'guarded', '-n', 'pdb', '-o', 'jsonpath={.status}'])
+      t.match(JSON.parse(budget.stdout), { currentHealthy: 0, desiredHealthy: 2, disruptionsAllowed: 0, expectedPods: 2 })
+      // The budget relaxed for Pods that are not Ready (still minAvailable 2): evicted at the next re-check, once each.
+      const relax = await cp.kubectl([
+        'patch',
+        'pdb',
+        'guarded',
+        '-n',
+        'pdb',
+        '--type=merge',
+        '-p',
+        '{"spec":{"unhealthyPodEvictionPolicy":"AlwaysAllow"}}',
+      ])
+      t.equal(relax.code, 0, relax.stderr)
+      const done = await waitFor('a MirrorhookRemediated Event for each guarded Pod', async () => {
+        const es = await events('pdb', 'MirrorhookRemediated')
+        return es.length >= 2 && es
+      })
+      t.same(done.map((e) => e.involvedObject.uid).sort(), guardedUids)
+      const now = await waitFor('the guarded Pods replaced', async () => {
+        const ps = (await pods('pdb', 'guarded')).filter((p) => !p.metadata.deletionTimestamp)
+        return ps.length === 2 && ps.every((p) => !guardedUids.includes(p.metadata.uid)) && ps
+      })
+      t.same(
+        now.map((p) => p.spec.containers.map((c: any) => c.image)),
+        [
+          [nginxMirror, 'registry.k8s.io/pause:3.10'],
+          [nginxMirror, 'registry.k8s.io/pause:3.10'],
+        ],
+        'recreated through admission with the mirror reference',
+      )
+      t.match(await metricsOf(w), /^mirrorhook_remediations_total\{action="evict",result="success"\} 2$/m)
+    },
+  )
+
+  t.test('dry-run never reaches remediation: nothing stored, nothing evicted, said or counted', async (t) => {
+    const del = await cp.kubectl(['delete', 'mutatingwebhookconfiguration', 'mirrorhook', '--ignore-not-found'])
+    t.equal(del.code, 0, del.stderr)
+    await optOut('shop', 'cap', 'bare', 'pdb')
+    await createNamespace(cp, 'dry', true)
+    await create(unscheduled(deployment('dry', 'pending', 1)))
+    const [pending] = await waitFor('the pending Pod', async () => {
+      const ps = await pods('dry', 'pending')
+      return ps.length === 1 && ps
+    })
+    const failingStatus = {
+      status: {
+        containerStatuses: [
+          {
+            name: 'web',
+            image: 'nginx:1.25',
+            imageID: '',
+            ready: false,
+            restartCount: 0,
+            state: { waiting: { reason: 'ErrImagePull', message: NETWORK } },
+          },
+        ],
+      },
+    }
+    const w = await start({})
+    t.teardown(() => w.stop())
+    await registerWebhook(cp, w, 'dry', 'busybox:1.36')
+    await acting(w)
+
+    // A Pod whose image would fail, applied with --dry-run=server: the webhook answers, nothing is stored.
+    const dry = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'dry-web', namespace: 'dry', labels: { app: 'dry-web' } },
+      spec: { containers: [{ name: 'web', image: 'nginx:1.25' }] },
+    }
+    const applied = await cp.kubectl(['apply', '--dry-run=server', '-o', 'json', '-f', '-'], { input: JSON.stringify(dry) })
+    t.equal(applied.code, 0, applied.stderr)
+    t.equal(JSON.parse(applied.stdout).spec.containers[0].image, nginxMirror, 'the webhook answered the dry-run')
+    // The failing status itself, written as a dry-run: not stored, never seen by the Pod watch.
+    const dryStatus = await cp.kubectl([
+      'patch',
+      'pod',
+      pending.metadata.name,
+      '-n',
+      'dry',
+      '--subresource=status',
+      '--type=merge',
+      '--dry-run=server',
+      '-p',
+      JSON.stringify(failingStatus),
+    ])
+    t.equal(dryStatus.code, 0, dryStatus.stderr)
+
+    // Two re-checks after both, with minFailingSeconds 1 and the Lease held.
+    const from = await checksOf(w)
+    await waitFor('two more re-checks', async () => (await checksOf(w)) >= from + 2, 30_000)
+    t.same(await pods('dry', 'dry-web'), [], 'the dry-run Pod was not stored')
+    t.same(
+      (await pods('dry', 'pending')).map((p) => [p.metadata.uid, p.metadata.deletionTimestamp ?? null, p.status.containerStatuses ?? null]),
+      [[pending.metadata.uid, null, null]],
+      'the Pod is as it was: not failing, not evicted',
+    )
+    t.same(await events('dry', 'MirrorhookRemediated'), [])
+    t.same(await events('dry', 'MirrorhookCannotRemediate'), [])
+    t.same(w.server.remediation!.recent(), [], '/state lists nothing')
+    const metrics = await metricsOf(w)
+    t.notMatch(metrics, /^mirrorhook_remediations_total\{/m, 'no remediation counted')
+    t.notMatch(metrics, /^mirrorhook_remediation_waits_total\{/m, 'no failing Pod looked at')
+
+    // The same status written for real is acted on: the checks above could have failed.
+    const real = await cp.kubectl([
+      'patch',
+      'pod',
+      pending.metadata.name,
+      '-n',
+      'dry',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify(failingStatus),
+    ])
+    t.equal(real.code, 0, real.stderr)
+    const evicted = await waitFor('the really failing Pod remediated', async () => {
+      const es = await events('dry', 'MirrorhookRemediated')
+      return es.length > 0 && es
+    })
+    t.same(
+      evicted.map((e) => e.involvedObject.uid),
+      [pending.metadata.uid],
+    )
   })
 }

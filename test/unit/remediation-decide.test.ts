@@ -5,7 +5,7 @@ import type { V1Pod } from '@kubernetes/client-node'
 import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import type { ReachabilityView, RegistryState } from '../../server/core/rewrite.js'
-import { type DecideContext, decidePod } from '../../server/remediation/decide.js'
+import { type DecideContext, decidePod, markedRemediated, remediatedMark } from '../../server/remediation/decide.js'
 
 const NETWORK =
   'rpc error: code = DeadlineExceeded desc = failed to pull and unpack image "docker.io/library/nginx:1.25": ' +
@@ -173,6 +173,51 @@ t.test('safety: Pods and namespaces never touched, silently', async (t) => {
   t.equal(ignored(pod({ owner: { kind: 'Rollout', name: 'r' } }), ctx()), 'owner-kind', 'operators’ Pods')
   t.equal(ignored(pod(), ctx({ remediated: (uid) => uid === 'pod-uid' })), 'done', 'at most once per Pod UID')
   t.equal(ignored(pod({ error: 'x', reason: 'CrashLoopBackOff' }), ctx()), 'not-failing')
+})
+
+t.test('after a restart: a Pod carrying mirrorhook.io/remediated for its own UID is remediated already', async (t) => {
+  const at = new Date('2026-11-29T21:00:00.000Z')
+  t.equal(remediatedMark(at, 'pod-uid'), '2026-11-29T21:00:00.000Z pod-uid')
+  const table: [string, Record<string, string> | undefined, boolean][] = [
+    ['no annotations', undefined, false],
+    ['another mirrorhook annotation only', { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' }, false],
+    ['the mark for this UID', { 'mirrorhook.io/remediated': '2026-11-29T21:00:00.000Z pod-uid' }, true],
+    ['the mark for another UID (a copy of a patched Pod)', { 'mirrorhook.io/remediated': '2026-11-29T21:00:00.000Z other-uid' }, false],
+    ['a time without a UID', { 'mirrorhook.io/remediated': '2026-11-29T21:00:00.000Z' }, false],
+    ['empty', { 'mirrorhook.io/remediated': '' }, false],
+    ['the UID followed by more', { 'mirrorhook.io/remediated': '2026-11-29T21:00:00.000Z pod-uid x' }, false],
+  ]
+  for (const [name, annotations, marked] of table) {
+    t.equal(markedRemediated(pod({ annotations })), marked, name)
+    const v = decidePod(pod({ annotations }), ctx({ remediated: () => false }))
+    t.same(
+      v.kind === 'ignore' ? [v.kind, v.code, v.reason] : v.kind,
+      marked ? ['ignore', 'done', 'this Pod carries mirrorhook.io/remediated: it was patched already'] : 'act',
+      `${name}: the verdict`,
+    )
+  }
+  // A bare Pod patched before the restart, still failing on the mirror: not patched back.
+  const patched = pod({
+    owner: null,
+    image: MIRROR_NGINX,
+    error: FORBIDDEN,
+    annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}', 'mirrorhook.io/remediated': remediatedMark(at, 'pod-uid') },
+  })
+  const fresh = ctx({ barePods: 'patch', states: { 'docker.io': 'reachable' } })
+  t.same(decidePod(patched, fresh), {
+    kind: 'ignore',
+    code: 'done',
+    reason: 'this Pod carries mirrorhook.io/remediated: it was patched already',
+  })
+  const unmarked = decidePod(
+    { ...patched, metadata: { ...patched.metadata, annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } } },
+    fresh,
+  )
+  t.same(
+    unmarked.kind === 'act' && [unmarked.method, unmarked.changes.map((c) => c.to)],
+    ['patch', ['nginx:1.25']],
+    'without the mark it would be patched back',
+  )
 })
 
 t.test('safety: waits for the minimum failing time, the owner cap and a mirror known down', async (t) => {
