@@ -178,3 +178,36 @@ export class Informer<T extends StoredObject> {
     }, delay)
   }
 }
+
+/** The process's one watch of a kind, shared by subscribers: its lifecycle and the subscriber set. */
+export abstract class SharedWatch<T extends StoredObject, Handler> {
+  private readonly handlers = new Set<Handler>()
+
+  protected constructor(protected readonly informer: Informer<T>) {}
+
+  /** Changes from now on; what is already there is read from the cache. Returns the unsubscribe function. */
+  subscribe(handler: Handler): () => void {
+    this.handlers.add(handler)
+    return () => this.handlers.delete(handler)
+  }
+
+  get synced(): boolean {
+    return this.informer.synced
+  }
+
+  whenSynced(): Promise<void> {
+    return this.informer.whenSynced()
+  }
+
+  start(): void {
+    this.informer.start()
+  }
+
+  stop(): Promise<void> {
+    return this.informer.stop()
+  }
+
+  protected each(fn: (handler: Handler) => void): void {
+    for (const h of this.handlers) fn(h)
+  }
+}

@@ -3,7 +3,7 @@
 import { CoreV1Api, type KubeConfig, type V1Namespace } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { apiClient } from './client.js'
-import { Informer, type Timers } from './informer.js'
+import { Informer, SharedWatch, type Timers } from './informer.js'
 
 export interface NamespaceHandler {
   add?(namespace: string): void
@@ -25,23 +25,22 @@ function slimNamespace(ns: V1Namespace): V1Namespace {
   return { metadata: { name: m.name, uid: m.uid, resourceVersion: m.resourceVersion, labels: m.labels } }
 }
 
-export class OptedInNamespaces {
-  private readonly informer: Informer<V1Namespace>
-  private readonly handlers = new Set<NamespaceHandler>()
-
+export class OptedInNamespaces extends SharedWatch<V1Namespace, NamespaceHandler> {
   constructor(o: OptedInNamespacesOptions) {
     const core = apiClient(o.kubeConfig, CoreV1Api)
-    this.informer = new Informer<V1Namespace>({
-      kubeConfig: o.kubeConfig,
-      what: 'namespaces',
-      path: '/api/v1/namespaces',
-      labelSelector: o.selector,
-      list: (page) => core.listNamespace({ labelSelector: o.selector, limit: page.limit, _continue: page.continue }),
-      transform: slimNamespace,
-      logger: o.logger,
-      backoff: NAMESPACE_WATCH_BACKOFF,
-      timers: o.timers,
-    })
+    super(
+      new Informer<V1Namespace>({
+        kubeConfig: o.kubeConfig,
+        what: 'namespaces',
+        path: '/api/v1/namespaces',
+        labelSelector: o.selector,
+        list: (page) => core.listNamespace({ labelSelector: o.selector, limit: page.limit, _continue: page.continue }),
+        transform: slimNamespace,
+        logger: o.logger,
+        backoff: NAMESPACE_WATCH_BACKOFF,
+        timers: o.timers,
+      }),
+    )
     this.informer.on('add', (ns) => this.each((h) => h.add?.(ns.metadata?.name ?? '')))
     this.informer.on('delete', (ns) => this.each((h) => h.delete?.(ns.metadata?.name ?? '')))
   }
@@ -55,30 +54,5 @@ export class OptedInNamespaces {
       .list()
       .map((ns) => ns.metadata?.name ?? '')
       .sort()
-  }
-
-  subscribe(handler: NamespaceHandler): () => void {
-    this.handlers.add(handler)
-    return () => this.handlers.delete(handler)
-  }
-
-  get synced(): boolean {
-    return this.informer.synced
-  }
-
-  whenSynced(): Promise<void> {
-    return this.informer.whenSynced()
-  }
-
-  start(): void {
-    this.informer.start()
-  }
-
-  stop(): Promise<void> {
-    return this.informer.stop()
-  }
-
-  private each(fn: (handler: NamespaceHandler) => void): void {
-    for (const h of this.handlers) fn(h)
   }
 }

@@ -9,7 +9,7 @@
 import { CoreV1Api, type KubeConfig, type V1Container, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { apiClient } from './client.js'
-import { Informer, type Timers } from './informer.js'
+import { Informer, SharedWatch, type Timers } from './informer.js'
 
 export const POD_FIELD_SELECTOR = 'status.phase!=Succeeded,status.phase!=Failed'
 // Annotations mirrorhook reads; other annotations are dropped from the cache.
@@ -83,32 +83,25 @@ export interface PodCacheOptions {
 export const POD_WATCH_BACKOFF = { initialMs: 1000, maxMs: 60_000 }
 
 /** One cluster-wide list+watch of the Pods not finished, shared by every subscriber. */
-export class PodCache {
-  private readonly informer: Informer<V1Pod>
-  private readonly handlers = new Set<PodHandler>()
-
+export class PodCache extends SharedWatch<V1Pod, PodHandler> {
   constructor(o: PodCacheOptions) {
     const core = apiClient(o.kubeConfig, CoreV1Api)
-    this.informer = new Informer<V1Pod>({
-      kubeConfig: o.kubeConfig,
-      what: 'Pods',
-      path: '/api/v1/pods',
-      fieldSelector: POD_FIELD_SELECTOR,
-      list: (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELD_SELECTOR, limit: page.limit, _continue: page.continue }),
-      transform: slimPod,
-      logger: o.logger,
-      backoff: POD_WATCH_BACKOFF,
-      timers: o.timers,
-    })
+    super(
+      new Informer<V1Pod>({
+        kubeConfig: o.kubeConfig,
+        what: 'Pods',
+        path: '/api/v1/pods',
+        fieldSelector: POD_FIELD_SELECTOR,
+        list: (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELD_SELECTOR, limit: page.limit, _continue: page.continue }),
+        transform: slimPod,
+        logger: o.logger,
+        backoff: POD_WATCH_BACKOFF,
+        timers: o.timers,
+      }),
+    )
     this.informer.on('add', (pod) => this.each((h) => h.add?.(pod)))
     this.informer.on('update', (pod) => this.each((h) => h.update?.(pod)))
     this.informer.on('delete', (pod) => this.each((h) => h.delete?.(pod)))
-  }
-
-  /** Changes from now on; `list()` gives what is already there. Returns the unsubscribe function. */
-  subscribe(handler: PodHandler): () => void {
-    this.handlers.add(handler)
-    return () => this.handlers.delete(handler)
   }
 
   list(namespace?: string): readonly V1Pod[] {
@@ -117,25 +110,5 @@ export class PodCache {
 
   get(namespace: string, name: string): V1Pod | undefined {
     return this.informer.get(name, namespace)
-  }
-
-  get synced(): boolean {
-    return this.informer.synced
-  }
-
-  whenSynced(): Promise<void> {
-    return this.informer.whenSynced()
-  }
-
-  start(): void {
-    this.informer.start()
-  }
-
-  stop(): Promise<void> {
-    return this.informer.stop()
-  }
-
-  private each(fn: (handler: PodHandler) => void): void {
-    for (const h of this.handlers) fn(h)
   }
 }
