@@ -8,13 +8,13 @@
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { checkBinaries, startControlPlane } from '../support/controlplane.js'
+import { startControlPlane } from '../support/controlplane.js'
+import { get, requireBinaries, sample } from './common.js'
 import { createNamespace } from '../support/webhook.js'
 
 const PODS = Number(process.argv[2] ?? 5_000)
@@ -26,31 +26,7 @@ const OWN_NS = 'mirrorhook'
 const SA = `system:serviceaccount:${OWN_NS}:mirrorhook`
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-const bins = checkBinaries()
-if (!bins.ok) {
-  console.error(bins.message)
-  process.exit(2)
-}
-
-function get(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        let body = ''
-        res.on('data', (d) => (body += d))
-        res.on('end', () => resolve(body))
-      })
-      .on('error', reject)
-  })
-}
-
-function sample(text: string, name: string, labels: string[] = []): number {
-  let sum = 0
-  for (const line of text.split('\n'))
-    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{') && labels.every((l) => line.includes(l)))
-      sum += Number(line.split(' ').at(-1))
-  return sum
-}
+requireBinaries()
 
 const work = await mkdtemp(join(tmpdir(), 'mirrorhook-bench-podcache-'))
 const auditLog = join(work, 'audit.log')

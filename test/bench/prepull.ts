@@ -3,14 +3,14 @@
 // ImageCaches are counted. Run: npx tsx test/bench/prepull.ts [images] [writesPerSecond]
 import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { imageCacheName } from '../../server/prepull/imagecache.js'
-import { checkBinaries, startControlPlane } from '../support/controlplane.js'
+import { startControlPlane } from '../support/controlplane.js'
+import { get, requireBinaries, sample } from './common.js'
 import { createNamespace, registerWebhook } from '../support/webhook.js'
 
 const IMAGES = Number(process.argv[2] ?? 10_000)
@@ -20,31 +20,7 @@ const NS = 'kube-fledged'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-const bins = checkBinaries()
-if (!bins.ok) {
-  console.error(bins.message)
-  process.exit(2)
-}
-
-function get(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        let body = ''
-        res.on('data', (d) => (body += d))
-        res.on('end', () => resolve(body))
-      })
-      .on('error', reject)
-  })
-}
-
-function sample(text: string, name: string, labels = ''): number {
-  let sum = 0
-  for (const line of text.split('\n'))
-    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{') && line.includes(labels))
-      sum += Number(line.split(' ').at(-1))
-  return sum
-}
+requireBinaries()
 
 const cp = await startControlPlane()
 const work = await mkdtemp(join(tmpdir(), 'mirrorhook-bench-'))

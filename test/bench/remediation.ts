@@ -4,14 +4,14 @@
 // failure was written. Run: npx tsx test/bench/remediation.ts [pods] [owners] [writesPerSecond]
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { Watch } from '@kubernetes/client-node'
 import { stringify } from 'yaml'
-import { checkBinaries, startControlPlane } from '../support/controlplane.js'
+import { startControlPlane } from '../support/controlplane.js'
+import { get, requireBinaries, sample } from './common.js'
 import { createNamespace } from '../support/webhook.js'
 
 const PODS = Number(process.argv[2] ?? 1000)
@@ -24,31 +24,7 @@ const ERROR =
   'failed to resolve reference "docker.io/library/nginx:1.25": failed to do request: ' +
   'Head "https://registry-1.docker.io/v2/library/nginx/manifests/1.25": dial tcp 203.0.113.10:443: i/o timeout'
 
-const bins = checkBinaries()
-if (!bins.ok) {
-  console.error(bins.message)
-  process.exit(2)
-}
-
-function get(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        let body = ''
-        res.on('data', (d) => (body += d))
-        res.on('end', () => resolve(body))
-      })
-      .on('error', reject)
-  })
-}
-
-function sample(text: string, name: string, labels = ''): number {
-  let sum = 0
-  for (const line of text.split('\n'))
-    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{') && line.includes(labels))
-      sum += Number(line.split(' ').at(-1))
-  return sum
-}
+requireBinaries()
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN
 const mb = (b: number) => `${(b / 1048576).toFixed(0)} MiB`
