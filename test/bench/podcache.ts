@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { startControlPlane } from '../support/controlplane.js'
-import { get, requireBinaries, sample } from './common.js'
+import { get, requireBinaries, sample, spawnServe } from './common.js'
 import { createNamespace } from '../support/webhook.js'
 
 const PODS = Number(process.argv[2] ?? 5_000)
@@ -88,30 +88,7 @@ try {
   // The API server's own loopback informers hold watches too: counted before the webhook starts.
   const baseline = (await cp.request('GET', '/metrics')).body
   const t0 = Date.now()
-  child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(ROOT, 'server/cli.ts'),
-      'serve',
-      '--config',
-      configPath,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      '0',
-      '--metrics-port',
-      '0',
-      '--dev-cert-dir',
-      work,
-    ],
-    {
-      env: { ...process.env, KUBECONFIG: kubeconfig, LOG_LEVEL: 'info', POD_NAMESPACE: OWN_NS, KUBERNETES_SERVICE_HOST: '' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-      cwd: ROOT,
-    },
-  )
+  child = spawnServe(configPath, work, { KUBECONFIG: kubeconfig, POD_NAMESPACE: OWN_NS })
   const metricsPort = await new Promise<number>((resolve, reject) => {
     const lines = createInterface(child!.stdout!)
     lines.on('line', (line) => {

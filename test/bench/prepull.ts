@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { startControlPlane } from '../support/controlplane.js'
-import { get, requireBinaries, sample } from './common.js'
+import { get, requireBinaries, sample, spawnServe } from './common.js'
 import { createNamespace, registerWebhook } from '../support/webhook.js'
 
 const IMAGES = Number(process.argv[2] ?? 10_000)
@@ -49,30 +49,7 @@ try {
       },
     }),
   )
-  child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(ROOT, 'server/cli.ts'),
-      'serve',
-      '--config',
-      configPath,
-      '--host',
-      '127.0.0.1',
-      '--port',
-      '0',
-      '--metrics-port',
-      '0',
-      '--dev-cert-dir',
-      work,
-    ],
-    {
-      env: { ...process.env, KUBECONFIG: cp.kubeconfigPath, LOG_LEVEL: 'info', KUBERNETES_SERVICE_HOST: '' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-      cwd: ROOT,
-    },
-  )
+  child = spawnServe(configPath, work, { KUBECONFIG: cp.kubeconfigPath })
   // The listening line (info) carries both ports; the rest of the output is read and dropped.
   const ports = await new Promise<{ port: number; metricsPort: number }>((resolve, reject) => {
     const lines = createInterface(child!.stdout!)

@@ -2,23 +2,21 @@
 // pull (status written through pods/status as the kubelet writes a network failure), two
 // `mirrorhook serve` replicas share one Lease; the Pods' evictions are timed from the moment the
 // failure was written. Run: npx tsx test/bench/remediation.ts [pods] [owners] [writesPerSecond]
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import { Watch } from '@kubernetes/client-node'
 import { stringify } from 'yaml'
 import { startControlPlane } from '../support/controlplane.js'
-import { get, requireBinaries, sample } from './common.js'
+import { get, requireBinaries, sample, spawnServe } from './common.js'
 import { createNamespace } from '../support/webhook.js'
 
 const PODS = Number(process.argv[2] ?? 1000)
 const OWNERS = Number(process.argv[3] ?? 100)
 const RATE = Number(process.argv[4] ?? 20)
 const NS = 'bench'
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const ERROR =
   'rpc error: code = DeadlineExceeded desc = failed to pull and unpack image "docker.io/library/nginx:1.25": ' +
   'failed to resolve reference "docker.io/library/nginx:1.25": failed to do request: ' +
@@ -49,30 +47,7 @@ try {
     }),
   )
   const startReplica = async () => {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(ROOT, 'server/cli.ts'),
-        'serve',
-        '--config',
-        configPath,
-        '--host',
-        '127.0.0.1',
-        '--port',
-        '0',
-        '--metrics-port',
-        '0',
-        '--dev-cert-dir',
-        work,
-      ],
-      {
-        env: { ...process.env, KUBECONFIG: cp.kubeconfigPath, LOG_LEVEL: 'info', KUBERNETES_SERVICE_HOST: '', POD_NAMESPACE: 'mirrorhook' },
-        stdio: ['ignore', 'pipe', 'inherit'],
-        cwd: ROOT,
-      },
-    )
+    const child = spawnServe(configPath, work, { KUBECONFIG: cp.kubeconfigPath, POD_NAMESPACE: 'mirrorhook' })
     children.push(child)
     return new Promise<string>((resolve, reject) => {
       createInterface(child.stdout!).on('line', (line) => {
