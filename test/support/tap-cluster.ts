@@ -31,13 +31,16 @@ export function isCI(): boolean {
 }
 
 /**
- * Starts a control plane for this test file, or decides the file can't run here.
- * Returns null when the file was skipped (t.plan(0, reason)) or failed (CI=true, binaries missing);
- * guard the file's tests with `if (cp)`.
- * Throws (failing the file) when the binaries are there but the control plane does not come up.
+ * Starts what a test file needs, or decides the file can't run here: skipped (t.plan(0, reason))
+ * or failed (CI=true) when the binaries are missing, in which case it returns null; stopped in
+ * t.teardown, logs kept when a test failed (or MIRRORHOOK_KEEP_LOGS is set). Throws (failing the
+ * file) when the binaries are there but it does not come up.
  */
-export async function withControlPlane(t: Test, opts: StartOptions = {}): Promise<ControlPlane | null> {
-  const bins = checkBinaries(opts.binDir)
+async function startForFile<T extends { stop(o: { keepLogs: boolean; reason: string }): Promise<unknown> }>(
+  t: Test,
+  bins: { ok: boolean; message?: string },
+  start: () => Promise<T>,
+): Promise<T | null> {
   if (!bins.ok) {
     if (isCI()) {
       t.fail(`end-to-end tests cannot run, and with CI=true that is a failure, not a skip: ${bins.message}`)
@@ -48,37 +51,21 @@ export async function withControlPlane(t: Test, opts: StartOptions = {}): Promis
     }
     return null
   }
-  const cp = await startControlPlane(opts)
+  const started = await start()
   t.teardown(async () => {
     const failed = !t.passing()
     const keep = failed || /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_KEEP_LOGS ?? '')
-    await cp.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
+    await started.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
   })
-  return cp
+  return started
 }
 
-/**
- * Starts a whole test cluster (test/support/cluster.ts) for this test file, with the same rules
- * as withControlPlane: skipped (or, with CI=true, failed) when the binaries are missing;
- * stopped in t.teardown, logs kept when something failed.
- */
-export async function withCluster(t: Test, opts: ClusterOptions = {}): Promise<Cluster | null> {
-  const bins = checkClusterBinaries(opts.binDir)
-  if (!bins.ok) {
-    if (isCI()) {
-      t.fail(`end-to-end tests cannot run, and with CI=true that is a failure, not a skip: ${bins.message}`)
-    } else {
-      const msg = `end-to-end tests skipped: ${bins.message}`
-      process.stderr.write(`# ${msg}\n`)
-      t.plan(0, msg)
-    }
-    return null
-  }
-  const cluster = await startCluster(opts)
-  t.teardown(async () => {
-    const failed = !t.passing()
-    const keep = failed || /^(1|true|yes)$/i.test(process.env.MIRRORHOOK_KEEP_LOGS ?? '')
-    await cluster.stop({ keepLogs: keep, reason: failed ? `${testFileName(t)}: a test failed` : 'MIRRORHOOK_KEEP_LOGS' })
-  })
-  return cluster
+/** A control plane (etcd + kube-apiserver) for this test file; guard the file's tests with `if (cp)`. */
+export function withControlPlane(t: Test, opts: StartOptions = {}): Promise<ControlPlane | null> {
+  return startForFile(t, checkBinaries(opts.binDir), () => startControlPlane(opts))
+}
+
+/** A whole test cluster (test/support/cluster.ts) for this test file, under the same rules. */
+export function withCluster(t: Test, opts: ClusterOptions = {}): Promise<Cluster | null> {
+  return startForFile(t, checkClusterBinaries(opts.binDir), () => startCluster(opts))
 }
