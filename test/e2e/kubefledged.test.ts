@@ -11,7 +11,7 @@ import { KubeImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { cleanupRestartedApiservers, stopApiserver } from '../support/apiserver-outage.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
-import { podReview } from '../support/helpers.js'
+import { podReview, waitFor } from '../support/helpers.js'
 import { applyObject, createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
@@ -27,21 +27,6 @@ function capturingLogger(): { logger: Logger; lines: Line[] } {
   const lines: Line[] = []
   const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) })
   return { logger, lines }
-}
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v) return v
-    } catch (e) {
-      last = e
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
 }
 
 async function metric(server: RunningServer, name: string, labels: Record<string, string> = {}): Promise<number> {

@@ -7,6 +7,7 @@ import { pino } from 'pino'
 import { pushImage } from '../support/registry.js'
 import { withCluster } from '../support/tap-cluster.js'
 import { createNamespace, registerWebhook, startTestWebhook, type TestWebhook } from '../support/webhook.js'
+import { waitFor as pollFor } from '../support/helpers.js'
 
 const cluster = await withCluster(t, {
   nodes: 2,
@@ -14,20 +15,8 @@ const cluster = await withCluster(t, {
   kubeFledged: false,
 })
 
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, ms = 90_000): Promise<T> {
-  const deadline = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v) return v
-    } catch (e) {
-      last = e
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
+// Cluster steps (scheduling, kwok Stages, controllers) get 90 s.
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, ms = 90_000) => pollFor(what, check, ms)
 
 if (cluster) {
   const { cp } = cluster

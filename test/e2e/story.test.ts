@@ -10,6 +10,7 @@ import { UNREACHABLE_IP } from '../support/kwok-stages.js'
 import { hasManifest, pushImage } from '../support/registry.js'
 import { withCluster } from '../support/tap-cluster.js'
 import { createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
+import { waitFor as pollFor } from '../support/helpers.js'
 
 const cluster = await withCluster(t, {
   nodes: 3,
@@ -20,20 +21,8 @@ const cluster = await withCluster(t, {
   kubeFledged: { imagePullDeadlineMs: 60_000 },
 })
 
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v) return v
-    } catch (e) {
-      last = e
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
+// Cluster steps (scheduling, kwok Stages, controllers) get 60 s.
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, ms = 60_000) => pollFor(what, check, ms)
 
 if (cluster) {
   const { cp, kwok } = cluster

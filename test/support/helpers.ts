@@ -39,6 +39,29 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, t
   }
 }
 
+/**
+ * Polls `check` until it returns a truthy value, or fails naming `what` and the last error it
+ * threw (errors count as "not yet": the object may not exist yet).
+ */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  ms = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + ms
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await check()
+      if (v) return v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms${last ? ` (${String(last)})` : ''}`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}
+
 /** An admission.k8s.io/v1 review of a Pod CREATE with one container per image. */
 export function podReview(uid: string, images: readonly string[], options: { name?: string; namespace?: string } = {}) {
   return {
