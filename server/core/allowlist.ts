@@ -4,6 +4,7 @@
 // (within a segment: the rest of it), `**` at the end for one or more further segments.
 // Blank lines are ignored; so are lines starting with `#` (not in DaoCloud's file, allowed here).
 // Pure: text in, a compiled trie out; matching walks the trie once per segment.
+import type { ReachabilityView } from './rewrite.js'
 
 interface TrieNode {
   // Literal next segments.
@@ -106,4 +107,51 @@ export function parseAllowlist(text: string): { list: Allowlist; ignored: Ignore
     patterns += 1
   }
   return { list: new Allowlist(root, patterns), ignored }
+}
+
+/** A compiled list and where it came from, as admission reads it. */
+export interface LoadedAllowlist {
+  readonly list: Allowlist
+  // The file path or URL.
+  readonly source: string
+}
+
+/** What admission reads of the mirrors' lists: in memory, replaced whole when a list changes. */
+export interface AllowlistLookup {
+  // By the mirror's repository prefix; undefined while the mirror has no list loaded.
+  get(repoPrefix: string): LoadedAllowlist | undefined
+  // Changes whenever `get` could answer differently.
+  readonly version: number
+}
+
+/**
+ * `base` plus the mirrors' allowlists: a mirror whose list does not name a repository is not
+ * offered it. The generation changes with either, so decisions are remembered across neither.
+ */
+export function withAllowlists(base: ReachabilityView, lists: AllowlistLookup): ReachabilityView {
+  let seenBase: number | undefined
+  let seenVersion = -1
+  let epoch = 0
+  const view: ReachabilityView = {
+    status: (registry) => base.status(registry),
+    notAllowed(mirror, repository) {
+      const loaded = lists.get(mirror.repoPrefix)
+      if (!loaded || loaded.list.allows(repository)) return undefined
+      return `${repository} is not on the allowlist of mirror ${mirror.repoPrefix} (${loaded.source}, ${loaded.list.patterns} patterns)`
+    },
+  }
+  if (base.mirrorRefusal) view.mirrorRefusal = (repository) => base.mirrorRefusal!(repository)
+  if (base.generation) {
+    const generation = base.generation.bind(base)
+    view.generation = () => {
+      const g = generation()
+      if (g !== seenBase || lists.version !== seenVersion) {
+        seenBase = g
+        seenVersion = lists.version
+        epoch += 1
+      }
+      return epoch
+    }
+  }
+  return view
 }
