@@ -1,7 +1,11 @@
 // `mirrorhook serve`: wires configuration, TLS, the two listeners and the
 // Kubernetes client together. Everything here is start-up and shutdown.
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import { staticReachability } from './core/rewrite.js'
+import { withAllowlists } from './core/allowlist.js'
+import { type ReachabilityView, staticReachability } from './core/rewrite.js'
+import type { AllowlistStore, AllowlistStoreOptions } from './mirrors/allowlists.js'
+import { mirrorStates } from './mirrors/state.js'
 import { loadConfig, type LoadedConfig } from './config/load.js'
 import { beginDrain, buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
@@ -42,6 +46,8 @@ export interface ServeOptions {
   onAdmitted?: (event: AdmittedEvent) => void
   // Tests trust their own CA or resolver for registry probes.
   reachabilityProbe?: Partial<ProbeOptions>
+  // Tests check allowlist files and URLs more often.
+  allowlists?: Partial<Pick<AllowlistStoreOptions, 'fileCheckMs' | 'urlRefreshMs' | 'urlRetryMs' | 'timeoutMs'>>
 }
 
 export interface RunningServer {
@@ -59,6 +65,7 @@ export interface RunningServer {
   readonly prepull?: Prepull
   readonly pods?: PodCache
   readonly remediation?: Remediator
+  readonly allowlists?: AllowlistStore
   close(): Promise<void>
 }
 
@@ -158,6 +165,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       })
     : undefined
   await reachability?.start()
+  // The mirrors' allowlists, read before the first review (bounded wait) and kept current.
+  const allowlists =
+    loaded.policy.allowlists.size > 0
+      ? new (await import('./mirrors/allowlists.js')).AllowlistStore({
+          sources: loaded.policy.allowlists,
+          logger: logger.child({ component: 'allowlists' }),
+          ca: loaded.config.reachability.probes.caFile ? readFileSync(loaded.config.reachability.probes.caFile, 'utf8') : undefined,
+          env: options.env,
+          ...options.allowlists,
+        })
+      : undefined
+  await allowlists?.start()
+  const baseView = (): ReachabilityView => reachability?.view() ?? staticReachability(loaded.policy)
+  const admissionView = (): ReachabilityView => (allowlists ? withAllowlists(baseView(), allowlists) : baseView())
   const prepull =
     kube && kubeFledged.enabled
       ? new (await import('./prepull/prepull.js')).Prepull({
@@ -176,7 +197,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           pods,
           namespaces,
           policy: loaded.policy,
-          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          reachability: admissionView,
           config: loaded.config.remediation,
           intervalMs: loaded.config.imageCheckIntervalSeconds * 1000,
           namespace: ownNamespace,
@@ -185,7 +206,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           prepull: prepull?.offer,
         })
       : undefined
-  const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
+  const context: AdmissionContext = { policy: loaded.policy, reachability: admissionView() }
   const webhook = await buildWebhookApp({
     logger,
     metrics,
@@ -230,7 +251,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       static: [...loaded.policy.unreachable],
     })
     await ops.register(statePlugin, {
-      snapshot: () => ({ ...(reachability?.snapshot() ?? staticState()), remediations: remediation?.recent() ?? [] }),
+      snapshot: () => {
+        const snap = reachability?.snapshot() ?? staticState()
+        const mirrors = mirrorStates(loaded.policy, context.reachability, snap.refusals, allowlists?.status(), Date.now())
+        return { ...snap, remediations: remediation?.recent() ?? [], mirrors }
+      },
     })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
@@ -287,6 +312,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     prepull,
     pods,
     remediation,
+    allowlists,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -305,6 +331,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
         if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
+        await allowlists?.stop()
         await Promise.all([pods?.stop(), namespaces?.stop()])
         if (kube) await (await import('./kube/client.js')).closeClients(kube.kubeConfig)
         logger.info({ steps }, 'stopped')

@@ -1,6 +1,7 @@
 // `mirrorhook rewrite IMAGE...`: one line per image, the result or why it is kept.
 import type { Command } from 'commander'
 import { decideImage } from '../core/rewrite.js'
+import { withAllowlistsOnce } from '../mirrors/allowlists.js'
 import { loadConfig } from '../config/load.js'
 import { configOnlyView, loadState, type StateSource, viewFor } from '../reachability/cli.js'
 import { describeDecision } from './common.js'
@@ -8,7 +9,9 @@ import { describeDecision } from './common.js'
 async function rewrite(images: string[], options: { config?: string } & StateSource): Promise<void> {
   const { policy } = await loadConfig(options.config)
   // The decision as the server would take it now, with the evidence it has.
-  const reachability = options.url || options.fromCluster ? viewFor(policy, await loadState(policy, options)) : configOnlyView(policy)
+  const learned = options.url || options.fromCluster ? viewFor(policy, await loadState(policy, options)) : configOnlyView(policy)
+  // The mirrors' allowlists as they read now.
+  const reachability = await withAllowlistsOnce(policy, learned, (line) => process.stderr.write(`${line}\n`))
   for (const image of images) process.stdout.write(`${describeDecision(decideImage(image, policy, reachability))}\n`)
 }
 

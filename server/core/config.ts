@@ -24,12 +24,18 @@ export const DEFAULT_NAMESPACE = 'mirrorhook'
 
 const hostList = z.array(z.string().trim().min(1, 'must not be empty'))
 
+// One mirror, or several in order of preference.
+const mirrorList = z.union([z.string().trim().min(1), z.array(z.string().trim().min(1, 'must not be empty')).min(1, 'must not be empty')])
+
 const mirrorSchema = z
   .object({
     // `<prefix>/<source registry>/<path>` (DaoCloud style).
-    prefix: z.string().trim().min(1).optional(),
+    prefix: mirrorList.optional(),
     // Source registry → mirror repository prefix (`docker.m.daocloud.io`, `harbor.corp/dockerhub`).
-    hosts: z.record(z.string().trim().min(1), z.string().trim().min(1)).optional(),
+    hosts: z.record(z.string().trim().min(1), mirrorList).optional(),
+    // Mirror host or repository prefix → the list of repositories it serves (allows.txt format):
+    // a file path (re-read when it changes) or an https:// URL (fetched on a schedule).
+    allowlists: z.record(z.string().trim().min(1), z.string().trim().min(1)).optional(),
   })
   .strict()
 
