@@ -27,6 +27,8 @@ export interface MirrorTarget {
   readonly repoPrefix: string
   // Its registry host, the only host a rewrite may point at.
   readonly domain: string
+  // The pull Secret rewritten Pods get for this mirror (mirror.pullSecrets, keyed by host).
+  readonly pullSecret?: string
 }
 
 // `C`: the configuration it was compiled from; a feature that reads its own section names it.
@@ -64,6 +66,8 @@ function mirrorTarget(value: string, key: string, problems: string[]): MirrorTar
   return { repoPrefix, domain: parsed.ref.domain }
 }
 
+const SECRET_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+
 function registryName(value: string, key: string, problems: string[]): string | undefined {
   if (value === '*') return value
   if (!/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(:[0-9]{1,5})?$/.test(value)) {
@@ -97,14 +101,30 @@ export function compilePolicy<C extends PolicyConfig>(config: C, source?: string
     else if (name) unreachable.add(name)
   })
 
-  const mirrors = [...(prefix ? [prefix] : []), ...hosts.values()]
+  // Every target on a host gets that host's pull Secret.
+  const secrets = new Map<string, string>()
+  for (const [host, name] of Object.entries(config.mirror.pullSecrets ?? {})) {
+    const key = registryName(host, `mirror.pullSecrets.${host}`, problems)
+    if (!SECRET_NAME.test(name) || name.length > 253) problems.push(`mirror.pullSecrets.${host}: "${name}" is not a Secret name`)
+    else if (key && key !== '*') secrets.set(key, name)
+  }
+  const withSecret = (m: MirrorTarget): MirrorTarget => {
+    const pullSecret = secrets.get(registryKey(m.domain))
+    return pullSecret ? { ...m, pullSecret } : m
+  }
+  const prefixTarget = prefix && withSecret(prefix)
+  for (const [src, target] of hosts) hosts.set(src, withSecret(target))
+  const mirrors = [...(prefixTarget ? [prefixTarget] : []), ...hosts.values()]
+  for (const host of secrets.keys()) {
+    if (!mirrors.some((m) => registryKey(m.domain) === host)) problems.push(`mirror.pullSecrets.${host}: no mirror is on this host`)
+  }
   const compiled = compileNoProxy(config.noProxy, { alwaysExclude: mirrors.map((m) => m.domain) })
   for (const error of compiled.errors) problems.push(`noProxy: ${error}`)
 
   if (problems.length > 0) throw new ConfigError(problems, source)
   return {
     config,
-    prefix,
+    prefix: prefixTarget,
     hosts,
     anyRegistry: registries.has('*'),
     registries,

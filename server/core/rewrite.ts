@@ -42,6 +42,7 @@ export type KeepCode =
   | 'inexpressible'
   | 'mirror-unreachable'
   | 'mirror-refused'
+  | 'needs-credentials'
 
 export type ImageDecision =
   | {
@@ -148,13 +149,18 @@ interface DecisionCache {
 
 const caches = new WeakMap<ReachabilityView, DecisionCache>()
 
+export interface DecideOptions {
+  // The image may need credentials the mirror does not have (a private image): only a mirror with a pull Secret may serve it.
+  readonly needsCredentials?: boolean
+}
+
 /**
- * The decision for one image: a pure function of the image, the policy and what the view answers.
- * Views with a `generation` get a bounded memo of earlier answers for the same inputs.
+ * The decision for one image: a pure function of the image, the options, the policy and what the
+ * view answers. Views with a `generation` get a bounded memo of earlier answers for the same inputs.
  */
-export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+export function decideImage(image: string, policy: Policy, reachability: ReachabilityView, options: DecideOptions = {}): ImageDecision {
   const generation = reachability.generation?.()
-  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability)
+  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability, options)
   let cache = caches.get(reachability)
   if (!cache) {
     cache = { policy, generation, decisions: new Map() }
@@ -164,16 +170,18 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
     cache.generation = generation
     cache.decisions.clear()
   }
-  let decision = cache.decisions.get(image)
+  // A space cannot occur in an image reference: the key of a private image cannot be an image.
+  const key = options.needsCredentials ? ` ${image}` : image
+  let decision = cache.decisions.get(key)
   if (decision === undefined) {
-    decision = Object.freeze(decideUncached(image, policy, reachability))
+    decision = Object.freeze(decideUncached(image, policy, reachability, options))
     if (cache.decisions.size >= DECISION_CACHE_SIZE) cache.decisions.delete(cache.decisions.keys().next().value as string)
-    cache.decisions.set(image, decision)
+    cache.decisions.set(key, decision)
   }
   return decision
 }
 
-function decideUncached(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+function decideUncached(image: string, policy: Policy, reachability: ReachabilityView, options: DecideOptions): ImageDecision {
   const parsed = tryParseNormalizedNamed(image)
   // The grammar's messages repeat the input, which a Pod spec controls: keep them short.
   if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${clip(parsed.error.message, 200)}`)
@@ -195,6 +203,14 @@ function decideUncached(image: string, policy: Policy, reachability: Reachabilit
   const hostTarget = policy.hosts.get(registry)
   const target = hostTarget ?? policy.prefix
   if (!target) return keep(image, 'no-mirror', `no mirror is configured for registry ${registry}`, registry)
+  if (options.needsCredentials && target.pullSecret === undefined) {
+    return keep(
+      image,
+      'needs-credentials',
+      `the Pod has imagePullSecrets and mirror ${target.domain} has no pull Secret of its own (pull.privateImages is keep)`,
+      registry,
+    )
+  }
 
   let why: string
   const mode = policy.config.mode
