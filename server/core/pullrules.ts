@@ -14,7 +14,7 @@ function isObj(v: unknown): v is Obj {
 export type PullPolicy = 'Always' | 'IfNotPresent' | 'Never'
 
 // Keep codes of the rules here (decideImage has its own).
-export type PodKeepCode = 'pull-policy-never' | 'mutable-tag' | 'mirror-credentials-missing'
+export type PodKeepCode = 'pull-policy-never' | 'mutable-tag' | 'mirror-credentials-missing' | 'kube-fledged-pull'
 
 /** What a container's decision may say beyond decideImage's. */
 export type ContainerDecision =
@@ -171,10 +171,16 @@ export function decideContainer(c: ContainerContext, policy: Policy, reachabilit
   }
 
   // kube-fledged's init image: its allowlisted replacement goes through the mirror, never the original.
-  const substitute =
-    pod.kubeFledgedPullPod && c.field === 'initContainers' && c.container.name === KUBE_FLEDGED_INIT_CONTAINER
-      ? kubeFledgedBusyboxFor(image, policy)
-      : undefined
+  const kubeFledgedInit = pod.kubeFledgedPullPod && c.field === 'initContainers' && c.container.name === KUBE_FLEDGED_INIT_CONTAINER
+  if (pod.kubeFledgedPullPod && !kubeFledgedInit) {
+    // The image kube-fledged caches is the one its ImageCache names: it must land on the node under that name.
+    return kept(
+      image,
+      'kube-fledged-pull',
+      "kube-fledged pulls the image its ImageCache names (mirrorhook's own ImageCaches name the mirror)",
+    )
+  }
+  const substitute = kubeFledgedInit ? kubeFledgedBusyboxFor(image, policy) : undefined
 
   const subject = substitute ?? image
   // A public helper image needs no credentials, whatever secrets the Pod carries for its own images.

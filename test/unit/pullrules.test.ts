@@ -313,6 +313,10 @@ t.test("kube-fledged's pull-Job Pods get an allowlisted busybox through the mirr
   t.same(result.warnings, [
     "mirrorhook: busybox: senthilrch/busybox:1.35.0 -> m.daocloud.io/docker.io/library/busybox:1.35.0 (kube-fledged's init image senthilrch/busybox:1.35.0 replaced by docker.io/library/busybox:1.35.0; mode always)",
   ])
+  // The image kube-fledged caches is pulled under the name its ImageCache gives.
+  const user = run(pullJobPod('nginx:1.25'), {}, { namespace: 'kube-fledged' })
+  t.same(images(user.spec), ['nginx:1.25'])
+  t.equal(user.result.plans[1]?.decision.action === 'keep' && user.result.plans[1].decision.code, 'kube-fledged-pull')
   // The ImageCache's pull secrets do not make kube-fledged's helper image private.
   const withSecrets = pullJobPod('m.daocloud.io/docker.io/library/nginx:1.25')
   ;(withSecrets.spec as Obj).imagePullSecrets = [{ name: 'corp-login' }]
