@@ -20,6 +20,7 @@ import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
 import type { Remediator } from './remediation/remediator.js'
+import type { PullSecretCopies } from './kube/pullsecrets.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
 import type { SelfManagedTls, SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -66,6 +67,7 @@ export interface RunningServer {
   readonly pods?: PodCache
   readonly remediation?: Remediator
   readonly allowlists?: AllowlistStore
+  readonly pullSecrets?: PullSecretCopies
   close(): Promise<void>
 }
 
@@ -141,8 +143,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     kube && (learning || kubeFledged.enabled || remediating)
       ? new (await import('./kube/pods.js')).PodCache({ kubeConfig: kube.kubeConfig, logger })
       : undefined
+  // The mirrors' pull Secrets, copied into the opted-in namespaces (server/kube/pullsecrets.ts).
+  const pullSecretNames = (await import('./kube/pullsecrets.js')).mirrorPullSecretNames(loaded.policy.mirrors)
   const namespaces =
-    kube && (learning || remediating)
+    kube && (learning || remediating || pullSecretNames.length > 0)
       ? new (await import('./kube/namespaces.js')).OptedInNamespaces({
           kubeConfig: kube.kubeConfig,
           selector: loaded.config.reachability.learning.namespaceSelector,
@@ -206,7 +210,31 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           prepull: prepull?.offer,
         })
       : undefined
-  const context: AdmissionContext = { policy: loaded.policy, reachability: admissionView() }
+  const pullSecrets =
+    kube && namespaces && pullSecretNames.length > 0
+      ? new (await import('./kube/pullsecrets.js')).PullSecretCopies({
+          kubeConfig: kube.kubeConfig,
+          namespaces,
+          sourceNamespace: ownNamespace,
+          names: pullSecretNames,
+          excludedNamespaces: loaded.policy.excludedNamespaces,
+          resyncMs: loaded.config.pull.secretResyncSeconds * 1000,
+          logger,
+        })
+      : undefined
+  if (pullSecretNames.length > 0 && !pullSecrets) {
+    logger.warn(
+      { secrets: pullSecretNames },
+      'no Kubernetes API: the mirror pull Secrets cannot be copied, so their mirrors get no rewrites',
+    )
+  }
+  pullSecrets?.start()
+  const context: AdmissionContext = {
+    policy: loaded.policy,
+    reachability: admissionView(),
+    // Without the copies, a credentialed mirror is never written into a Pod (its Secret would be missing).
+    secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
+  }
   const webhook = await buildWebhookApp({
     logger,
     metrics,
@@ -313,6 +341,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     pods,
     remediation,
     allowlists,
+    pullSecrets,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -328,6 +357,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         const steps: string[] = []
         if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
+        if (pullSecrets) steps.push(await finalStep('pull Secret copies stop', () => pullSecrets.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
         if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))

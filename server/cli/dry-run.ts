@@ -157,6 +157,11 @@ export async function dryRun(options: DryRunOptions, io: DryRunIo): Promise<void
         continue
       }
       for (const p of result.plans) notes.push(`${result.kind}/${result.name} ${p.field}[${p.name}]: ${describeDecision(p.decision)}\n`)
+      for (const op of result.patch) {
+        if (!op.path.includes('/imagePullSecrets') || op.op !== 'add') continue
+        const added = (Array.isArray(op.value) ? op.value : [op.value]) as { name: string }[]
+        for (const s of added) notes.push(`${result.kind}/${result.name}: imagePullSecrets += ${s.name} (the mirror's pull Secret)\n`)
+      }
       if (result.annotationSkipped) notes.push(`${result.kind}/${result.name}: annotation not written: ${result.annotationSkipped}\n`)
       applyToDocument(
         doc,

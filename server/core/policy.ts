@@ -27,7 +27,7 @@ export interface MirrorTarget {
   readonly repoPrefix: string
   // Its registry host, the only host a rewrite may point at.
   readonly domain: string
-  // The Secret holding credentials for this mirror, when the configuration gives one.
+  // The pull Secret rewritten Pods get for this mirror (mirror.pullSecrets, keyed by host).
   readonly pullSecret?: string
 }
 
@@ -70,6 +70,8 @@ function mirrorTarget(value: string, key: string, problems: string[]): MirrorTar
   return { repoPrefix, domain: parsed.ref.domain }
 }
 
+const SECRET_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+
 function registryName(value: string, key: string, problems: string[]): string | undefined {
   if (value === '*') return value
   if (!/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(:[0-9]{1,5})?$/.test(value)) {
@@ -87,14 +89,26 @@ const HTTPS_URL = /^https:\/\/[^/\s]+(\/\S*)?$/i
 
 export function compilePolicy<C extends PolicyConfig>(config: C, source?: string): Policy<C> {
   const problems: string[] = []
+  // Every target on a host gets that host's pull Secret.
+  const secrets = new Map<string, string>()
+  for (const [host, name] of Object.entries(config.mirror.pullSecrets ?? {})) {
+    const key = registryName(host, `mirror.pullSecrets.${host}`, problems)
+    if (!SECRET_NAME.test(name) || name.length > 253) problems.push(`mirror.pullSecrets.${host}: "${name}" is not a Secret name`)
+    else if (key && key !== '*') secrets.set(key, name)
+  }
+  const withSecret = (m: MirrorTarget): MirrorTarget => {
+    const pullSecret = secrets.get(registryKey(m.domain))
+    return pullSecret ? { ...m, pullSecret } : m
+  }
   // One object per repository prefix, whichever list names it.
   const byPrefix = new Map<string, MirrorTarget>()
   const targets = (value: string | readonly string[] | undefined, key: string): MirrorTarget[] => {
     const out: MirrorTarget[] = []
     mirrorList(value ?? []).forEach((entry, i) => {
       const where = typeof value === 'string' ? key : `${key}[${i}]`
-      const target = mirrorTarget(entry, where, problems)
-      if (!target) return
+      const made = mirrorTarget(entry, where, problems)
+      if (!made) return
+      const target = withSecret(made)
       const known = byPrefix.get(target.repoPrefix) ?? target
       byPrefix.set(known.repoPrefix, known)
       if (out.includes(known)) problems.push(`${where}: "${entry}" is listed twice`)
@@ -112,6 +126,9 @@ export function compilePolicy<C extends PolicyConfig>(config: C, source?: string
     if (source === '*') problems.push(`mirror.hosts.${src}: a host-mode mirror needs a source registry, not "*"`)
   }
   const mirrors = [...byPrefix.values()]
+  for (const host of secrets.keys()) {
+    if (!mirrors.some((m) => registryKey(m.domain) === host)) problems.push(`mirror.pullSecrets.${host}: no mirror is on this host`)
+  }
 
   // Keyed by a mirror's repository prefix, or by its host for every mirror on that host
   // (an entry for the repository prefix itself wins).

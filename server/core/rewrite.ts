@@ -51,6 +51,7 @@ export type KeepCode =
   | 'inexpressible'
   | 'mirror-unreachable'
   | 'mirror-refused'
+  | 'needs-credentials'
 
 export type ImageDecision =
   | {
@@ -250,8 +251,11 @@ function decideUncached(image: string, policy: Policy, reachability: Reachabilit
 
     if (needsCredentials && target.pullSecret === undefined) {
       // Without credentials the mirror would refuse the image.
-      const reason = `mirror ${target.repoPrefix} has no pull secret and the image needs credentials`
-      skip('mirror-refused', reason, reason)
+      skip(
+        'needs-credentials',
+        `the Pod has imagePullSecrets and mirror ${target.domain} has no pull Secret of its own (pull.privateImages is keep)`,
+        `mirror ${target.repoPrefix} has no pull secret and the image needs credentials`,
+      )
       continue
     }
     // While the mirror itself is down, pulling directly is the better bet (mode always means always).

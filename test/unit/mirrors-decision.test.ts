@@ -174,7 +174,7 @@ t.test('an image that needs credentials goes only to a mirror with a pull secret
   t.equal(outcome(decideImage('acme/private:1', withSecret('a'), v, cred)), `${A}/docker.io/acme/private:1`)
   t.hasStrict(decideImage('acme/private:1', withSecret('none'), v, cred), {
     action: 'keep',
-    code: 'mirror-refused',
+    code: 'needs-credentials',
     reason: `no mirror can serve it: mirror ${A} has no pull secret and the image needs credentials; mirror ${B} has no pull secret and the image needs credentials`,
   })
   t.equal(outcome(decideImage('acme/public:1', withSecret('none'), v)), `${A}/docker.io/acme/public:1`, 'without the option: any mirror')
