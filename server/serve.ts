@@ -12,6 +12,7 @@ import type { AdmissionContext } from './http/context.js'
 import type { AdmittedEvent } from './admission/review.js'
 import { Readiness } from './observability/readiness.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
+import type { NodeWatch } from './kube/nodes.js'
 import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
@@ -58,6 +59,7 @@ export interface RunningServer {
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
   readonly pods?: PodCache
+  readonly nodes?: NodeWatch
   readonly remediation?: Remediator
   close(): Promise<void>
 }
@@ -303,6 +305,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     reachability,
     prepull,
     pods,
+    nodes,
     remediation,
     close() {
       closing ??= (async () => {

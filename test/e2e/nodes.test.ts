@@ -105,19 +105,20 @@ if (cp) {
   const cpu = await createCache(cpuImage, { pool: 'cpu' }, 'Succeeded')
   const all = await createCache(allImage, undefined, 'Processing')
   const log = capturingLogger()
-  const w = await startTestWebhook({
-    config: {
-      mirror: { prefix: 'm.daocloud.io' },
-      registries: ['*'],
-      reachability: { enabled: false },
-      remediation: { enabled: false },
-      kubeFledged: {
-        namespace: NS,
-        unusedPurgeSeconds: 0,
-        crdPollSeconds: 1,
-        nodes: { quietSeconds: 3, maxWaitSeconds: 10, busyRetrySeconds: 1, nodeStatusMaxImages: 3 },
-      },
+  const config = {
+    mirror: { prefix: 'm.daocloud.io' },
+    registries: ['*'],
+    reachability: { enabled: false },
+    remediation: { enabled: false },
+    kubeFledged: {
+      namespace: NS,
+      unusedPurgeSeconds: 0,
+      crdPollSeconds: 1,
+      nodes: { quietSeconds: 3, maxWaitSeconds: 10, busyRetrySeconds: 1, nodeStatusMaxImages: 3 },
     },
+  }
+  const w = await startTestWebhook({
+    config,
     logger: log.logger,
     extra: { kube },
   })
@@ -156,5 +157,37 @@ if (cp) {
     t.match(bursts()[1], { nodes: ['gpu-1'], nodesLostImages: 1, refreshed: { 'image-collected': 1 } })
     t.equal(await refreshOf(all), undefined, 'the image still listed: its cache is not refreshed')
     t.equal(await metric(w.server, 'mirrorhook_prepull_node_refreshes_total', { reason: 'image-collected' }), 1)
+  })
+
+  t.test('a Node whose list is at the cap proves nothing by a missing image', async (t) => {
+    await setStatus(gpu, 'Succeeded', true)
+    // gpu-2 lists 3 images (the cap here): the gpu image dropping off the list is no evidence.
+    await nodeStatus('gpu-2', true, [[gpuImage], ['x'], ['y']])
+    await nodeStatus('gpu-2', true, [['x'], ['y'], ['z']])
+    // gpu-1 (under the cap) loses the image every node should hold.
+    await nodeStatus('gpu-1', true, [])
+    await waitFor('the refresh of the collected image', () => refreshOf(all))
+    await waitFor('the burst handled', () => bursts().length === 3)
+    t.match(bursts()[2], { nodes: ['gpu-1'], nodeCount: 1, nodesLostImages: 1, refreshed: { 'image-collected': 1 } })
+    t.equal(await refreshOf(gpu), undefined, 'the image gpu-2 no longer lists at the cap: not refreshed')
+  })
+
+  t.test('after a restart the Nodes listed are the baseline, not new nodes', async (t) => {
+    await setStatus(all, 'Succeeded', true)
+    await w.stop()
+    const log2 = capturingLogger()
+    const w2 = await startTestWebhook({ config, logger: log2.logger, extra: { kube } })
+    t.teardown(() => w2.stop())
+    await waitFor('pre-pull synced', () => w2.server.prepull?.synced)
+    await waitFor('Nodes listed', () => w2.server.nodes?.synced)
+    await nodeStatus('gpu-2', false)
+    await nodeStatus('gpu-2', true)
+    const burst = await waitFor('the burst handled', () =>
+      log2.lines.find((l) => /nodes changed: asked kube-fledged to refresh/.test(l.msg ?? '')),
+    )
+    t.match(burst, { nodes: ['gpu-2'], nodeCount: 1, nodesReady: 1, refreshed: { 'node-ready': 2 } })
+    t.ok(await refreshOf(gpu))
+    t.ok(await refreshOf(all))
+    t.equal(await refreshOf(cpu), undefined)
   })
 }
