@@ -16,6 +16,7 @@ import type { AdmissionContext } from './http/context.js'
 import type { AdmittedEvent } from './admission/review.js'
 import { Readiness } from './observability/readiness.js'
 import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
+import type { NodeWatch } from './kube/nodes.js'
 import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
@@ -65,6 +66,7 @@ export interface RunningServer {
   readonly reachability?: ReachabilityService
   readonly prepull?: Prepull
   readonly pods?: PodCache
+  readonly nodes?: NodeWatch
   readonly remediation?: Remediator
   readonly allowlists?: AllowlistStore
   readonly pullSecrets?: PullSecretCopies
@@ -193,6 +195,21 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           pods,
         })
       : undefined
+  // New nodes and images the kubelet removed: one Node watch, refreshes through pre-pull.
+  const nodes =
+    kube && prepull && kubeFledged.nodes.enabled
+      ? new (await import('./kube/nodes.js')).NodeWatch({ kubeConfig: kube.kubeConfig, logger })
+      : undefined
+  const nodeRefresher =
+    prepull && nodes
+      ? new (await import('./prepull/nodes.js')).NodeRefresher({
+          nodes,
+          refresh: (choose) => prepull.refreshCaches(choose),
+          config: kubeFledged.nodes,
+          logger: logger.child({ component: 'prepull-nodes' }),
+          registry: metrics.registry,
+        })
+      : undefined
   const ownNamespace = options.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE
   const remediation =
     kube && pods && namespaces && remediating
@@ -266,6 +283,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   await webhook.listen({ port: options.port, host: options.host })
   reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
+  nodeRefresher?.start()
+  nodes?.start()
   remediation?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
@@ -339,6 +358,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     reachability,
     prepull,
     pods,
+    nodes,
     remediation,
     allowlists,
     pullSecrets,
@@ -356,13 +376,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await drain()
         const steps: string[] = []
         if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
+        if (nodeRefresher) steps.push(await finalStep('node refresh stop', () => nodeRefresher.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
         if (pullSecrets) steps.push(await finalStep('pull Secret copies stop', () => pullSecrets.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
         if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
         await allowlists?.stop()
-        await Promise.all([pods?.stop(), namespaces?.stop()])
+        await Promise.all([pods?.stop(), namespaces?.stop(), nodes?.stop()])
         if (kube) await (await import('./kube/client.js')).closeClients(kube.kubeConfig)
         logger.info({ steps }, 'stopped')
       })()

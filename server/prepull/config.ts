@@ -1,5 +1,6 @@
 // The `kubeFledged` configuration section: where and how ImageCaches are written.
 import { z } from 'zod'
+import { nodeRefreshSchema } from './nodes.js'
 
 // Label keys and values as the API server validates them (a nodeSelector is a label match).
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/
@@ -32,6 +33,8 @@ export const kubeFledgedSchema = z
     nodeSelector: z
       .record(z.string().regex(LABEL_KEY, 'must be a label key'), z.string().regex(LABEL_VALUE, 'must be a label value'))
       .optional(),
+    // New nodes and images the kubelet removed: refreshes of the caches a node should hold (server/prepull/nodes.ts).
+    nodes: nodeRefreshSchema.prefault({}),
     // Secrets in `namespace` used to pull from the mirror.
     imagePullSecrets: z.array(z.string().trim().max(253).regex(DNS_SUBDOMAIN, 'must be a Secret name')).default([]),
     // An image already ensured is not looked at again for this long.

@@ -11,6 +11,7 @@ import type { KubeFledgedConfig } from './config.js'
 import { type CacheState, type ImageCache, imageOf, isKubeFledgedPod, type NodeFailure, viewOf } from './imagecache.js'
 import { CachedPodSource, KubeImageCacheApi, type PodSource } from './kubeapi.js'
 import { PrepullMetrics } from './metrics.js'
+import { type ChooseCaches, refreshChosen, type RefreshOutcome } from './nodes.js'
 import { TokenBucket, WorkQueue } from './queue.js'
 import { Reconciler } from './reconciler.js'
 import { CacheStatus } from './status.js'
@@ -43,6 +44,7 @@ export class Prepull {
   private readonly reconciler: Reconciler
   private readonly status: CacheStatus
   private readonly availability: KubeFledgedAvailability
+  private readonly limiter: TokenBucket
   private sweepTimer?: TimerHandle
   private sweeping?: Promise<void>
   private running = false
@@ -85,12 +87,13 @@ export class Prepull {
       },
       onMissing: () => void this.watcher.stop(),
     })
+    this.limiter = new TokenBucket(c.writesPerSecond, c.writeBurst, this.clock)
     this.reconciler = new Reconciler({
       api: this.api,
       store: this.watcher,
       usage: this.usage,
       settings: c,
-      limiter: new TokenBucket(c.writesPerSecond, c.writeBurst, this.clock),
+      limiter: this.limiter,
       clock: this.clock,
       metrics: this.metrics,
       logger,
@@ -177,6 +180,28 @@ export class Prepull {
 
   stateCounts(): Record<string, number> {
     return this.status.counts()
+  }
+
+  /**
+   * The node hook (server/prepull/nodes.ts): `choose` picks, from the managed caches as last seen,
+   * those a new node or a node that lost an image should get again; each gets kube-fledged's
+   * refresh annotation, with the write rate limit of every other write, never while Processing.
+   * Undefined (nothing chosen) while kube-fledged is missing or its caches are not listed yet.
+   */
+  refreshCaches(choose: ChooseCaches): Promise<Map<string, RefreshOutcome> | undefined> {
+    return refreshChosen(
+      {
+        api: this.api,
+        caches: () => this.watcher.list(),
+        get: (name) => this.watcher.get(name),
+        limiter: this.limiter,
+        metrics: this.metrics,
+        clock: this.clock,
+        ready: () => this.running && this.available && this.watcher.synced,
+        logger: this.o.logger,
+      },
+      choose,
+    )
   }
 
   private armSweep(): void {

@@ -402,8 +402,8 @@ if (cp) {
         apiVersion: 'rbac.authorization.k8s.io/v1',
         kind: 'ClusterRole',
         metadata: { name: 'mirrorhook-pods' },
-        // The shared Pod watch (list, then watch), as the chart grants it.
-        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] }],
+        // The shared Pod watch and the Node watch (list, then watch), as the chart grants them.
+        rules: [{ apiGroups: [''], resources: ['pods', 'nodes'], verbs: ['list', 'watch'] }],
       },
       {
         apiVersion: 'rbac.authorization.k8s.io/v1',

@@ -221,6 +221,7 @@ if (!existsSync(HELM)) {
         verbs: ['get', 'patch'],
       },
       { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
+      { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch'] },
       { apiGroups: [''], resources: ['namespaces', 'events'], verbs: ['list', 'watch'] },
       { apiGroups: [''], resources: ['pods/eviction'], verbs: ['create'] },
       { apiGroups: [''], resources: ['events'], verbs: ['create'] },
@@ -267,6 +268,11 @@ if (!existsSync(HELM)) {
       ),
       'no learning: no Event watch (remediation only creates Events)',
     )
+    const nodeRules = (rendered: Manifest[]) =>
+      find(rendered, 'ClusterRole').rules.filter((r: { resources: string[] }) => r.resources.includes('nodes'))
+    t.same(nodeRules(rendered), [{ apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch'] }], 'pre-pull on: the Node watch')
+    t.same(nodeRules(await render({ config: { kubeFledged: { nodes: { enabled: false } } } })), [], 'node refresh off: no Node watch')
+    t.same(nodeRules(await render({ config: { kubeFledged: { enabled: false } } })), [], 'pre-pull off: no Node watch')
     const off = await render({
       config: { kubeFledged: { enabled: false }, reachability: { enabled: false }, remediation: { enabled: false } },
       tls: { mode: 'cert-manager' },

@@ -123,6 +123,14 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
   t.strictSame(d, {
     enabled: true,
     namespace: 'kube-fledged',
+    nodes: {
+      enabled: true,
+      quietSeconds: 5,
+      maxWaitSeconds: 30,
+      nodeStatusMaxImages: 50,
+      collectedRefreshSeconds: 600,
+      busyRetrySeconds: 5,
+    },
     imagePullSecrets: [],
     dedupeSeconds: 600,
     writesPerSecond: 5,

@@ -51,6 +51,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if dig "kubeFledged" "enabled" true .Values.config }}true{{ end -}}
 {{- end -}}
 
+{{- define "mirrorhook.nodeRefreshEnabled" -}}
+{{- if and (include "mirrorhook.prepullEnabled" .) (dig "kubeFledged" "nodes" "enabled" true .Values.config) }}true{{ end -}}
+{{- end -}}
+
 {{- define "mirrorhook.kubeFledgedNamespace" -}}
 {{- dig "kubeFledged" "namespace" "kube-fledged" .Values.config -}}
 {{- end -}}
