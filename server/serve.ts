@@ -15,6 +15,7 @@ import { findKubeConfig, type FoundKubeConfig } from './kube/kubeconfig.js'
 import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
+import type { Prewarmer } from './prewarm/prewarmer.js'
 import type { Remediator } from './remediation/remediator.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
@@ -59,6 +60,7 @@ export interface RunningServer {
   readonly prepull?: Prepull
   readonly pods?: PodCache
   readonly remediation?: Remediator
+  readonly prewarm?: Prewarmer
   close(): Promise<void>
 }
 
@@ -185,6 +187,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           prepull: prepull?.offer,
         })
       : undefined
+  // Scheduled pre-warm of workloads' images: off unless configured.
+  const prewarm =
+    kube && loaded.config.prewarm.enabled
+      ? new (await import('./prewarm/prewarmer.js')).Prewarmer({
+          kubeConfig: kube.kubeConfig,
+          config: loaded.config,
+          policy: loaded.policy,
+          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          prepull,
+          namespace: ownNamespace,
+          logger: logger.child({ component: 'prewarm' }),
+          registry: metrics.registry,
+        })
+      : undefined
+  if (loaded.config.prewarm.enabled && !kube) logger.warn('prewarm is enabled but no Kubernetes API was found: it does not run')
+  if (prewarm && !prepull) logger.warn('prewarm is enabled but kubeFledged is not: runs only report what they would pull')
   const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
   const webhook = await buildWebhookApp({
     logger,
@@ -218,6 +236,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   reloader?.start(options.certReloadIntervalMs)
   prepull?.start()
   remediation?.start()
+  prewarm?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
@@ -230,7 +249,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       static: [...loaded.policy.unreachable],
     })
     await ops.register(statePlugin, {
-      snapshot: () => ({ ...(reachability?.snapshot() ?? staticState()), remediations: remediation?.recent() ?? [] }),
+      snapshot: () => ({
+        ...(reachability?.snapshot() ?? staticState()),
+        remediations: remediation?.recent() ?? [],
+        ...(prewarm ? { prewarm: prewarm.lastRun() ?? null } : {}),
+      }),
     })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
@@ -287,6 +310,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     prepull,
     pods,
     remediation,
+    prewarm,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -301,6 +325,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         await drain()
         const steps: string[] = []
         if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
+        if (prewarm) steps.push(await finalStep('pre-warm stop', () => prewarm.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'

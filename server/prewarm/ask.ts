@@ -6,7 +6,7 @@ import type { TagResolver } from './registry-api.js'
 
 export const DOWN_AFTER_ERRORS = 2
 
-export interface RegistryTally {
+export type RegistryTally = {
   questions: number
   requests: number
   // Answered with a tag newer than the current one.
