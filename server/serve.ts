@@ -20,6 +20,7 @@ import type { NodeWatch } from './kube/nodes.js'
 import type { PodCache } from './kube/pods.js'
 import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
+import type { Prewarmer } from './prewarm/prewarmer.js'
 import type { Remediator } from './remediation/remediator.js'
 import type { PullSecretCopies } from './kube/pullsecrets.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
@@ -70,6 +71,7 @@ export interface RunningServer {
   readonly remediation?: Remediator
   readonly allowlists?: AllowlistStore
   readonly pullSecrets?: PullSecretCopies
+  readonly prewarm?: Prewarmer
   close(): Promise<void>
 }
 
@@ -252,6 +254,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // Without the copies, a credentialed mirror is never written into a Pod (its Secret would be missing).
     secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
   }
+  // Scheduled pre-warm of workloads' images: off unless configured.
+  const prewarm =
+    kube && loaded.config.prewarm.enabled
+      ? new (await import('./prewarm/prewarmer.js')).Prewarmer({
+          kubeConfig: kube.kubeConfig,
+          config: loaded.config,
+          policy: loaded.policy,
+          reachability: admissionView,
+          prepull,
+          namespace: ownNamespace,
+          logger: logger.child({ component: 'prewarm' }),
+          registry: metrics.registry,
+        })
+      : undefined
+  if (loaded.config.prewarm.enabled && !kube) logger.warn('prewarm is enabled but no Kubernetes API was found: it does not run')
+  if (prewarm && !prepull) logger.warn('prewarm is enabled but kubeFledged is not: runs only report what they would pull')
   const webhook = await buildWebhookApp({
     logger,
     metrics,
@@ -286,6 +304,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   nodeRefresher?.start()
   nodes?.start()
   remediation?.start()
+  prewarm?.start()
   selfManagedTls?.start(options.selfManagedTls?.checkIntervalMs ?? 60_000, (pair) => dynamic?.set(pair))
   let ops: FastifyInstance | undefined
   if (options.metricsPort !== undefined) {
@@ -301,7 +320,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       snapshot: () => {
         const snap = reachability?.snapshot() ?? staticState()
         const mirrors = mirrorStates(loaded.policy, context.reachability, snap.refusals, allowlists?.status(), Date.now())
-        return { ...snap, remediations: remediation?.recent() ?? [], mirrors }
+        return { ...snap, remediations: remediation?.recent() ?? [], mirrors, ...(prewarm ? { prewarm: prewarm.lastRun() ?? null } : {}) }
       },
     })
     await ops.listen({ port: options.metricsPort, host: options.host })
@@ -362,6 +381,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     remediation,
     allowlists,
     pullSecrets,
+    prewarm,
     close() {
       closing ??= (async () => {
         readiness.beginShutdown()
@@ -377,6 +397,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         const steps: string[] = []
         if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
         if (nodeRefresher) steps.push(await finalStep('node refresh stop', () => nodeRefresher.stop()))
+        if (prewarm) steps.push(await finalStep('pre-warm stop', () => prewarm.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
         if (pullSecrets) steps.push(await finalStep('pull Secret copies stop', () => pullSecrets.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.

@@ -1,6 +1,7 @@
 // The `mirrorhook` command line: this file registers the commands, one file each does one.
 import { Command } from 'commander'
 import { registerDryRun } from './dry-run.js'
+import { registerPrewarm } from './prewarm.js'
 import { registerRewrite } from './rewrite.js'
 import { registerServe } from './serve.js'
 import { registerState } from './state.js'
@@ -13,6 +14,7 @@ export function buildCli(): Command {
   registerDryRun(program)
   registerRewrite(program)
   registerState(program)
+  registerPrewarm(program)
   return program
 }
 

@@ -6,6 +6,7 @@ import { z } from 'zod'
 import { ConfigError, coreConfigShape, DEFAULT_NAMESPACE, describeIssue, normaliseMirrorPrefix, splitList } from '../core/config.js'
 import { serverSchema } from '../http/config.js'
 import { kubeFledgedSchema } from '../prepull/config.js'
+import { prewarmSchema } from '../prewarm/config.js'
 import { reachabilitySchema } from '../reachability/config.js'
 import { remediationSchema } from '../remediation/config.js'
 
@@ -20,6 +21,8 @@ export const configSchema = z
     server: serverSchema.prefault({}),
     // Pods already failing to pull (server/remediation/config.ts).
     remediation: remediationSchema.prefault({}),
+    // Scheduled pre-warm of workloads' images (server/prewarm/config.ts).
+    prewarm: prewarmSchema.prefault({}),
   })
   .strict()
 

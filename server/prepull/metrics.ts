@@ -71,7 +71,7 @@ export class PrepullMetrics {
     })
     this.dropped = new Counter({
       name: 'mirrorhook_prepull_dropped_total',
-      help: 'Images not queued because the queue was full, by source (admission, status); the next Pod sweep recovers them.',
+      help: 'Images not queued because the queue was full, by source (admission, remediation, prewarm, sweep, status); the next Pod sweep recovers them.',
       labelNames: ['source'],
       registers,
     })

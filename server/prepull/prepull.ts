@@ -149,6 +149,19 @@ export class Prepull {
     if (result === 'dropped') this.metrics.dropped.inc({ source: 'remediation' })
   }
 
+  /**
+   * Pre-warm: images to pull ahead of any Pod (`original`: the reference it stands for), each
+   * counted as in use until `keepUntilMs`, so its cache is created now and not purged before then.
+   */
+  prewarm(entries: readonly { image: string; original?: string }[], keepUntilMs: number): void {
+    for (const { image, original } of entries) {
+      this.usage.pin(image, original, keepUntilMs)
+      const result = this.queue.offer(image)
+      this.metrics.offers.inc({ result })
+      if (result === 'dropped') this.metrics.dropped.inc({ source: 'prewarm' })
+    }
+  }
+
   start(): void {
     if (this.running) return
     this.running = true

@@ -7,6 +7,8 @@ export class UsageTracker implements UsageSource {
   private readonly admitted = new Map<string, number>()
   private readonly created = new Map<string, number>()
   private readonly originals = new Map<string, string>()
+  // Pre-warmed images: in use, whether or not a Pod runs them, until the time given.
+  private readonly pins = new Map<string, number>()
   private sweepStart?: number
   private sweepAt?: number
 
@@ -19,6 +21,12 @@ export class UsageTracker implements UsageSource {
     this.seen.set(image, now)
     if (source === 'admission') this.admitted.set(image, now)
     // The first spelling seen is the one recorded on the object.
+    if (original !== undefined && original !== image && !this.originals.has(image)) this.originals.set(image, original)
+  }
+
+  /** Counts the image as in use until `untilMs` (pre-warm: until after its next run). */
+  pin(image: string, original: string | undefined, untilMs: number): void {
+    if (untilMs > (this.pins.get(image) ?? -Infinity)) this.pins.set(image, untilMs)
     if (original !== undefined && original !== image && !this.originals.has(image)) this.originals.set(image, original)
   }
 
@@ -43,6 +51,7 @@ export class UsageTracker implements UsageSource {
       }
     }
     for (const [image, at] of this.admitted) if (now - at > this.admissionGraceMs) this.admitted.delete(image)
+    for (const [image, until] of this.pins) if (until <= now) this.pins.delete(image)
   }
 
   usage(image: string, now: number): Usage {
@@ -50,19 +59,26 @@ export class UsageTracker implements UsageSource {
     const created = this.created.get(image)
     // An admitted Pod may be stored only after a sweep listed the Pods: admission alone counts for a while.
     const admitted = this.admitted.get(image)
+    const pinned = (this.pins.get(image) ?? -Infinity) > now
     const inUse =
+      pinned ||
       (admitted !== undefined && now - admitted <= this.admissionGraceMs) ||
       (this.sweepStart === undefined ? seen !== undefined : Math.max(seen ?? -Infinity, created ?? -Infinity) >= this.sweepStart)
     const last = Math.max(seen ?? -Infinity, created ?? -Infinity)
     return {
       inUse,
       usageKnown: this.sweepAt !== undefined && now - this.sweepAt <= 2 * this.sweepMs + 60_000,
-      recentlyUsed: now - last < this.purgeAfterMs,
+      recentlyUsed: pinned || now - last < this.purgeAfterMs,
     }
   }
 
   original(image: string): string | undefined {
     return this.originals.get(image)
+  }
+
+  /** Until when the image is pinned by pre-warm, if it is. */
+  pinnedUntil(image: string): number | undefined {
+    return this.pins.get(image)
   }
 
   // Three sweeps: a Pod is stored seconds after its admission, so one of them lists it.

@@ -195,6 +195,18 @@ export function formatState(loaded: LoadedState, staticUnreachable: readonly str
       ])
     out.push('', table(rows))
   }
+  if (snapshot.prewarm !== undefined) {
+    const p = snapshot.prewarm
+    const registriesDown = Object.entries(p?.registries ?? {})
+      .filter(([, r]) => (r.errors ?? 0) > 0)
+      .map(([name, r]) => `${name}${r.down ? ` (${r.down})` : ''}`)
+    out.push(
+      '',
+      p
+        ? `last pre-warm run: ${p.result}${p.scheduledFor ? ` for ${p.scheduledFor.replace(/\.\d{3}Z$/, 'Z')}` : ''}, finished ${p.finishedAt.replace(/\.\d{3}Z$/, 'Z')} (${ago(now - Date.parse(p.finishedAt))}): ${p.workloads ?? 0} workloads, ${p.images ?? 0} images, ${p.newerTags ?? 0} newer tags${registriesDown.length ? `; registries not answering: ${registriesDown.join(', ')}` : ''}${p.error ? `; ${p.error}` : ''}`
+        : 'last pre-warm run: none yet',
+    )
+  }
   if (snapshot.probesOffline)
     out.push('', "note: no probe target answers; probe failures are ignored until one does (check the webhook's egress)")
   out.push('', `source: ${loaded.source}, written ${snapshot.writtenAt}${snapshot.writer ? ` by ${snapshot.writer}` : ''}`)

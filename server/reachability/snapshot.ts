@@ -57,6 +57,20 @@ const remediationSchema = z.object({
   reason: z.string().optional(),
 })
 
+// The last pre-warm run, as server/prewarm/prewarmer.ts reports it.
+const prewarmRunSchema = z.looseObject({
+  scheduledFor: time.optional(),
+  startedAt: time,
+  finishedAt: time,
+  result: z.string(),
+  by: z.string().optional(),
+  workloads: z.number().optional(),
+  images: z.number().optional(),
+  newerTags: z.number().optional(),
+  registries: z.record(z.string(), z.looseObject({ errors: z.number().optional(), down: z.string().optional() })).optional(),
+  error: z.string().optional(),
+})
+
 export const snapshotSchema = z.object({
   version: z.literal(1),
   writtenAt: time,
@@ -71,6 +85,8 @@ export const snapshotSchema = z.object({
   remediations: z.array(remediationSchema).optional(),
   // Only in GET /state: each configured mirror's health, allowlist and refusals (server/mirrors/state.ts).
   mirrors: z.array(mirrorStateSchema).optional(),
+  // Only in GET /state: the last pre-warm run (server/prewarm/), null before the first one.
+  prewarm: prewarmRunSchema.nullable().optional(),
 })
 
 export type StateSnapshot = z.infer<typeof snapshotSchema>

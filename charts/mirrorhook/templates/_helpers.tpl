@@ -87,3 +87,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "mirrorhook.remediationLease" -}}
 {{- dig "remediation" "lease" "mirrorhook-remediation" .Values.config -}}
 {{- end -}}
+
+{{/* Scheduled pre-warm of workloads' images: off unless configured. */}}
+{{- define "mirrorhook.prewarmEnabled" -}}
+{{- if dig "prewarm" "enabled" false .Values.config }}true{{ end -}}
+{{- end -}}
+
+{{- define "mirrorhook.prewarmLease" -}}
+{{- dig "prewarm" "lease" "mirrorhook-prewarm" .Values.config -}}
+{{- end -}}

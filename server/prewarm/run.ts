@@ -1,0 +1,105 @@
+// One pre-warm pass, shared by the scheduled run and `mirrorhook prewarm --dry-run`: read the
+// workloads, ask the configured registries, plan the pulls. Nothing here writes anything.
+import { readFile } from 'node:fs/promises'
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
+import type { Logger } from 'pino'
+import type { Config } from '../config/config.js'
+import type { Policy } from '../core/policy.js'
+import type { ReachabilityView } from '../core/rewrite.js'
+import { apiClient } from '../kube/client.js'
+import { statusOf } from '../kube/errors.js'
+import { askRegistries, type Asked } from './ask.js'
+import type { WorkloadImage } from './collect.js'
+import type { PrewarmConfig, WorkloadKind } from './config.js'
+import { entriesOf, planRows, type PlanRow, type PrewarmEntry, questionsFor, registryTable } from './plan.js'
+import type { CreateTagResolver, TagResolver } from './registry-api.js'
+
+export interface WorkloadReader {
+  namespaces(config: Pick<PrewarmConfig, 'namespaces' | 'namespaceSelector'>, only?: string): Promise<string[]>
+  images(namespaces: readonly string[], kinds: readonly WorkloadKind[]): Promise<{ images: WorkloadImage[]; workloads: number }>
+}
+
+export interface PassInput {
+  config: Config
+  policy: Policy
+  reachability: ReachabilityView
+  workloads: WorkloadReader
+  resolvers: ReadonlyMap<string, TagResolver>
+  // Only this namespace (of the configured ones).
+  only?: string
+}
+
+export interface Pass {
+  namespaces: string[]
+  workloads: number
+  images: WorkloadImage[]
+  asked: Asked
+  rows: PlanRow[]
+  entries: PrewarmEntry[]
+}
+
+export async function prewarmPass(input: PassInput): Promise<Pass> {
+  const c = input.config.prewarm
+  const namespaces = await input.workloads.namespaces(c, input.only)
+  const { images, workloads } = await input.workloads.images(namespaces, c.kinds)
+  const table = registryTable(c.registries)
+  const asked = await askRegistries(questionsFor(images, table), input.resolvers, c.concurrency)
+  const rows = planRows(images, {
+    current: c.current,
+    policy: input.policy,
+    reachability: input.reachability,
+    table,
+    answers: asked.answers,
+  })
+  return { namespaces, workloads, images, asked, rows, entries: entriesOf(rows) }
+}
+
+// A resolver that only fails, for a registry whose CA or credentials cannot be read: counted and
+// logged like a registry that does not answer.
+const failing = (message: string): TagResolver => ({ newest: () => Promise.reject(new Error(message)) })
+
+/**
+ * One resolver per configured registry, with its CA file and the `.dockerconfigjson` of its
+ * credentials Secret (in mirrorhook's namespace), read now so that rotated ones are used.
+ */
+export async function buildResolvers(
+  registries: PrewarmConfig['registries'],
+  deps: { kubeConfig?: KubeConfig; namespace: string; create: CreateTagResolver; logger?: Logger; now?: () => number },
+): Promise<Map<string, TagResolver>> {
+  const out = new Map<string, TagResolver>()
+  const core = deps.kubeConfig ? apiClient(deps.kubeConfig, CoreV1Api) : undefined
+  for (const [host, entry] of Object.entries(registries)) {
+    let caPem: string | undefined
+    let dockerConfigJson: string | undefined
+    try {
+      if (entry.caFile) {
+        try {
+          caPem = await readFile(entry.caFile, 'utf8')
+        } catch (error) {
+          throw new Error(`cannot read caFile ${entry.caFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+            cause: error,
+          })
+        }
+      }
+      if (entry.credentialsSecret) {
+        const where = `Secret ${deps.namespace}/${entry.credentialsSecret}`
+        if (!core) throw new Error(`cannot read ${where}: no Kubernetes API`)
+        let data: Record<string, string> | undefined
+        try {
+          data = (await core.readNamespacedSecret({ name: entry.credentialsSecret, namespace: deps.namespace })).data
+        } catch (error) {
+          throw new Error(`cannot read ${where}: ${statusOf(error) ? `HTTP ${statusOf(error)}` : (error as Error).message}`, {
+            cause: error,
+          })
+        }
+        const encoded = data?.['.dockerconfigjson']
+        if (!encoded) throw new Error(`${where} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson)`)
+        dockerConfigJson = Buffer.from(encoded, 'base64').toString('utf8')
+      }
+      out.set(host, deps.create(host, entry, { caPem, dockerConfigJson, logger: deps.logger, now: deps.now }))
+    } catch (error) {
+      out.set(host, failing((error as Error).message))
+    }
+  }
+  return out
+}
