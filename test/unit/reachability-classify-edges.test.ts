@@ -94,6 +94,7 @@ const exact: [string, string, PullFailure][] = [
   ],
   ['statuscode: 503', 'statuscode: 503 from the mirror', { kind: 'network', cause: 'HTTP 503' }],
   ['HTTP status: 501 (the second number)', 'HTTP status: 501', { kind: 'network', cause: 'HTTP 501' }],
+  ['HTTP status: 505 is none of them', 'HTTP status: 505', { kind: 'other', cause: 'unrecognised pull error' }],
   ['status 505 is none of them', 'unexpected status code 505', { kind: 'other', cause: 'unrecognised pull error' }],
   ['connection dropped', 'reading blob: unexpected EOF', { kind: 'network', cause: 'connection dropped' }],
   ['GOAWAY', 'http2: server sent GOAWAY and closed the connection', { kind: 'network', cause: 'connection dropped' }],

@@ -449,6 +449,11 @@ t.test('the refusal cap: 2000, the least recently refused goes, a repeat of a kn
   t.equal(tbl.refuse(repo(2001), 'HTTP 403', T0 + 3002), true)
   t.equal(tbl.refusal(repo(1), T0 + 3002), undefined, 'then the next oldest')
   t.equal(tbl.refusal(repo(2), T0 + 3002), 'HTTP 403, since 2026-03-01T10:00:00Z')
+  // image-2, now listed first, refused again: image-3 is the least recently refused.
+  t.equal(tbl.refuse(repo(2), 'HTTP 403 again', T0 + 3003), false)
+  t.equal(tbl.refuse(repo(2002), 'HTTP 403', T0 + 3004), true)
+  t.equal(tbl.refusal(repo(3), T0 + 3004), undefined, 'not the first listed, the least recently refused')
+  t.equal(tbl.refusal(repo(2), T0 + 3004), 'HTTP 403 again, 2x, since 2026-03-01T10:00:00Z')
 })
 
 t.test('the registry cap: lapsed records go first, the first listed among equals; else the least recently updated', async (t) => {
@@ -465,6 +470,19 @@ t.test('the registry cap: lapsed records go first, the first listed among equals
   tbl.observe('new2.example', obs(T0 + 35 * MIN, 'fail', 'pod', 'i/o timeout'))
   t.equal(tbl.get('r1.example'), undefined)
   t.equal(tbl.get('r2.example')?.state, 'unknown')
+
+  // Among lapsed records, the one whose lapse was noticed first, wherever it is listed.
+  const { tbl: lapsed } = table()
+  lapsed.observe('a.example', obs(T0 + 10 * MIN, 'ok')) // expires T0 + 40 min
+  lapsed.observe('b.example', obs(T0, 'ok')) // expires T0 + 30 min
+  for (let i = 2; i < 500; i++) lapsed.observe(`r${i}.example`, obs(T0 + 20 * MIN + i, 'ok'))
+  lapsed.expire(T0 + 35 * MIN) // b lapses: updated at T0 + 35 min
+  lapsed.expire(T0 + 45 * MIN) // a lapses: updated at T0 + 45 min
+  t.equal(lapsed.get('b.example')?.updatedAt, T0 + 35 * MIN)
+  t.equal(lapsed.get('a.example')?.updatedAt, T0 + 45 * MIN)
+  lapsed.observe('c.example', obs(T0 + 45 * MIN, 'ok'))
+  t.equal(lapsed.get('b.example'), undefined)
+  t.equal(lapsed.get('a.example')?.state, 'unknown')
 
   // Without lapsed records, the least recently updated; among equals the first listed.
   const { tbl: full } = table()
