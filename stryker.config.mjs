@@ -9,7 +9,12 @@ const groups = {
   },
   reachability: {
     mutate: ['server/reachability/state.ts', 'server/reachability/classify.ts'],
-    testFiles: ['test/unit/reachability-classify.test.ts', 'test/unit/reachability-state.test.ts'],
+    testFiles: [
+      'test/unit/reachability-classify.test.ts',
+      'test/unit/reachability-state.test.ts',
+      'test/unit/reachability-state-edges.test.ts',
+      'test/unit/reachability-classify-edges.test.ts',
+    ],
   },
   admission: {
     mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/manifests.ts'],

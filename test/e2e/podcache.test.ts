@@ -109,7 +109,10 @@ if (cp) {
     await until('gcr.io unreachable', async () =>
       webhook.server.reachability!.view().status('gcr.io').state === 'unreachable' ? true : undefined,
     )
-    t.match(webhook.server.reachability!.view().status('gcr.io').evidence, /pod team-c\/early/)
+    t.match(
+      webhook.server.reachability!.view().status('gcr.io').evidence,
+      /^pod status: i\/o timeout pulling gcr\.io\/acme\/early:1 \(pod team-c\/early\), since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
+    )
   })
 
   t.test('the shared cache holds only the fields mirrorhook reads, and feeds pre-pull and learning', async (t) => {
@@ -164,6 +167,9 @@ if (cp) {
     await until('quay.io unreachable', async () =>
       webhook.server.reachability!.view().status('quay.io').state === 'unreachable' ? true : undefined,
     )
-    t.match(webhook.server.reachability!.view().status('quay.io').evidence, /pod team-b\/web/)
+    t.match(
+      webhook.server.reachability!.view().status('quay.io').evidence,
+      /^pod status: i\/o timeout pulling quay\.io\/acme\/app:1 \(pod team-b\/web\), since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/,
+    )
   })
 }

@@ -159,7 +159,26 @@ if (cluster) {
         [busyboxMirror, nginxMirror],
         "busybox through the mirror too (kube-fledged's BUSYBOX_IMAGE is on Docker Hub)",
       )
-      t.match(p.metadata.labels, { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', controller: 'kubefledged-controller' })
+      const { app, kubefledged, controller, imagecache } = p.metadata.labels
+      t.strictSame(
+        { app, kubefledged, controller, imagecache },
+        { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', controller: 'kubefledged-controller', imagecache: name },
+        "kube-fledged's labels on its pull Job's Pod",
+      )
+      t.strictSame(
+        Object.keys(p.metadata.labels).sort(),
+        [
+          'app',
+          'batch.kubernetes.io/controller-uid',
+          'batch.kubernetes.io/job-name',
+          'controller',
+          'controller-uid',
+          'imagecache',
+          'job-name',
+          'kubefledged',
+        ],
+        'and the Job controller’s, nothing else',
+      )
     }
     t.same(
       jobs.map((p) => p.status?.phase),
