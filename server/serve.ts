@@ -237,6 +237,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           sourceNamespace: ownNamespace,
           names: pullSecretNames,
           excludedNamespaces: loaded.policy.excludedNamespaces,
+          // kube-fledged's pull Jobs pull from the mirror too (with kubeFledged.imagePullSecrets naming the Secret).
+          alsoIn: kubeFledged.enabled ? [kubeFledged.namespace] : [],
           resyncMs: loaded.config.pull.secretResyncSeconds * 1000,
           logger,
         })

@@ -24,6 +24,8 @@ export interface PullSecretCopiesOptions {
   names: readonly string[]
   // Never written to (admission does not mutate there).
   excludedNamespaces: ReadonlySet<string>
+  // Namespaces that get a copy whether or not they opted in (kube-fledged's, where its pull Jobs run).
+  alsoIn?: readonly string[]
   resyncMs: number
   logger: Logger
 }
@@ -77,6 +79,7 @@ export class PullSecretCopies implements PullSecretView {
     this.unsubscribe = this.options.namespaces.subscribe({
       add: (ns) => this.enqueue(ns),
       delete: (ns) => {
+        if (this.wanted(ns)) return
         this.pending.delete(ns)
         this.removals.add(ns)
         for (const name of this.options.names) this.ready.delete(`${ns}/${name}`)
@@ -96,6 +99,15 @@ export class PullSecretCopies implements PullSecretView {
   /** Resolves when nothing is left to do (tests). */
   async idle(): Promise<void> {
     while (this.worker) await this.worker
+  }
+
+  // Kept without opting in.
+  private wanted(namespace: string): boolean {
+    return this.options.alsoIn?.includes(namespace) ?? false
+  }
+
+  private targets(): string[] {
+    return [...new Set([...this.options.namespaces.names(), ...(this.options.alsoIn ?? [])])]
   }
 
   private enqueue(namespace: string): void {
@@ -154,8 +166,8 @@ export class PullSecretCopies implements PullSecretView {
         }
       }
     }
-    if (changed) for (const ns of this.options.namespaces.names()) this.enqueue(ns)
-    for (const ns of this.failed) if (this.options.namespaces.has(ns)) this.enqueue(ns)
+    if (changed) for (const ns of this.targets()) this.enqueue(ns)
+    for (const ns of this.failed) if (this.options.namespaces.has(ns) || this.wanted(ns)) this.enqueue(ns)
     this.failed.clear()
     if (!this.stopped) {
       this.timer = setTimeout(() => void this.resync(), this.options.resyncMs)
@@ -206,7 +218,7 @@ export class PullSecretCopies implements PullSecretView {
           this.logger.info({ namespace, secret: name }, 'updated the copy of the mirror pull Secret')
         }
         // Opted out meanwhile: not ready, and the removal queued behind this will delete it.
-        if (this.options.namespaces.has(namespace) || namespace === this.options.sourceNamespace) this.ready.add(key)
+        if (this.options.namespaces.has(namespace) || this.wanted(namespace)) this.ready.add(key)
       } catch (error) {
         const e = apiErrorOf(error, `copy pull Secret ${name} to ${namespace}`)
         this.ready.delete(key)
