@@ -233,7 +233,8 @@ export interface RefreshDeps {
 /**
  * The refresh path for node events: the chosen caches get kube-fledged's refresh annotation, each
  * write through pre-pull's rate limit, each checked again just before (never while Processing).
- * Undefined when pre-pull is not ready (kube-fledged missing or its caches not listed yet).
+ * Undefined when pre-pull is not ready (kube-fledged missing or its caches not listed yet); a
+ * cache chosen but not answered (pre-pull stopped meanwhile) is not in the map.
  */
 export async function refreshChosen(deps: RefreshDeps, choose: ChooseCaches): Promise<Map<string, RefreshOutcome> | undefined> {
   if (!deps.ready()) return undefined
@@ -241,6 +242,8 @@ export async function refreshChosen(deps: RefreshDeps, choose: ChooseCaches): Pr
   const out = new Map<string, RefreshOutcome>()
   for (const name of names) {
     await deps.limiter.take()
+    // Stopped (or kube-fledged gone) while waiting for the rate limit: the rest is not answered.
+    if (!deps.ready()) break
     const cache = deps.get(name)
     if (!cache) {
       out.set(name, 'gone')

@@ -450,6 +450,9 @@ t.test('refreshChosen: the annotation with the resourceVersion seen, rate-limite
     retries: 1,
   })
   t.equal(await refreshChosen({ ...deps, ready: () => false }, () => t.fail('not asked when not ready') as never), undefined)
+  let answers = 2
+  const stopping = await refreshChosen({ ...deps, ready: () => answers-- > 0 }, () => ['ok', 'down', 'refused'])
+  t.same([...stopping!], [['ok', 'refreshed']], 'stopped while waiting for the rate limit: nothing more is written')
 })
 
 class FakeNodes {
