@@ -78,9 +78,19 @@ export function mergeSignals(a: NodeSignal | undefined, b: NodeSignal): NodeSign
 }
 
 // kube-fledged decides "already on the node" by a substring match of the image against the names in
-// `status.images`; the same test here, so both agree on what a node holds.
+// `status.images`; the same test here for "still there", so mirrorhook never asks for an image
+// kube-fledged would find present.
 function lists(names: readonly string[], image: string): boolean {
   return names.some((name) => name.includes(image))
+}
+
+// Images (keys of `held`) a removed name stood for: the name starts with the image (a full
+// reference, or one with a tag or digest after it). Narrower than the substring test: an image
+// is taken as lost only on this evidence.
+function heldIn(removed: readonly string[], held: ReadonlyMap<string, unknown>): Set<string> {
+  const out = new Set<string>()
+  for (const name of removed) for (let k = 1; k <= name.length; k++) if (held.has(name.slice(0, k))) out.add(name.slice(0, k))
+  return out
 }
 
 /** A managed cache as the node decisions need it: any layout (one image per cache or several per list). */
@@ -148,18 +158,35 @@ export function chooseRefreshes(input: ChooseInput): Choice {
   const want = (cache: string, reason: RefreshReason) => {
     if (wanted.get(cache) !== 'node-ready') wanted.set(cache, reason)
   }
-  for (const s of input.signals) {
-    if (s.reason === 'node-ready') {
-      for (const c of input.caches)
-        if (c.inUse && c.lists.some((l) => l.images.length > 0 && selectorMatches(l.nodeSelector, s.labels))) want(c.name, s.reason)
-      continue
-    }
-    const now = input.node(s.node)
-    if (!now || !now.ready || atImageCap(now, input.nodeStatusMaxImages)) continue
-    const collected = (image: string) => lists(s.removed, image) && !lists(now.images, image)
+  const lost = input.signals.filter((s) => s.reason === 'image-collected')
+  if (lost.length > 0) {
+    // The caches holding each image, so a signal costs its removed names, not the number of caches.
+    const holders = new Map<string, CacheSummary[]>()
     for (const c of input.caches)
-      if (c.inUse && c.processed && c.lists.some((l) => selectorMatches(l.nodeSelector, now.labels) && l.images.some(collected)))
-        want(c.name, s.reason)
+      if (c.inUse && c.processed)
+        for (const image of new Set(c.lists.flatMap((l) => l.images))) holders.set(image, [...(holders.get(image) ?? []), c])
+    for (const s of lost) {
+      const now = input.node(s.node)
+      if (!now || !now.ready || atImageCap(now, input.nodeStatusMaxImages)) continue
+      for (const image of heldIn(s.removed, holders)) {
+        if (lists(now.images, image)) continue
+        for (const c of holders.get(image)!)
+          if (c.lists.some((l) => l.images.includes(image) && selectorMatches(l.nodeSelector, now.labels))) want(c.name, s.reason)
+      }
+    }
+  }
+  const ready = input.signals.filter((s) => s.reason === 'node-ready')
+  if (ready.length > 0) {
+    // Whether any node of the burst matches a nodeSelector: once per distinct selector (caches share a few).
+    const memo = new Map<string, boolean>()
+    const matchesBurst = (selector: Readonly<Record<string, string>>) => {
+      const key = JSON.stringify(Object.entries(selector).sort())
+      let m = memo.get(key)
+      if (m === undefined) memo.set(key, (m = ready.some((s) => selectorMatches(selector, s.labels))))
+      return m
+    }
+    for (const c of input.caches)
+      if (c.inUse && c.lists.some((l) => l.images.length > 0 && matchesBurst(l.nodeSelector))) want(c.name, 'node-ready')
   }
   const byName = new Map(input.caches.map((c) => [c.name, c]))
   const refresh: Choice['refresh'] = []
@@ -206,7 +233,8 @@ export interface RefreshDeps {
 /**
  * The refresh path for node events: the chosen caches get kube-fledged's refresh annotation, each
  * write through pre-pull's rate limit, each checked again just before (never while Processing).
- * Undefined when pre-pull is not ready (kube-fledged missing or its caches not listed yet).
+ * Undefined when pre-pull is not ready (kube-fledged missing or its caches not listed yet); a
+ * cache chosen but not answered (pre-pull stopped meanwhile) is not in the map.
  */
 export async function refreshChosen(deps: RefreshDeps, choose: ChooseCaches): Promise<Map<string, RefreshOutcome> | undefined> {
   if (!deps.ready()) return undefined
@@ -214,6 +242,8 @@ export async function refreshChosen(deps: RefreshDeps, choose: ChooseCaches): Pr
   const out = new Map<string, RefreshOutcome>()
   for (const name of names) {
     await deps.limiter.take()
+    // Stopped (or kube-fledged gone) while waiting for the rate limit: the rest is not answered.
+    if (!deps.ready()) break
     const cache = deps.get(name)
     if (!cache) {
       out.set(name, 'gone')

@@ -271,15 +271,33 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
     t.same(
       chooseRefreshes({ ...base, caches, signals: [lost('a', [`${NGINX}-rc1`])] }).refresh,
       [{ cache: 'nginx', reason: 'image-collected' }],
-      "kube-fledged's substring match: a lost name containing the image counts",
+      'a lost name that starts with the image counts (a tag or digest after it)',
     )
     for (const [name, signal] of [
       ['the node is at the cap now', lost('capped', [NGINX])],
       ['the node lists it again', lost('back', [NGINX])],
       ['the node is not Ready any more', lost('down', [NGINX])],
       ['the node is gone', lost('deleted', [NGINX])],
+      ['a lost name that only contains the image further in', lost('a', [`proxy.example/${NGINX}`])],
     ] as const)
       t.same(chooseRefreshes({ ...base, caches, signals: [signal] }).refresh, [], name)
+    t.same(
+      chooseRefreshes({
+        ...base,
+        caches: [
+          cache('batch', {
+            lists: [
+              { images: [REDIS, NGINX], nodeSelector: { pool: 'gpu' } },
+              { images: [NGINX], nodeSelector: { pool: 'cpu' } },
+            ],
+          }),
+          cache('batch-gpu', { lists: [{ images: [NGINX, REDIS], nodeSelector: { pool: 'gpu' } }] }),
+        ],
+        signals: [lost('a', [NGINX, 'm.daocloud.io/docker.io/library/unknown:1'])],
+      }).refresh,
+      [{ cache: 'batch', reason: 'image-collected' }],
+      'several images and lists per cache: the list whose selector matches the node holds the lost image',
+    )
     const limited = chooseRefreshes({
       ...base,
       caches,
@@ -432,6 +450,9 @@ t.test('refreshChosen: the annotation with the resourceVersion seen, rate-limite
     retries: 1,
   })
   t.equal(await refreshChosen({ ...deps, ready: () => false }, () => t.fail('not asked when not ready') as never), undefined)
+  let answers = 2
+  const stopping = await refreshChosen({ ...deps, ready: () => answers-- > 0 }, () => ['ok', 'down', 'refused'])
+  t.same([...stopping!], [['ok', 'refreshed']], 'stopped while waiting for the rate limit: nothing more is written')
 })
 
 class FakeNodes {
