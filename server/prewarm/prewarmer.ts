@@ -16,7 +16,7 @@ import { RunLease } from './lease.js'
 import { PrewarmMetrics } from './metrics.js'
 import type { PrewarmEntry } from './plan.js'
 import { type CreateTagResolver, createTagResolver } from './registry-api.js'
-import { buildResolvers, prewarmPass, type WorkloadReader } from './run.js'
+import { buildResolvers, closeResolvers, prewarmPass, type ResolverCache, type WorkloadReader } from './run.js'
 import { compileSchedule, dueRun, type Schedule } from './schedule.js'
 import { WorkloadSource } from './workloads.js'
 
@@ -74,6 +74,7 @@ export class Prewarmer {
   private stopped = true
   private last?: RunReport
   private recorded?: string
+  private readonly resolvers: ResolverCache = new Map()
 
   constructor(private readonly o: PrewarmerOptions) {
     const c = o.config.prewarm
@@ -109,6 +110,7 @@ export class Prewarmer {
     if (this.timer) this.clock.clearTimeout(this.timer)
     this.timer = undefined
     await this.running
+    closeResolvers(this.resolvers)
   }
 
   /** The last run: this replica's, or the one recorded on the Lease by whichever replica ran it. */
@@ -211,7 +213,9 @@ export class Prewarmer {
         namespace: this.o.namespace,
         create: this.o.createResolver ?? createTagResolver,
         logger: log,
+        metrics: { registryRequest: (registry) => this.metrics.requests.inc({ registry }) },
         now: () => this.clock.now(),
+        cache: this.resolvers,
       })
       const pass = await prewarmPass({
         config: this.o.config,
@@ -224,7 +228,6 @@ export class Prewarmer {
       this.o.prepull?.prewarm(pass.entries, keepUntil)
       const registries = Object.fromEntries(pass.asked.registries)
       for (const [registry, t] of Object.entries(registries)) {
-        this.metrics.requests.inc({ registry }, t.requests)
         this.metrics.tags.inc({ registry, result: 'newer' }, t.newer)
         this.metrics.tags.inc({ registry, result: 'current' }, t.same)
         this.metrics.tags.inc({ registry, result: 'error' }, t.errors)

@@ -48,14 +48,19 @@ export interface TagResolver {
   newest(repository: string, currentTag: string | undefined): Promise<Resolution>
 }
 
+export interface RegistryMetrics {
+  registryRequest(host: string, outcome: string): void
+}
+
 export interface TagResolverDeps {
   dockerConfigJson?: string
   caPem?: string
   logger?: Logger
+  metrics?: RegistryMetrics
   now?: () => number
 }
 
-export type CreateTagResolver = (host: string, entry: RegistryEntry, deps: TagResolverDeps) => TagResolver
+export type CreateTagResolver = (host: string, entry: RegistryEntry, deps: TagResolverDeps) => TagResolver & { close?(): void }
 
 export const createTagResolver: CreateTagResolver = (host) => ({
   newest: async () => {
