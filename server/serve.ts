@@ -1,7 +1,11 @@
 // `mirrorhook serve`: wires configuration, TLS, the two listeners and the
 // Kubernetes client together. Everything here is start-up and shutdown.
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import { staticReachability } from './core/rewrite.js'
+import { withAllowlists } from './core/allowlist.js'
+import { type ReachabilityView, staticReachability } from './core/rewrite.js'
+import type { AllowlistStore, AllowlistStoreOptions } from './mirrors/allowlists.js'
+import { mirrorStates } from './mirrors/state.js'
 import { loadConfig, type LoadedConfig } from './config/load.js'
 import { beginDrain, buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
@@ -17,6 +21,7 @@ import { Metrics } from './observability/metrics.js'
 import type { Prepull } from './prepull/prepull.js'
 import type { Prewarmer } from './prewarm/prewarmer.js'
 import type { Remediator } from './remediation/remediator.js'
+import type { PullSecretCopies } from './kube/pullsecrets.js'
 import { DynamicCertificateSource } from './tls/dynamic-source.js'
 import { CertificateReloader, type KeyPair, readKeyPair, type ReloaderEvents } from './tls/reloader.js'
 import type { SelfManagedTls, SelfManagedTlsOptions } from './tls/selfmanaged.js'
@@ -43,6 +48,8 @@ export interface ServeOptions {
   onAdmitted?: (event: AdmittedEvent) => void
   // Tests trust their own CA or resolver for registry probes.
   reachabilityProbe?: Partial<ProbeOptions>
+  // Tests check allowlist files and URLs more often.
+  allowlists?: Partial<Pick<AllowlistStoreOptions, 'fileCheckMs' | 'urlRefreshMs' | 'urlRetryMs' | 'timeoutMs'>>
 }
 
 export interface RunningServer {
@@ -61,6 +68,8 @@ export interface RunningServer {
   readonly pods?: PodCache
   readonly remediation?: Remediator
   readonly prewarm?: Prewarmer
+  readonly allowlists?: AllowlistStore
+  readonly pullSecrets?: PullSecretCopies
   close(): Promise<void>
 }
 
@@ -136,8 +145,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     kube && (learning || kubeFledged.enabled || remediating)
       ? new (await import('./kube/pods.js')).PodCache({ kubeConfig: kube.kubeConfig, logger })
       : undefined
+  // The mirrors' pull Secrets, copied into the opted-in namespaces (server/kube/pullsecrets.ts).
+  const pullSecretNames = (await import('./kube/pullsecrets.js')).mirrorPullSecretNames(loaded.policy.mirrors)
   const namespaces =
-    kube && (learning || remediating)
+    kube && (learning || remediating || pullSecretNames.length > 0)
       ? new (await import('./kube/namespaces.js')).OptedInNamespaces({
           kubeConfig: kube.kubeConfig,
           selector: loaded.config.reachability.learning.namespaceSelector,
@@ -160,6 +171,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       })
     : undefined
   await reachability?.start()
+  // The mirrors' allowlists, read before the first review (bounded wait) and kept current.
+  const allowlists =
+    loaded.policy.allowlists.size > 0
+      ? new (await import('./mirrors/allowlists.js')).AllowlistStore({
+          sources: loaded.policy.allowlists,
+          logger: logger.child({ component: 'allowlists' }),
+          ca: loaded.config.reachability.probes.caFile ? readFileSync(loaded.config.reachability.probes.caFile, 'utf8') : undefined,
+          env: options.env,
+          ...options.allowlists,
+        })
+      : undefined
+  await allowlists?.start()
+  const baseView = (): ReachabilityView => reachability?.view() ?? staticReachability(loaded.policy)
+  const admissionView = (): ReachabilityView => (allowlists ? withAllowlists(baseView(), allowlists) : baseView())
   const prepull =
     kube && kubeFledged.enabled
       ? new (await import('./prepull/prepull.js')).Prepull({
@@ -178,7 +203,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           pods,
           namespaces,
           policy: loaded.policy,
-          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          reachability: admissionView,
           config: loaded.config.remediation,
           intervalMs: loaded.config.imageCheckIntervalSeconds * 1000,
           namespace: ownNamespace,
@@ -187,6 +212,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           prepull: prepull?.offer,
         })
       : undefined
+  const pullSecrets =
+    kube && namespaces && pullSecretNames.length > 0
+      ? new (await import('./kube/pullsecrets.js')).PullSecretCopies({
+          kubeConfig: kube.kubeConfig,
+          namespaces,
+          sourceNamespace: ownNamespace,
+          names: pullSecretNames,
+          excludedNamespaces: loaded.policy.excludedNamespaces,
+          resyncMs: loaded.config.pull.secretResyncSeconds * 1000,
+          logger,
+        })
+      : undefined
+  if (pullSecretNames.length > 0 && !pullSecrets) {
+    logger.warn(
+      { secrets: pullSecretNames },
+      'no Kubernetes API: the mirror pull Secrets cannot be copied, so their mirrors get no rewrites',
+    )
+  }
+  pullSecrets?.start()
   // Scheduled pre-warm of workloads' images: off unless configured.
   const prewarm =
     kube && loaded.config.prewarm.enabled
@@ -194,7 +238,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           kubeConfig: kube.kubeConfig,
           config: loaded.config,
           policy: loaded.policy,
-          reachability: () => reachability?.view() ?? staticReachability(loaded.policy),
+          reachability: admissionView,
           prepull,
           namespace: ownNamespace,
           logger: logger.child({ component: 'prewarm' }),
@@ -203,7 +247,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       : undefined
   if (loaded.config.prewarm.enabled && !kube) logger.warn('prewarm is enabled but no Kubernetes API was found: it does not run')
   if (prewarm && !prepull) logger.warn('prewarm is enabled but kubeFledged is not: runs only report what they would pull')
-  const context: AdmissionContext = { policy: loaded.policy, reachability: reachability?.view() ?? staticReachability(loaded.policy) }
+  const context: AdmissionContext = {
+    policy: loaded.policy,
+    reachability: admissionView(),
+    // Without the copies, a credentialed mirror is never written into a Pod (its Secret would be missing).
+    secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
+  }
   const webhook = await buildWebhookApp({
     logger,
     metrics,
@@ -249,11 +298,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       static: [...loaded.policy.unreachable],
     })
     await ops.register(statePlugin, {
-      snapshot: () => ({
-        ...(reachability?.snapshot() ?? staticState()),
-        remediations: remediation?.recent() ?? [],
-        ...(prewarm ? { prewarm: prewarm.lastRun() ?? null } : {}),
-      }),
+      snapshot: () => {
+        const snap = reachability?.snapshot() ?? staticState()
+        const mirrors = mirrorStates(loaded.policy, context.reachability, snap.refusals, allowlists?.status(), Date.now())
+        return { ...snap, remediations: remediation?.recent() ?? [], mirrors, ...(prewarm ? { prewarm: prewarm.lastRun() ?? null } : {}) }
+      },
     })
     await ops.listen({ port: options.metricsPort, host: options.host })
   }
@@ -310,6 +359,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     prepull,
     pods,
     remediation,
+    allowlists,
+    pullSecrets,
     prewarm,
     close() {
       closing ??= (async () => {
@@ -327,9 +378,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         if (remediation) steps.push(await finalStep('remediation stop', () => remediation.stop()))
         if (prewarm) steps.push(await finalStep('pre-warm stop', () => prewarm.stop()))
         if (prepull) steps.push(await finalStep('pre-pull stop', () => prepull.stop()))
+        if (pullSecrets) steps.push(await finalStep('pull Secret copies stop', () => pullSecrets.stop()))
         // With a ConfigMap, stopping writes what this replica learned for the next one.
         const reachabilityStep = reachability?.features.persistence ? 'final state sync' : 'reachability stop'
         if (reachability) steps.push(await finalStep(reachabilityStep, () => reachability.stop()))
+        await allowlists?.stop()
         await Promise.all([pods?.stop(), namespaces?.stop()])
         if (kube) await (await import('./kube/client.js')).closeClients(kube.kubeConfig)
         logger.info({ steps }, 'stopped')

@@ -2,6 +2,7 @@
 // and the response; the HTTP plugin around it does logging, metrics and queues.
 import type { Policy } from '../core/policy.js'
 import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip, warningsFor } from '../core/pod.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { z } from 'zod'
 
@@ -94,7 +95,7 @@ function isPodRequest(req: AdmissionRequest): boolean {
 }
 
 /** Decides one admission request. Throws only on a programming error; the caller fails open. */
-export function admit(req: AdmissionRequest, policy: Policy, reachability: ReachabilityView): AdmissionResult {
+export function admit(req: AdmissionRequest, policy: Policy, reachability: ReachabilityView, secrets?: PullSecretView): AdmissionResult {
   const none = { patch: [], warnings: [], plans: [] }
   if (!isPodRequest(req)) return { outcome: 'ignored', ...none, ignoredBecause: `not a Pod (${req.kind?.kind ?? '?'})` }
   const operation = req.operation ?? 'CREATE'
@@ -111,7 +112,15 @@ export function admit(req: AdmissionRequest, policy: Policy, reachability: Reach
   // The API server keeps only spec.ephemeralContainers from this subresource: only
   // ephemeral containers are decided, and no annotation is written.
   const ephemeral = sub === 'ephemeralcontainers'
-  const plans = planSpec(pod.spec, policy, reachability, { oldSpec: old, fields: ephemeral ? ['ephemeralContainers'] : undefined })
+  const plans = planSpec(pod.spec, policy, reachability, {
+    oldSpec: old,
+    fields: ephemeral ? ['ephemeralContainers'] : undefined,
+    pod,
+    namespace: req.namespace,
+    // imagePullSecrets can be set only when the Pod is created.
+    canAddPullSecrets: operation === 'CREATE' && !ephemeral,
+    secrets,
+  })
   const mutation = mutatePod(pod, plans, { annotate: !ephemeral })
   const patch = mutation.patch
   return { outcome: patch.length > 0 ? 'mutated' : 'unchanged', patch, warnings: warningsFor(plans, mutation), plans }

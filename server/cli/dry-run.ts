@@ -10,6 +10,7 @@ import { planManifest } from '../core/manifests.js'
 import type { JsonPatchOp } from '../core/pod.js'
 import { staticReachability } from '../core/rewrite.js'
 import { loadConfig } from '../config/load.js'
+import { withAllowlistsOnce } from '../mirrors/allowlists.js'
 import { CliError, describeDecision } from './common.js'
 
 // Well above what one `helm template` of a large chart gives, and a bound on time: the YAML
@@ -122,7 +123,8 @@ export interface DryRunOptions {
 /** Prints the documents as they would be admitted, and on stderr each decision and why. No side effects. */
 export async function dryRun(options: DryRunOptions, io: DryRunIo): Promise<void> {
   const { policy } = await loadConfig(options.config)
-  const reachability = staticReachability(policy)
+  // The static list of unreachable registries, and the mirrors' allowlists as they read now.
+  const reachability = await withAllowlistsOnce(policy, staticReachability(policy), (line) => io.stderr.write(`${line}\n`))
   const text = await readInput(options.file, options.maxBytes ?? MAX_INPUT_BYTES, io.stdin)
   const lines = new LineCounter()
   const out: string[] = []
@@ -155,6 +157,11 @@ export async function dryRun(options: DryRunOptions, io: DryRunIo): Promise<void
         continue
       }
       for (const p of result.plans) notes.push(`${result.kind}/${result.name} ${p.field}[${p.name}]: ${describeDecision(p.decision)}\n`)
+      for (const op of result.patch) {
+        if (!op.path.includes('/imagePullSecrets') || op.op !== 'add') continue
+        const added = (Array.isArray(op.value) ? op.value : [op.value]) as { name: string }[]
+        for (const s of added) notes.push(`${result.kind}/${result.name}: imagePullSecrets += ${s.name} (the mirror's pull Secret)\n`)
+      }
       if (result.annotationSkipped) notes.push(`${result.kind}/${result.name}: annotation not written: ${result.annotationSkipped}\n`)
       applyToDocument(
         doc,

@@ -1,11 +1,15 @@
-// `mirrorhook state`: each registry with its state, the evidence and since when.
+// `mirrorhook state`: each registry with its state, the evidence and since when; each mirror
+// with its health, its allowlist and its refusals.
 import { type Command, Option } from 'commander'
 import { loadConfig } from '../config/load.js'
-import { formatState, loadState, type StateSource } from '../reachability/cli.js'
+import { mirrorStates } from '../mirrors/state.js'
+import { formatState, loadState, type StateSource, viewFor } from '../reachability/cli.js'
 
 async function state(options: { config?: string; output: string } & StateSource): Promise<void> {
   const { policy } = await loadConfig(options.config)
   const loaded = await loadState(policy, options)
+  // The ConfigMap holds no per-mirror summary: made here from the config and the stored state.
+  loaded.snapshot.mirrors ??= mirrorStates(policy, viewFor(policy, loaded), loaded.snapshot.refusals, undefined, Date.now())
   if (options.output === 'json') process.stdout.write(`${JSON.stringify(loaded.snapshot, null, 2)}\n`)
   else process.stdout.write(formatState(loaded, [...policy.unreachable]))
 }

@@ -24,12 +24,37 @@ export const DEFAULT_NAMESPACE = 'mirrorhook'
 
 const hostList = z.array(z.string().trim().min(1, 'must not be empty'))
 
+// One mirror, or several in order of preference.
+const mirrorList = z.union([z.string().trim().min(1), z.array(z.string().trim().min(1, 'must not be empty')).min(1, 'must not be empty')])
+
 const mirrorSchema = z
   .object({
     // `<prefix>/<source registry>/<path>` (DaoCloud style).
-    prefix: z.string().trim().min(1).optional(),
+    prefix: mirrorList.optional(),
     // Source registry → mirror repository prefix (`docker.m.daocloud.io`, `harbor.corp/dockerhub`).
-    hosts: z.record(z.string().trim().min(1), z.string().trim().min(1)).optional(),
+    hosts: z.record(z.string().trim().min(1), mirrorList).optional(),
+    // Mirror host or repository prefix → the list of repositories it serves (allows.txt format):
+    // a file path (re-read when it changes) or an https:// URL (fetched on a schedule).
+    allowlists: z.record(z.string().trim().min(1), z.string().trim().min(1)).optional(),
+    // Mirror registry host → pull Secret (in mirrorhook's namespace) for mirrors that need credentials.
+    pullSecrets: z.record(z.string().trim().min(1), z.string().trim().min(1)).optional(),
+  })
+  .strict()
+
+// Rules that depend on the container or the Pod, not only on the image (server/core/pullrules.ts).
+export const pullSchema = z
+  .object({
+    // `:latest` or no tag (no digest): mirror (the mirror may serve the tag's old manifest for
+    // as long as it caches manifests) or keep (pulled from the source, as written).
+    mutableTags: z.enum(['mirror', 'keep']).default('mirror'),
+    // Images of Pods with imagePullSecrets: keep (sent only to a mirror with credentials of its
+    // own) or mirror (sent to any mirror, as if public).
+    privateImages: z.enum(['keep', 'mirror']).default('keep'),
+    // kube-fledged's pull-Job init image (senthilrch/busybox, its BUSYBOX_IMAGE) is replaced by this
+    // image when it is mirrored (tag kept when none is given here); empty leaves it as is.
+    kubeFledgedBusybox: z.string().trim().default('docker.io/library/busybox'),
+    // Seconds between checks that the copies of mirror pull Secrets match their source.
+    secretResyncSeconds: z.number().int().positive().max(86400).default(60),
   })
   .strict()
 
@@ -53,16 +78,22 @@ export const coreConfigShape = {
   excludedNamespaces: z.array(z.string().trim().min(1)).default(['kube-system']),
   // Seconds between re-checks of failing Pods by remediation (IMAGE_CHECK_INTERVAL).
   imageCheckIntervalSeconds: z.number().int().positive().max(86400).default(10),
+  // Pull policy, private images, mirror credentials and kube-fledged's own pulls.
+  pull: pullSchema.prefault({}),
 }
 
 // Only its type is used: what the core's keys parse to.
 type CoreConfig = z.infer<z.ZodObject<typeof coreConfigShape>>
 
 /**
- * What the core reads: its own keys, and from the reachability section only what an
- * `unknown` registry means in mode auto.
+ * What the core reads: its own keys, from the reachability section only what an `unknown`
+ * registry means in mode auto, and kube-fledged's namespace.
  */
-export type PolicyConfig = CoreConfig & { readonly reachability: { readonly unknown: 'mirror' | 'direct' } }
+export type PolicyConfig = CoreConfig & {
+  readonly reachability: { readonly unknown: 'mirror' | 'direct' }
+  // Where kube-fledged runs its image-pull Jobs (their init image is replaced by pull.kubeFledgedBusybox).
+  readonly kubeFledged: { readonly namespace: string }
+}
 
 export class ConfigError extends Error {
   constructor(

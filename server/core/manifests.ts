@@ -58,7 +58,7 @@ export function planManifest(doc: unknown, policy: Policy, reachability: Reachab
   const judged = pointer === '' ? pod : { ...pod, metadata: { ...(isObj(pod.metadata) ? pod.metadata : {}), ownerReferences: undefined } }
   const skip = podSkipReason(judged, namespace, policy)
   if (skip) return { kind, name, plans: [], patch: [], skip }
-  const plans = planSpec(pod.spec, policy, reachability)
+  const plans = planSpec(pod.spec, policy, reachability, { pod, namespace })
   const mutation = mutatePod(pod, plans, { annotate: true })
   const patch = mutation.patch.map((op) => ({ ...op, path: `${pointer}${op.path}` }))
   return { kind, name, plans, patch, ...(mutation.annotationSkipped ? { annotationSkipped: mutation.annotationSkipped } : {}) }

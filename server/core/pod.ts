@@ -1,7 +1,8 @@
 // Pod-level rules and the patch. Pure: objects in, decisions and patch out.
 import jsonpatch, { type Operation } from 'fast-json-patch'
 import type { Policy } from './policy.js'
-import { decideImage, type ImageDecision, type KeepCode, type ReachabilityView } from './rewrite.js'
+import { type ContainerDecision, decideContainer, podContext, type PullSecretView } from './pullrules.js'
+import type { ReachabilityView } from './rewrite.js'
 
 export const ORIGINAL_IMAGES_ANNOTATION = 'mirrorhook.io/original-images'
 export const SKIP_LABEL = 'mirrorhook.io/skip'
@@ -21,7 +22,9 @@ export interface ImagePlan {
   // Position in the list as sent, counting entries that are not containers.
   readonly index: number
   readonly name: string
-  readonly decision: ImageDecision
+  readonly decision: ContainerDecision
+  // The mirror's pull Secret the Pod must carry for this rewrite.
+  readonly pullSecret?: string
 }
 
 type Obj = Record<string, unknown>
@@ -84,11 +87,23 @@ export interface PlanOptions {
   // unrelated update never restarts a container the webhook left alone.
   readonly oldSpec?: Obj
   readonly fields?: readonly ContainerField[]
+  // The Pod the spec belongs to (labels, namespace) and its namespace as the request names it.
+  readonly pod?: Obj
+  readonly namespace?: string
+  // Only a CREATE may add imagePullSecrets (default true: a manifest's Pods are new).
+  readonly canAddPullSecrets?: boolean
+  // Which mirror pull Secret copies exist; undefined assumes they all do (dry-run).
+  readonly secrets?: PullSecretView
 }
 
 /** Decides every container image of a Pod spec. */
 export function planSpec(spec: Obj, policy: Policy, reachability: ReachabilityView, options: PlanOptions = {}): ImagePlan[] {
   const plans: ImagePlan[] = []
+  const pod = podContext(options.pod ?? { spec }, spec, policy, {
+    namespace: options.namespace,
+    canAddPullSecrets: options.canAddPullSecrets ?? true,
+    secrets: options.secrets,
+  })
   for (const field of options.fields ?? CONTAINER_FIELDS) {
     const old = options.oldSpec ? imagesByName(options.oldSpec, field) : undefined
     for (const [container, index] of containersOf(spec, field)) {
@@ -96,13 +111,14 @@ export function planSpec(spec: Obj, policy: Policy, reachability: ReachabilityVi
       const image = container.image
       if (typeof image !== 'string' || image === '') continue
       if (old && old.has(name) && old.get(name) === image) continue
-      plans.push({ field, index, name, decision: decideImage(image, policy, reachability) })
+      const outcome = decideContainer({ field, container, image, pod }, policy, reachability)
+      plans.push({ field, index, name, decision: outcome.decision, ...(outcome.pullSecret ? { pullSecret: outcome.pullSecret } : {}) })
     }
   }
   return plans
 }
 
-type Rewrite = ImagePlan & { readonly decision: Extract<ImageDecision, { action: 'rewrite' }> }
+type Rewrite = ImagePlan & { readonly decision: Extract<ContainerDecision, { action: 'rewrite' }> }
 
 // Names are user data (`__proto__` is a valid container name): a Map, never object keys.
 function originals(existing: unknown, rewrites: readonly Rewrite[]): Map<string, string> {
@@ -164,6 +180,15 @@ export function mutatePod(pod: Obj, plans: readonly ImagePlan[], options: Mutate
     const copy = (admittedSpec[p.field] ??= [...list]) as unknown[]
     copy[p.index] = { ...(list[p.index] as Obj), image: p.decision.rewritten }
   }
+  // The mirrors' pull Secrets the Pod lacks, appended once each (planSpec kept the images whose
+  // Secret cannot be added: an UPDATE, or a spec.imagePullSecrets that is not a list).
+  const current = Array.isArray(spec.imagePullSecrets) ? spec.imagePullSecrets : undefined
+  const have = new Set((current ?? []).map((e: unknown) => (isObj(e) ? e.name : undefined)))
+  const missing = [...new Set(rewrites.map((p) => p.pullSecret).filter((s): s is string => s !== undefined && !have.has(s)))]
+  if (missing.length > 0 && (current !== undefined || spec.imagePullSecrets === undefined)) {
+    if (current) sentSpec.imagePullSecrets = current
+    admittedSpec.imagePullSecrets = [...(current ?? []), ...missing.map((name) => ({ name }))]
+  }
   let sentMetadata: Obj | undefined
   let admittedMetadata: Obj | undefined
 
@@ -207,7 +232,16 @@ function clip(s: string): string {
 }
 
 // Kept images an operator would expect to see mirrored get a warning saying why not.
-const WARN_WHEN_KEPT: ReadonlySet<KeepCode> = new Set(['unparseable', 'inexpressible', 'mirror-unreachable', 'mirror-refused'])
+export const WARN_WHEN_KEPT: ReadonlySet<string> = new Set([
+  'unparseable',
+  'inexpressible',
+  'mirror-unreachable',
+  'mirror-refused',
+  'needs-credentials',
+  'pull-policy-never',
+  'mutable-tag',
+  'mirror-credentials-missing',
+])
 
 /** Warnings for the admission response: each rewrite, each image left alone because it is invalid, a missing annotation. */
 export function warningsFor(plans: readonly ImagePlan[], mutation?: PodMutation): string[] {

@@ -27,13 +27,19 @@ export interface MirrorTarget {
   readonly repoPrefix: string
   // Its registry host, the only host a rewrite may point at.
   readonly domain: string
+  // The pull Secret rewritten Pods get for this mirror (mirror.pullSecrets, keyed by host).
+  readonly pullSecret?: string
 }
 
 // `C`: the configuration it was compiled from; a feature that reads its own section names it.
 export interface Policy<C extends PolicyConfig = PolicyConfig> {
   readonly config: C
-  readonly prefix?: MirrorTarget
-  readonly hosts: ReadonlyMap<string, MirrorTarget>
+  // Prefix-style mirrors, in order of preference (empty: none).
+  readonly prefix: readonly MirrorTarget[]
+  // Host-style mirrors per source registry, in order of preference; tried before the prefix mirrors.
+  readonly hosts: ReadonlyMap<string, readonly MirrorTarget[]>
+  // Where each mirror's allowlist comes from (file path or https URL), by the mirror's repoPrefix.
+  readonly allowlists: ReadonlyMap<string, string>
   readonly anyRegistry: boolean
   readonly registries: ReadonlySet<string>
   readonly unreachable: ReadonlySet<string>
@@ -64,6 +70,8 @@ function mirrorTarget(value: string, key: string, problems: string[]): MirrorTar
   return { repoPrefix, domain: parsed.ref.domain }
 }
 
+const SECRET_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+
 function registryName(value: string, key: string, problems: string[]): string | undefined {
   if (value === '*') return value
   if (!/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)(:[0-9]{1,5})?$/.test(value)) {
@@ -73,16 +81,73 @@ function registryName(value: string, key: string, problems: string[]): string | 
   return registryKey(value)
 }
 
+function mirrorList(value: string | readonly string[]): readonly string[] {
+  return typeof value === 'string' ? [value] : value
+}
+
+const HTTPS_URL = /^https:\/\/[^/\s]+(\/\S*)?$/i
+
 export function compilePolicy<C extends PolicyConfig>(config: C, source?: string): Policy<C> {
   const problems: string[] = []
+  // Every target on a host gets that host's pull Secret.
+  const secrets = new Map<string, string>()
+  for (const [host, name] of Object.entries(config.mirror.pullSecrets ?? {})) {
+    const key = registryName(host, `mirror.pullSecrets.${host}`, problems)
+    if (!SECRET_NAME.test(name) || name.length > 253) problems.push(`mirror.pullSecrets.${host}: "${name}" is not a Secret name`)
+    else if (key && key !== '*') secrets.set(key, name)
+  }
+  const withSecret = (m: MirrorTarget): MirrorTarget => {
+    const pullSecret = secrets.get(registryKey(m.domain))
+    return pullSecret ? { ...m, pullSecret } : m
+  }
+  // One object per repository prefix, whichever list names it.
+  const byPrefix = new Map<string, MirrorTarget>()
+  const targets = (value: string | readonly string[] | undefined, key: string): MirrorTarget[] => {
+    const out: MirrorTarget[] = []
+    mirrorList(value ?? []).forEach((entry, i) => {
+      const where = typeof value === 'string' ? key : `${key}[${i}]`
+      const made = mirrorTarget(entry, where, problems)
+      if (!made) return
+      const target = withSecret(made)
+      const known = byPrefix.get(target.repoPrefix) ?? target
+      byPrefix.set(known.repoPrefix, known)
+      if (out.includes(known)) problems.push(`${where}: "${entry}" is listed twice`)
+      else out.push(known)
+    })
+    return out
+  }
 
-  const prefix = config.mirror.prefix ? mirrorTarget(config.mirror.prefix, 'mirror.prefix', problems) : undefined
-  const hosts = new Map<string, MirrorTarget>()
+  const prefix = targets(config.mirror.prefix, 'mirror.prefix')
+  const hosts = new Map<string, MirrorTarget[]>()
   for (const [src, dst] of Object.entries(config.mirror.hosts ?? {})) {
     const source = registryName(src, `mirror.hosts.${src}`, problems)
-    const target = mirrorTarget(dst, `mirror.hosts.${src}`, problems)
-    if (source && source !== '*' && target) hosts.set(source, target)
+    const list = targets(dst, `mirror.hosts.${src}`)
+    if (source && source !== '*' && list.length > 0) hosts.set(source, list)
     if (source === '*') problems.push(`mirror.hosts.${src}: a host-mode mirror needs a source registry, not "*"`)
+  }
+  const mirrors = [...byPrefix.values()]
+  for (const host of secrets.keys()) {
+    if (!mirrors.some((m) => registryKey(m.domain) === host)) problems.push(`mirror.pullSecrets.${host}: no mirror is on this host`)
+  }
+
+  // Keyed by a mirror's repository prefix, or by its host for every mirror on that host
+  // (an entry for the repository prefix itself wins).
+  const allowlists = new Map<string, string>()
+  const entries = Object.entries(config.mirror.allowlists ?? {}).map(([key, where]) => ({ key, name: key.replace(/\/+$/, ''), where }))
+  const usable = entries.filter(({ key, name, where }) => {
+    if (!mirrors.some((m) => m.repoPrefix === name || m.domain === name)) {
+      problems.push(`mirror.allowlists.${key}: not a configured mirror (a mirror's host or repository prefix)`)
+      return false
+    }
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(where) && !HTTPS_URL.test(where)) {
+      problems.push(`mirror.allowlists.${key}: "${where}" is neither a file path nor an https:// URL`)
+      return false
+    }
+    return true
+  })
+  for (const m of mirrors) {
+    const entry = usable.find((e) => e.name === m.repoPrefix) ?? usable.find((e) => e.name === m.domain)
+    if (entry) allowlists.set(m.repoPrefix, entry.where)
   }
 
   const registries = new Set<string>()
@@ -97,7 +162,6 @@ export function compilePolicy<C extends PolicyConfig>(config: C, source?: string
     else if (name) unreachable.add(name)
   })
 
-  const mirrors = [...(prefix ? [prefix] : []), ...hosts.values()]
   const compiled = compileNoProxy(config.noProxy, { alwaysExclude: mirrors.map((m) => m.domain) })
   for (const error of compiled.errors) problems.push(`noProxy: ${error}`)
 
@@ -106,6 +170,7 @@ export function compilePolicy<C extends PolicyConfig>(config: C, source?: string
     config,
     prefix,
     hosts,
+    allowlists,
     anyRegistry: registries.has('*'),
     registries,
     unreachable,

@@ -16,9 +16,18 @@ export interface ReachabilityView {
   status(registry: string): RegistryStatus
   // Set when the mirror refused this mirrored repository (e.g. not in its allowlist): why.
   mirrorRefusal?(repository: string): string | undefined
-  // Changes whenever `status` or `mirrorRefusal` could answer differently (new evidence, an
-  // expiry passing). A view with it lets `decideImage` reuse decisions; one without is never cached.
+  // Set when the mirror's published allowlist does not name this source repository
+  // (`docker.io/library/nginx`): why. Unset while the mirror has no list (or none loaded yet).
+  notAllowed?(mirror: MirrorTarget, repository: string): string | undefined
+  // Changes whenever `status`, `mirrorRefusal` or `notAllowed` could answer differently (new
+  // evidence, an expiry passing, a new list). A view with it lets `decideImage` reuse decisions;
+  // one without is never cached.
   generation?(): number
+}
+
+export interface DecideOptions {
+  // The image needs credentials (a private image): only mirrors with a pull secret can serve it.
+  readonly needsCredentials?: boolean
 }
 
 export function staticReachability(policy: Policy): ReachabilityView {
@@ -42,6 +51,7 @@ export type KeepCode =
   | 'inexpressible'
   | 'mirror-unreachable'
   | 'mirror-refused'
+  | 'needs-credentials'
 
 export type ImageDecision =
   | {
@@ -144,36 +154,48 @@ interface DecisionCache {
   policy: Policy
   generation: number
   readonly decisions: Map<string, ImageDecision>
+  // The same for images that need credentials.
+  readonly withCredentials: Map<string, ImageDecision>
 }
 
 const caches = new WeakMap<ReachabilityView, DecisionCache>()
 
 /**
- * The decision for one image: a pure function of the image, the policy and what the view answers.
- * Views with a `generation` get a bounded memo of earlier answers for the same inputs.
+ * The decision for one image: a pure function of the image, the policy, the options and what the
+ * view answers. Views with a `generation` get a bounded memo of earlier answers for the same inputs.
  */
-export function decideImage(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+export function decideImage(image: string, policy: Policy, reachability: ReachabilityView, options?: DecideOptions): ImageDecision {
   const generation = reachability.generation?.()
-  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability)
+  if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability, options)
   let cache = caches.get(reachability)
   if (!cache) {
-    cache = { policy, generation, decisions: new Map() }
+    cache = { policy, generation, decisions: new Map(), withCredentials: new Map() }
     caches.set(reachability, cache)
   } else if (cache.policy !== policy || cache.generation !== generation) {
     cache.policy = policy
     cache.generation = generation
     cache.decisions.clear()
+    cache.withCredentials.clear()
   }
-  let decision = cache.decisions.get(image)
+  const decisions = options?.needsCredentials === true ? cache.withCredentials : cache.decisions
+  let decision = decisions.get(image)
   if (decision === undefined) {
-    decision = Object.freeze(decideUncached(image, policy, reachability))
-    if (cache.decisions.size >= DECISION_CACHE_SIZE) cache.decisions.delete(cache.decisions.keys().next().value as string)
-    cache.decisions.set(image, decision)
+    decision = Object.freeze(decideUncached(image, policy, reachability, options))
+    if (decisions.size >= DECISION_CACHE_SIZE) decisions.delete(decisions.keys().next().value as string)
+    decisions.set(image, decision)
   }
   return decision
 }
 
-function decideUncached(image: string, policy: Policy, reachability: ReachabilityView): ImageDecision {
+// Why one mirror was passed over: the keep code it would give alone, the reason as said when it
+// is the only mirror, and as said among several (naming the mirror).
+interface Skip {
+  readonly code: KeepCode
+  readonly reason: string
+  readonly named: string
+}
+
+function decideUncached(image: string, policy: Policy, reachability: ReachabilityView, options?: DecideOptions): ImageDecision {
   const parsed = tryParseNormalizedNamed(image)
   // The grammar's messages repeat the input, which a Pod spec controls: keep them short.
   if (!parsed.ok) return keep(image, 'unparseable', `invalid image reference: ${clip(parsed.error.message, 200)}`)
@@ -192,9 +214,11 @@ function decideUncached(image: string, policy: Policy, reachability: Reachabilit
     return keep(image, 'not-eligible', `registry ${registry} is not in the configured registries`, registry)
   }
 
-  const hostTarget = policy.hosts.get(registry)
-  const target = hostTarget ?? policy.prefix
-  if (!target) return keep(image, 'no-mirror', `no mirror is configured for registry ${registry}`, registry)
+  // Host-style mirrors of this registry first, then the prefix mirrors, each list in its order.
+  const hostTargets = policy.hosts.get(registry)
+  const hostCount = hostTargets?.length ?? 0
+  const count = hostCount + policy.prefix.length
+  if (count === 0) return keep(image, 'no-mirror', `no mirror is configured for registry ${registry}`, registry)
 
   let why: string
   const mode = policy.config.mode
@@ -211,26 +235,85 @@ function decideUncached(image: string, policy: Policy, reachability: Reachabilit
       return keep(image, 'reachable', `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`, registry)
     }
     why = `registry ${registry} is ${status.state} (${status.evidence})${unknownChoice}`
-    // While the mirror itself is down, pulling directly is the better bet (mode always means always).
-    const mirrorStatus = reachability.status(registryKey(target.domain))
-    if (mirrorStatus.state === 'unreachable') {
-      return keep(image, 'mirror-unreachable', `mirror ${target.domain} is unreachable (${mirrorStatus.evidence})`, registry)
-    }
   }
 
-  let source = registry
-  if (!hostTarget) {
-    const obstacle = prefixObstacle(ref.domain)
-    if (obstacle) return keep(image, 'inexpressible', obstacle, registry)
-    // DNS names are case-insensitive; the path component must be lowercase.
-    source = registry.toLowerCase()
+  const needsCredentials = options?.needsCredentials === true
+  let skipped: Skip[] | undefined
+  // Mode always: a mirror known to be down is passed over for a later one; when every usable
+  // mirror is down the first of them is still used (always means always).
+  let downButUsable: { target: MirrorTarget; candidate: string } | undefined
+  let prefixProblem: string | null | undefined
+  for (let i = 0; i < count; i++) {
+    const host = i < hostCount
+    const target = host ? hostTargets![i]! : policy.prefix[i - hostCount]!
+    const skip = (code: KeepCode, reason: string, named = `mirror ${target.repoPrefix}: ${reason}`) =>
+      (skipped ??= []).push({ code, reason, named })
+
+    if (needsCredentials && target.pullSecret === undefined) {
+      // Without credentials the mirror would refuse the image.
+      skip(
+        'needs-credentials',
+        `the Pod has imagePullSecrets and mirror ${target.domain} has no pull Secret of its own (pull.privateImages is keep)`,
+        `mirror ${target.repoPrefix} has no pull secret and the image needs credentials`,
+      )
+      continue
+    }
+    // While the mirror itself is down, pulling directly is the better bet (mode always means always).
+    let down: string | undefined
+    if (mode !== 'always' || count > 1) {
+      const mirrorStatus = reachability.status(registryKey(target.domain))
+      if (mirrorStatus.state === 'unreachable') down = `mirror ${target.domain} is unreachable (${mirrorStatus.evidence})`
+    }
+    if (down !== undefined && mode !== 'always') {
+      skip('mirror-unreachable', down, down)
+      continue
+    }
+    let source = registry
+    if (!host) {
+      if (prefixProblem === undefined) prefixProblem = prefixObstacle(ref.domain) ?? null
+      if (prefixProblem !== null) {
+        skip('inexpressible', prefixProblem)
+        continue
+      }
+      // DNS names are case-insensitive; the path component must be lowercase.
+      source = registry.toLowerCase()
+    }
+    const candidate = buildCandidate(ref, source, target, host ? 'host' : 'prefix')
+    // Parsed again only when a shorter check cannot vouch for it (cached with the decision in any case).
+    const problem = certainlyValidRewrite(ref, target, host ? undefined : source) ? undefined : verify(candidate, ref, target)
+    if (problem) {
+      skip('inexpressible', problem)
+      continue
+    }
+    if (reachability.notAllowed) {
+      // The source repository as allowlists name it, e.g. docker.io/library/nginx.
+      const notAllowed = reachability.notAllowed(target, `${registry}/${ref.path}`)
+      if (notAllowed) {
+        skip('mirror-refused', notAllowed, notAllowed)
+        continue
+      }
+    }
+    const repository = candidate.replace(/@.*$/, '').replace(/:[^/]*$/, '')
+    const refused = reachability.mirrorRefusal?.(repository)
+    if (refused) {
+      const reason = `mirror refused ${repository} (${refused})`
+      skip('mirror-refused', reason, reason)
+      continue
+    }
+    if (down !== undefined) {
+      downButUsable ??= { target, candidate }
+      skip('mirror-unreachable', down, down)
+      continue
+    }
+    const passedOver = skipped ? `mirror ${target.repoPrefix} chosen (${skipped.map((s) => s.named).join('; ')}); ` : ''
+    return { action: 'rewrite', original: image, rewritten: candidate, registry, reason: `${passedOver}${why}` }
   }
-  const candidate = buildCandidate(ref, source, target, hostTarget ? 'host' : 'prefix')
-  // Parsed again only when a shorter check cannot vouch for it (cached with the decision in any case).
-  const problem = certainlyValidRewrite(ref, target, hostTarget ? undefined : source) ? undefined : verify(candidate, ref, target)
-  if (problem) return keep(image, 'inexpressible', problem, registry)
-  const repository = candidate.replace(/@.*$/, '').replace(/:[^/]*$/, '')
-  const refused = reachability.mirrorRefusal?.(repository)
-  if (refused) return keep(image, 'mirror-refused', `mirror refused ${repository} (${refused})`, registry)
-  return { action: 'rewrite', original: image, rewritten: candidate, registry, reason: why }
+  const all = skipped!.map((s) => s.named).join('; ')
+  if (downButUsable) {
+    const reason = `mirror ${downButUsable.target.repoPrefix} chosen though every usable mirror is unreachable (${all}); ${why}`
+    return { action: 'rewrite', original: image, rewritten: downButUsable.candidate, registry, reason }
+  }
+  // No mirror can take it: the first mirror's obstacle gives the code, the reason names them all.
+  const first = skipped![0]!
+  return keep(image, first.code, count === 1 ? first.reason : `no mirror can serve it: ${all}`, registry)
 }

@@ -4,6 +4,7 @@
 // once per review, so a test can hand each review another context.
 import type { Logger } from 'pino'
 import type { Policy } from '../core/policy.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import type { AdmittedEvent } from '../admission/review.js'
 import type { Metrics } from '../observability/metrics.js'
@@ -12,6 +13,8 @@ import type { Readiness } from '../observability/readiness.js'
 export interface AdmissionContext {
   policy: Policy
   reachability: ReachabilityView
+  // Which mirror pull Secret copies exist (server/kube/pullsecrets.ts); absent when no mirror needs one.
+  secrets?: PullSecretView
 }
 
 export interface AppDependencies {

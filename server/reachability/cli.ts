@@ -127,6 +127,18 @@ function table(rows: string[][]): string {
     .join('\n')
 }
 
+function describeAllowlist(m: NonNullable<StateSnapshot['mirrors']>[number], now: number): string {
+  const list = m.allowlist
+  if (!list) return 'none (every repository; refusals are learned)'
+  const failed = list.error ? `; last read failed: ${list.error}` : ''
+  if (list.patterns !== undefined && list.loadedAt) {
+    const size = list.bytes === undefined ? '' : `, ${list.bytes} bytes`
+    return `${list.source}: ${list.patterns} patterns${size}, loaded ${ago(now - Date.parse(list.loadedAt))}${failed}`
+  }
+  if (list.error) return `${list.source}: not loaded (${list.error}); every repository until it is`
+  return `${list.source} (size and age: ask the server, --url)`
+}
+
 /** The operator's view: one line per registry with state, since when and the evidence. */
 export function formatState(loaded: LoadedState, staticUnreachable: readonly string[], now = Date.now()): string {
   const { snapshot } = loaded
@@ -152,6 +164,12 @@ export function formatState(loaded: LoadedState, staticUnreachable: readonly str
     ])
   }
   const out = [rows.length > 1 ? table(rows) : 'no registry state known yet']
+  const mirrors = snapshot.mirrors ?? []
+  if (mirrors.length > 0) {
+    const mirrorRows = [['MIRROR', 'FOR', 'HEALTH', 'REFUSALS', 'ALLOWLIST']]
+    for (const m of mirrors) mirrorRows.push([m.mirror, m.for.join(',') || '-', m.health, String(m.refusals), describeAllowlist(m, now)])
+    out.push('', table(mirrorRows))
+  }
   const refusals = snapshot.refusals.filter((r) => Date.parse(r.expiresAt) > now)
   if (refusals.length > 0) {
     const refusalRows = [['NOT SERVED BY THE MIRROR', 'SINCE', 'COUNT', 'EVIDENCE']]

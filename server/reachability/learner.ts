@@ -10,7 +10,8 @@ import type { OptedInNamespaces } from '../kube/namespaces.js'
 import type { PodCache } from '../kube/pods.js'
 import { type MirrorTarget, type Policy, registryKey } from '../core/policy.js'
 import { tryParseNormalizedNamed } from '../core/reference.js'
-import { classifyPullFailure, meansUnreachable, parsePulledMessage } from './classify.js'
+import { isKubeFledgedPullPod, KUBE_FLEDGED_INIT_CONTAINER } from '../core/pullrules.js'
+import { classifyPullFailure, meansUnreachable, parsePulledMessage, summarisePullError } from './classify.js'
 import { formatMs } from './probe.js'
 import type { Observation } from './state.js'
 
@@ -43,6 +44,7 @@ function pullErrorOf(reason: string, message: string): string | undefined {
 
 export interface ContainerPullFailure {
   readonly container: string
+  readonly init: boolean
   readonly image: string
   readonly reason: string
   readonly error: string
@@ -59,15 +61,16 @@ export function pullFailures(pod: V1Pod): ContainerPullFailure[] {
   }
   const out: ContainerPullFailure[] = []
   const status = pod.status
-  for (const list of [status?.initContainerStatuses, status?.containerStatuses, status?.ephemeralContainerStatuses] as (
+  const lists = [status?.initContainerStatuses, status?.containerStatuses, status?.ephemeralContainerStatuses] as (
     ContainerStatusLike[] | undefined
-  )[]) {
+  )[]
+  for (const [i, list] of lists.entries()) {
     for (const s of list ?? []) {
       const waiting = s.state?.waiting
       if (!s.name || !waiting?.reason || !PULL_WAITING.has(waiting.reason) || !waiting.message) continue
       const error = pullErrorOf(waiting.reason, waiting.message)
       const image = specImages.get(s.name) ?? s.image
-      if (error && image) out.push({ container: s.name, image, reason: waiting.reason, error })
+      if (error && image) out.push({ container: s.name, init: i === 0, image, reason: waiting.reason, error })
     }
   }
   return out
@@ -94,7 +97,10 @@ export function findingForFailure(
       observation: { at, source, outcome: 'fail', detail: `${cls.cause} pulling ${failure.image} (${failure.where})` },
     }
   }
-  if (cls.kind === 'forbidden' && facts.mirror) {
+  // A mirror that refuses (403, an allowlist), wants credentials it was not given (401) or has
+  // no such repository (404, often a private image it cannot fetch) will answer the same to the
+  // next Pod: that one repository is not rewritten until the refusal expires.
+  if ((cls.kind === 'forbidden' || cls.kind === 'unauthorized' || cls.kind === 'not-found') && facts.mirror) {
     return { kind: 'refusal', repository: facts.repository, detail: `${cls.cause} (${failure.where})`, at }
   }
   return undefined
@@ -249,6 +255,7 @@ export class ClusterLearner {
     this.events.start()
     // The shared watches may have listed before this subscribed (seen keys make a replay harmless).
     for (const ns of namespaces.names()) this.optedIn(ns)
+    for (const p of pods.list(this.options.policy().config.kubeFledged.namespace)) if (this.isKubeFledgedPull(p)) this.handlePod(p)
   }
 
   private optedIn(namespace: string): void {
@@ -268,8 +275,14 @@ export class ClusterLearner {
     return this.options.namespaces.has(namespace) && !this.options.excludedNamespaces.has(namespace ?? '')
   }
 
+  // kube-fledged's pull Jobs are watched in its namespace whether or not it opted in: their
+  // failures say what the mirror refuses, and when their own init image cannot be pulled.
+  private isKubeFledgedPull(pod: V1Pod): boolean {
+    return isKubeFledgedPullPod((pod.metadata ?? {}) as Record<string, unknown>, pod.metadata?.namespace, this.options.policy())
+  }
+
   private podChanged(pod: V1Pod): void {
-    if (this.learnsIn(pod.metadata?.namespace)) this.handlePod(pod)
+    if (this.learnsIn(pod.metadata?.namespace) || this.isKubeFledgedPull(pod)) this.handlePod(pod)
   }
 
   private eventChanged(event: CoreV1Event): void {
@@ -279,6 +292,7 @@ export class ClusterLearner {
   /** Turns one Pod into findings (exported through the class for tests of the wiring). */
   handlePod(pod: V1Pod): void {
     const uid = pod.metadata?.uid ?? podName(pod)
+    const kubeFledged = this.isKubeFledgedPull(pod)
     for (const f of pullFailures(pod)) {
       // Each turn to ErrImagePull is one failed pull; the back-off that follows repeats it,
       // and only counts when it is the first thing seen (e.g. after a restart).
@@ -288,12 +302,20 @@ export class ClusterLearner {
       if (previous === current) continue
       this.seenPods.set(key, current)
       if (f.reason !== 'ErrImagePull' && previous !== undefined) continue
-      const finding = findingForFailure(
-        { image: f.image, error: f.error, where: `pod ${podName(pod)}` },
-        'pod',
-        this.options.policy(),
-        this.now(),
-      )
+      const initImage = kubeFledged && f.init && f.container === KUBE_FLEDGED_INIT_CONTAINER
+      if (initImage) {
+        this.options.logger.warn(
+          { pod: podName(pod), image: f.image, error: summarisePullError(f.error) },
+          "kube-fledged's pull Job cannot pull its own init image: every pre-pull on this node fails until it can " +
+            '(kube-fledged BUSYBOX_IMAGE, or pull.kubeFledgedBusybox with kube-fledged Pods admitted by mirrorhook)',
+        )
+      }
+      const where = initImage
+        ? `kube-fledged pull Job pod ${podName(pod)}, init image`
+        : kubeFledged
+          ? `kube-fledged pull Job pod ${podName(pod)}`
+          : `pod ${podName(pod)}`
+      const finding = findingForFailure({ image: f.image, error: f.error, where }, 'pod', this.options.policy(), this.now())
       if (finding) this.options.onFinding(finding)
     }
   }

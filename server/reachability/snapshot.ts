@@ -3,6 +3,7 @@
 import { z } from 'zod'
 import type { Policy } from '../core/policy.js'
 import type { ReachabilityView, RegistryStatus } from '../core/rewrite.js'
+import { mirrorStateSchema } from '../mirrors/state.js'
 import { describeEvidence, type Observation, type RegistryRecord, type Refusal, type StateTable } from './state.js'
 
 const time = z.iso.datetime()
@@ -82,6 +83,8 @@ export const snapshotSchema = z.object({
   // Only in GET /state: no probe target answers, so probe failures are being ignored.
   probesOffline: z.boolean().optional(),
   remediations: z.array(remediationSchema).optional(),
+  // Only in GET /state: each configured mirror's health, allowlist and refusals (server/mirrors/state.ts).
+  mirrors: z.array(mirrorStateSchema).optional(),
   // Only in GET /state: the last pre-warm run (server/prewarm/), null before the first one.
   prewarm: prewarmRunSchema.nullable().optional(),
 })
@@ -176,7 +179,7 @@ export function forStorage(snapshot: StateSnapshot, maxBytes = MAX_STORED_BYTES)
     .filter((r) => r.state !== 'unknown')
     .map((r) => ({ ...r, recent: [], lastObservation: undefined, status: undefined, evidence: undefined }))
   let refusals = [...snapshot.refusals].sort((a, b) => Date.parse(b.at) - Date.parse(a.at))
-  const out = (): StateSnapshot => ({ ...snapshot, registries, refusals, probes: undefined, probesOffline: undefined })
+  const out = (): StateSnapshot => ({ ...snapshot, registries, refusals, probes: undefined, probesOffline: undefined, mirrors: undefined })
   while (refusals.length > 0 && Buffer.byteLength(JSON.stringify(out())) > maxBytes)
     refusals = refusals.slice(0, Math.floor(refusals.length * 0.8))
   // Registries last: the oldest decisions go first.

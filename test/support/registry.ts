@@ -5,13 +5,18 @@
 //   const reg = await startRegistry({ dir })
 //   await pushImage(reg, 'docker.io/library/nginx', '1.25')   // a tiny synthetic image
 //   await reg.stop()
+//
+// With `auth: { token: ... }` it asks clients for a token from a realm (test/support/token-issuer.ts),
+// as distribution's `auth: token` does; the push helpers then authorise with `pushAuthorization`.
+// `pushImage(..., { created })`, `tagManifest` (many tags of one manifest, one PUT each) and
+// `pushIndex` (a multi-arch index) build the tag sets the pre-warm tests need.
 import { createHash } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { stringify as toYaml } from 'yaml'
-import { createCa, issueServing } from '../../server/tls/certs.js'
+import { createCa, issueServing, type KeyPairPem } from '../../server/tls/certs.js'
 import { defaultBinDir, freePort, httpRequest, spawnLogged, stopSpawned, tail, waitFor, type Spawned } from './controlplane.js'
 
 export interface RegistryOptions {
@@ -22,6 +27,12 @@ export interface RegistryOptions {
   /** Where registry.log goes (default: dir). */
   logsDir?: string
   detach?: boolean
+  /** The CA that signs its serving certificate (default: a new one); share it with other test servers. */
+  ca?: KeyPairPem
+  /** distribution's `auth:` section (docs/content/about/configuration.md#auth); default none. */
+  auth?: { token: { realm: string; service: string; issuer: string; rootCertBundle: string } }
+  /** The Authorization header the push helpers send for a repository (with `auth`). */
+  pushAuthorization?: (repository: string) => string
 }
 
 export interface Registry {
@@ -32,6 +43,9 @@ export interface Registry {
   /** PEM of the CA that signed its certificate (give it to probes: reachability.probes.caFile). */
   caPem: string
   caFile: string
+  /** The CA's certificate and key, to issue certificates for other loopback test servers. */
+  ca: KeyPairPem
+  pushAuthorization?: (repository: string) => string
   dir: string
   logFile: string
   pid: number
@@ -45,7 +59,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'mirrorhook-registry-'))
   mkdirSync(path.join(dir, 'storage'), { recursive: true })
   const port = opts.port ?? (await freePort())
-  const ca = await createCa('mirrorhook-e2e-registry-ca', 7)
+  const ca = opts.ca ?? (await createCa('mirrorhook-e2e-registry-ca', 7))
   const serving = await issueServing(ca, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], validDays: 7 })
   const caFile = path.join(dir, 'ca.crt')
   writeFileSync(caFile, ca.certPem)
@@ -64,6 +78,18 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
       draintimeout: '1s',
     },
     health: { storagedriver: { enabled: true, interval: '10s', threshold: 3 } },
+    ...(opts.auth
+      ? {
+          auth: {
+            token: {
+              realm: opts.auth.token.realm,
+              service: opts.auth.token.service,
+              issuer: opts.auth.token.issuer,
+              rootcertbundle: opts.auth.token.rootCertBundle,
+            },
+          },
+        }
+      : {}),
   }
   const configFile = path.join(dir, 'config.yml')
   writeFileSync(configFile, toYaml(config))
@@ -80,7 +106,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     await waitFor(
       `registry at ${url}`,
       30_000,
-      async () => (await httpRequest(`${url}/v2/`, { ca: ca.certPem, timeoutMs: 2_000 })).status === 200,
+      // 401 with auth configured: it answers, asking for a token.
+      async () => [200, 401].includes((await httpRequest(`${url}/v2/`, { ca: ca.certPem, timeoutMs: 2_000 })).status),
       () => (proc.exitInfo ? `registry exited (code ${proc.exitInfo.code}); last lines of ${logFile}:\n${tail(logFile)}` : null),
     )
   } catch (e) {
@@ -92,6 +119,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
     url,
     caPem: ca.certPem,
     caFile,
+    ca,
+    pushAuthorization: opts.pushAuthorization,
     dir,
     logFile,
     pid: proc.child.pid!,
@@ -135,13 +164,29 @@ export interface PushedImage {
   byDigest: string
   digest: string
   size: number
+  /** The manifest as pushed (PUT it under more tags with tagManifest). */
+  manifest: Buffer
+  mediaType: string
 }
 
-async function pushBlob(reg: { url: string; caPem: string }, repository: string, blob: Buffer): Promise<string> {
+/** Where a registry is and how the push helpers authorise (Registry satisfies it). */
+export interface PushTarget {
+  host: string
+  url: string
+  caPem: string
+  pushAuthorization?: (repository: string) => string
+}
+
+function authHeaders(reg: PushTarget, repository: string): Record<string, string> {
+  return reg.pushAuthorization ? { Authorization: reg.pushAuthorization(repository) } : {}
+}
+
+async function pushBlob(reg: PushTarget, repository: string, blob: Buffer): Promise<string> {
   const digest = sha256(blob)
-  const head = await httpRequest(`${reg.url}/v2/${repository}/blobs/${digest}`, { method: 'HEAD', ca: reg.caPem })
+  const auth = authHeaders(reg, repository)
+  const head = await httpRequest(`${reg.url}/v2/${repository}/blobs/${digest}`, { method: 'HEAD', ca: reg.caPem, headers: auth })
   if (head.status === 200) return digest
-  const start = await httpRequestWithHeaders(`${reg.url}/v2/${repository}/blobs/uploads/`, 'POST', reg.caPem)
+  const start = await httpRequestWithHeaders(`${reg.url}/v2/${repository}/blobs/uploads/`, 'POST', reg.caPem, auth)
   if (start.status !== 202 || !start.location) throw new Error(`blob upload start for ${repository}: HTTP ${start.status} ${start.body}`)
   const loc = new URL(start.location, reg.url)
   loc.searchParams.set('digest', digest)
@@ -149,7 +194,7 @@ async function pushBlob(reg: { url: string; caPem: string }, repository: string,
     method: 'PUT',
     ca: reg.caPem,
     body: blob,
-    headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) },
+    headers: { ...auth, 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.length) },
   })
   if (put.status !== 201) throw new Error(`blob upload of ${digest} to ${repository}: HTTP ${put.status} ${put.body}`)
   return digest
@@ -159,10 +204,11 @@ async function httpRequestWithHeaders(
   url: string,
   method: string,
   ca: string,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; body: string; location?: string }> {
   const https = await import('node:https')
   return new Promise((resolve, reject) => {
-    const req = https.request(url, { method, ca, agent: false, timeout: 10_000, headers: { 'Content-Length': '0' } }, (res) => {
+    const req = https.request(url, { method, ca, agent: false, timeout: 10_000, headers: { ...headers, 'Content-Length': '0' } }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d) => (body += d))
@@ -174,23 +220,30 @@ async function httpRequestWithHeaders(
   })
 }
 
-/**
- * Pushes a tiny linux/amd64 OCI image (one layer holding one file) as `<repository>:<tag>`.
- * `content` makes images differ (default: the reference itself).
- */
-export async function pushImage(
-  reg: { host: string; url: string; caPem: string },
-  repository: string,
-  tag: string,
-  content?: string,
-): Promise<PushedImage> {
-  const file = Buffer.from(content ?? `${repository}:${tag}\n`)
+export interface ImageOptions {
+  /** The image config's `created` (RFC 3339), e.g. '1970-01-01T00:00:00Z' as a reproducible build writes it; absent by default. */
+  created?: string
+  /** Manifest annotations, e.g. { 'org.opencontainers.image.created': '2026-01-02T03:04:05Z' }. */
+  annotations?: Record<string, string>
+  os?: string
+  architecture?: string
+  variant?: string
+}
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+
+/** Pushes the blobs of a tiny one-layer image and returns its manifest (not yet PUT). */
+async function buildImage(reg: PushTarget, repository: string, content: string, opts: ImageOptions): Promise<Buffer> {
+  const file = Buffer.from(content)
   const tar = tarOneFile('hello.txt', file)
   const layer = gzipSync(tar, { level: 9 })
   const config = Buffer.from(
     JSON.stringify({
-      architecture: 'amd64',
-      os: 'linux',
+      ...(opts.created !== undefined ? { created: opts.created } : {}),
+      architecture: opts.architecture ?? 'amd64',
+      os: opts.os ?? 'linux',
+      ...(opts.variant !== undefined ? { variant: opts.variant } : {}),
       config: { Cmd: ['/hello.txt'] },
       rootfs: { type: 'layers', diff_ids: [sha256(tar)] },
       history: [{ created_by: 'mirrorhook test/support/registry.ts' }],
@@ -198,31 +251,117 @@ export async function pushImage(
   )
   const configDigest = await pushBlob(reg, repository, config)
   const layerDigest = await pushBlob(reg, repository, layer)
-  const manifest = Buffer.from(
+  return Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      mediaType: OCI_MANIFEST,
       config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
       layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layerDigest, size: layer.length }],
+      ...(opts.annotations ? { annotations: opts.annotations } : {}),
     }),
   )
-  const put = await httpRequest(`${reg.url}/v2/${repository}/manifests/${tag}`, {
+}
+
+async function putManifest(
+  reg: PushTarget,
+  repository: string,
+  reference: string,
+  manifest: Buffer,
+  mediaType: string,
+): Promise<PushedImage> {
+  const put = await httpRequest(`${reg.url}/v2/${repository}/manifests/${reference}`, {
     method: 'PUT',
     ca: reg.caPem,
     body: manifest,
-    headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json', 'Content-Length': String(manifest.length) },
+    headers: { ...authHeaders(reg, repository), 'Content-Type': mediaType, 'Content-Length': String(manifest.length) },
   })
-  if (put.status !== 201) throw new Error(`manifest ${repository}:${tag}: HTTP ${put.status} ${put.body}`)
+  if (put.status !== 201) throw new Error(`manifest ${repository}:${reference}: HTTP ${put.status} ${put.body}`)
   const digest = sha256(manifest)
-  return { reference: `${reg.host}/${repository}:${tag}`, byDigest: `${reg.host}/${repository}@${digest}`, digest, size: manifest.length }
+  const sep = reference.startsWith('sha256:') ? '@' : ':'
+  return {
+    reference: `${reg.host}/${repository}${sep}${reference}`,
+    byDigest: `${reg.host}/${repository}@${digest}`,
+    digest,
+    size: manifest.length,
+    manifest,
+    mediaType,
+  }
+}
+
+/**
+ * Pushes a tiny OCI image (one layer holding one file; linux/amd64 unless told) as `<repository>:<tag>`.
+ * `content` makes images differ (default: the reference itself); `opts.created` sets the build time.
+ */
+export async function pushImage(
+  reg: PushTarget,
+  repository: string,
+  tag: string,
+  content?: string,
+  opts: ImageOptions = {},
+): Promise<PushedImage> {
+  const manifest = await buildImage(reg, repository, content ?? `${repository}:${tag}\n`, opts)
+  return putManifest(reg, repository, tag, manifest, OCI_MANIFEST)
+}
+
+/** Puts an already pushed manifest under more tags: one PUT per tag, no blobs. */
+export async function tagManifest(
+  reg: PushTarget,
+  repository: string,
+  image: PushedImage,
+  tags: readonly string[],
+  concurrency = 8,
+): Promise<void> {
+  const queue = [...tags]
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+      for (let tag = queue.shift(); tag !== undefined; tag = queue.shift())
+        await putManifest(reg, repository, tag, image.manifest, image.mediaType)
+    }),
+  )
+}
+
+/**
+ * Pushes a multi-arch OCI index as `<repository>:<tag>`: one tiny image per platform
+ * (`os/arch[/variant]` with its own `created`), pushed by digest, then the index.
+ */
+export async function pushIndex(
+  reg: PushTarget,
+  repository: string,
+  tag: string,
+  platforms: readonly { platform: string; created?: string; annotations?: Record<string, string> }[],
+  annotations?: Record<string, string>,
+): Promise<PushedImage> {
+  const manifests = []
+  for (const p of platforms) {
+    const [os, architecture, variant] = p.platform.split('/')
+    const manifest = await buildImage(reg, repository, `${repository}:${tag} ${p.platform}\n`, {
+      os,
+      architecture,
+      variant,
+      created: p.created,
+      annotations: p.annotations,
+    })
+    const pushed = await putManifest(reg, repository, sha256(manifest), manifest, OCI_MANIFEST)
+    manifests.push({
+      mediaType: OCI_MANIFEST,
+      digest: pushed.digest,
+      size: pushed.size,
+      platform: { os, architecture, ...(variant ? { variant } : {}) },
+    })
+  }
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests, ...(annotations ? { annotations } : {}) }))
+  return putManifest(reg, repository, tag, index, OCI_INDEX)
 }
 
 /** HEAD of a manifest: 200 when `<repository>:<reference>` is in the registry. */
-export async function hasManifest(reg: { url: string; caPem: string }, repository: string, reference: string): Promise<boolean> {
+export async function hasManifest(reg: PushTarget, repository: string, reference: string): Promise<boolean> {
   const r = await httpRequest(`${reg.url}/v2/${repository}/manifests/${reference}`, {
     method: 'HEAD',
     ca: reg.caPem,
-    headers: { Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
+    headers: {
+      ...authHeaders(reg, repository),
+      Accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json',
+    },
   })
   return r.status === 200
 }

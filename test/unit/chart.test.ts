@@ -438,4 +438,39 @@ if (!existsSync(HELM)) {
     const pinned = await render({ image: { repository: 'registry.corp.example/mirrorhook', digest } })
     t.equal(find(pinned, 'Deployment').spec.template.spec.containers[0].image, `registry.corp.example/mirrorhook@${digest}`)
   })
+
+  t.test('mirror pull Secrets: read by name at home, copies written by name elsewhere, create limited by a policy', async (t) => {
+    const config = { mirror: { prefix: 'harbor.corp.example/proxy', pullSecrets: { 'harbor.corp.example': 'harbor-pull' } } }
+    const rendered = await render({ config })
+    t.same(
+      kinds(rendered).filter((k) => k.includes('pull-secret')),
+      [
+        'ClusterRole/mirrorhook-pull-secrets',
+        'ClusterRoleBinding/mirrorhook-pull-secrets',
+        'Role/mirrorhook-pull-secrets',
+        'RoleBinding/mirrorhook-pull-secrets',
+        'ValidatingAdmissionPolicy/mirrorhook-pull-secret-copies',
+        'ValidatingAdmissionPolicyBinding/mirrorhook-pull-secret-copies',
+      ],
+    )
+    t.same(find(rendered, 'Role', 'mirrorhook-pull-secrets').rules, [
+      { apiGroups: [''], resources: ['secrets'], resourceNames: ['harbor-pull'], verbs: ['get'] },
+    ])
+    t.same(find(rendered, 'ClusterRole', 'mirrorhook-pull-secrets').rules, [
+      { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+      { apiGroups: [''], resources: ['secrets'], resourceNames: ['harbor-pull'], verbs: ['get', 'update', 'delete'] },
+      { apiGroups: [''], resources: ['namespaces'], verbs: ['list', 'watch'] },
+    ])
+    const policy = find(rendered, 'ValidatingAdmissionPolicy')
+    t.match(policy.spec.matchConditions[0].expression, /system:serviceaccount:mirrorhook:mirrorhook/)
+    t.match(policy.spec.validations[0].expression, /object\.metadata\.name in \["harbor-pull"\]/)
+    t.equal(kinds(defaults).filter((k) => k.includes('pull-secret')).length, 0, 'nothing without mirror.pullSecrets')
+  })
+
+  t.test("kube-fledged's pull-Job Pods: the second webhook selects kubeFledged.namespace", async (t) => {
+    const rendered = find(await render({ config: { kubeFledged: { namespace: 'fledged' } } }), 'MutatingWebhookConfiguration')
+    const kf = rendered.webhooks.find((w: { name: string }) => w.name === 'kubefledged-pods.mirrorhook.io')
+    t.same(kf.namespaceSelector.matchExpressions[0], { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['fledged'] })
+    t.same(kf.rules[0].operations, ['CREATE'])
+  })
 }

@@ -214,3 +214,95 @@ t.test('the learner counts each failed pull once, whatever the relists and back-
   learner.handleEvent({ ...event('e3', slow, 1, now), reason: 'Pulling' })
   t.equal(findings.length, 5, 'only Pulled events')
 })
+
+// containerd's words for a registry that wants credentials, and for a repository it does not have.
+const UNAUTHORIZED =
+  'rpc error: code = Unknown desc = failed to pull and unpack image "harbor.corp.example/proxy/docker.io/acme/private:1": failed to resolve reference "harbor.corp.example/proxy/docker.io/acme/private:1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed'
+const MIRROR_401 =
+  'rpc error: code = Unknown desc = failed to pull and unpack image "m.daocloud.io/docker.io/acme/private:1": failed to resolve reference "m.daocloud.io/docker.io/acme/private:1": unexpected status from HEAD request to https://m.daocloud.io/v2/docker.io/acme/private/manifests/1: 401 Unauthorized'
+const MIRROR_404 =
+  'rpc error: code = NotFound desc = failed to pull and unpack image "m.daocloud.io/docker.io/acme/private:1": failed to resolve reference "m.daocloud.io/docker.io/acme/private:1": m.daocloud.io/docker.io/acme/private:1: not found'
+
+t.test("a mirror's 401 or 404 for a repository is a refusal of that repository; a source's is nothing", async (t) => {
+  const pol = policy({ mirror: { prefix: 'm.daocloud.io', hosts: { 'docker.io': 'harbor.corp.example/proxy' } } })
+  const table: [string, string, string | undefined][] = [
+    ['m.daocloud.io/docker.io/acme/private:1', MIRROR_401, 'unauthorized (pod shop/web)'],
+    ['m.daocloud.io/docker.io/acme/private:1', MIRROR_404, 'not found (pod shop/web)'],
+    ['harbor.corp.example/proxy/acme/private:1', UNAUTHORIZED, 'repository does not exist or requires login (pod shop/web)'],
+    ['docker.io/acme/private:1', MIRROR_401, undefined],
+    ['ghcr.io/acme/typo:1', NOT_FOUND, undefined],
+  ]
+  for (const [image, error, detail] of table) {
+    const f = findingForFailure({ image, error, where: 'pod shop/web' }, 'pod', pol, AT)
+    t.same(f, detail === undefined ? undefined : { kind: 'refusal', repository: image.replace(/:1$/, ''), detail, at: AT }, image)
+  }
+})
+
+t.test("kube-fledged's pull Jobs are learned from in its namespace, opted in or not, and a failing init image is named", async (t) => {
+  const kc = new KubeConfig()
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  })
+  const findings: Finding[] = []
+  const lines: Record<string, unknown>[] = []
+  const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) })
+  const learner = new ClusterLearner({
+    kubeConfig: kc,
+    pods: new PodCache({ kubeConfig: kc, logger: pino({ level: 'silent' }) }),
+    namespaces: new OptedInNamespaces({ kubeConfig: kc, selector: 'mirrorhook.io/enabled=true', logger: pino({ level: 'silent' }) }),
+    excludedNamespaces: new Set(),
+    policy: () => policy(),
+    slowPullMs: 120_000,
+    maxAgeMs: 30 * 60_000,
+    onFinding: (f) => findings.push(f),
+    logger,
+    now: () => AT,
+  })
+  const init = 'm.daocloud.io/docker.io/senthilrch/busybox:1.35.0'
+  const job: V1Pod = {
+    metadata: {
+      name: 'ic-web-x7k2p-abcde',
+      namespace: 'kube-fledged',
+      uid: 'uid-kf',
+      labels: { app: 'kubefledged', kubefledged: 'kubefledged-image-manager', imagecache: 'ic-web', controller: 'kubefledged-controller' },
+    },
+    spec: {
+      initContainers: [{ name: 'busybox', image: init }],
+      containers: [{ name: 'imagepuller', image: 'm.daocloud.io/docker.io/library/nginx:1.25' }],
+    },
+    status: {
+      phase: 'Pending',
+      initContainerStatuses: [
+        {
+          name: 'busybox',
+          image: init,
+          imageID: '',
+          ready: false,
+          restartCount: 0,
+          state: { waiting: { reason: 'ErrImagePull', message: ALLOWLIST.replace('quay.io/acme/app', 'docker.io/senthilrch/busybox') } },
+        },
+      ],
+    },
+  }
+  // Not started: the learner's Pod handler as the shared watch calls it.
+  ;(learner as unknown as { podChanged(p: V1Pod): void }).podChanged(job)
+  t.same(findings, [
+    {
+      kind: 'refusal',
+      repository: 'm.daocloud.io/docker.io/senthilrch/busybox',
+      detail: 'not in the mirror allowlist (kube-fledged pull Job pod kube-fledged/ic-web-x7k2p-abcde, init image)',
+      at: AT,
+    },
+  ])
+  t.equal(lines.length, 1)
+  t.match(lines[0], { pod: 'kube-fledged/ic-web-x7k2p-abcde', image: init, msg: /^kube-fledged's pull Job cannot pull its own init image/ })
+  // Any other Pod in a namespace that did not opt in is not looked at.
+  ;(learner as unknown as { podChanged(p: V1Pod): void }).podChanged({
+    ...job,
+    metadata: { ...job.metadata, namespace: 'other', uid: 'u2' },
+  })
+  t.equal(findings.length, 1)
+})

@@ -2,6 +2,7 @@
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { admit, buildResponse, parseAdmissionReview, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { WARN_WHEN_KEPT } from '../../core/pod.js'
 import { registryMetricLabel } from '../../core/policy.js'
 import { clipForLog } from '../../observability/logger.js'
 import type { AppDependencies } from '../context.js'
@@ -42,7 +43,7 @@ export function decisionLogFields(result: AdmissionResult): Record<string, unkno
 }
 
 // The kept images that get a warning (pod.ts warns for the same codes).
-const WARNED: ReadonlySet<string> = new Set(['unparseable', 'inexpressible', 'mirror-unreachable', 'mirror-refused'])
+const WARNED = WARN_WHEN_KEPT
 
 function podName(req: AdmissionRequest): string | undefined {
   if (req.name) return req.name
@@ -88,8 +89,8 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
     })
     const started = process.hrtime.bigint()
     try {
-      const { policy, reachability } = deps.context()
-      const result = admit(req, policy, reachability)
+      const { policy, reachability, secrets } = deps.context()
+      const result = admit(req, policy, reachability, secrets)
       const body = buildResponse(review, result.patch, result.warnings)
       metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.countReview(result.outcome, dryRun)
