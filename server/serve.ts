@@ -239,6 +239,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           config: loaded.config,
           policy: loaded.policy,
           reachability: admissionView,
+          secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
           prepull,
           namespace: ownNamespace,
           logger: logger.child({ component: 'prewarm' }),

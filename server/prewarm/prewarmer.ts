@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/config.js'
 import type { Policy } from '../core/policy.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { type Clock, systemClock, type TimerHandle } from '../prepull/clock.js'
 import type { RegistryTally } from './ask.js'
@@ -51,6 +52,8 @@ export interface PrewarmerOptions {
   config: Config
   policy: Policy
   reachability: () => ReachabilityView
+  // The mirror pull Secrets' copies, as admission sees them.
+  secrets?: PullSecretView
   prepull?: PrewarmTarget
   // mirrorhook's namespace: the Lease and the credentials Secrets.
   namespace: string
@@ -223,6 +226,7 @@ export class Prewarmer {
         reachability: this.o.reachability(),
         workloads: this.workloads,
         resolvers,
+        secrets: this.o.secrets,
       })
       const keepUntil = (this.schedule.next(this.clock.now()) ?? this.clock.now()) + PIN_GRACE_MS
       this.o.prepull?.prewarm(pass.entries, keepUntil)

@@ -6,6 +6,7 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.js'
 import type { Policy } from '../core/policy.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { apiClient } from '../kube/client.js'
 import { statusOf } from '../kube/errors.js'
@@ -28,6 +29,8 @@ export interface PassInput {
   resolvers: ReadonlyMap<string, TagResolver>
   // Only this namespace (of the configured ones).
   only?: string
+  // The mirror pull Secrets' copies, as admission sees them.
+  secrets?: PullSecretView
 }
 
 export interface Pass {
