@@ -69,9 +69,9 @@ export interface RunningServer {
   readonly pods?: PodCache
   readonly nodes?: NodeWatch
   readonly remediation?: Remediator
+  readonly prewarm?: Prewarmer
   readonly allowlists?: AllowlistStore
   readonly pullSecrets?: PullSecretCopies
-  readonly prewarm?: Prewarmer
   close(): Promise<void>
 }
 
@@ -250,12 +250,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     )
   }
   pullSecrets?.start()
-  const context: AdmissionContext = {
-    policy: loaded.policy,
-    reachability: admissionView(),
-    // Without the copies, a credentialed mirror is never written into a Pod (its Secret would be missing).
-    secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
-  }
   // Scheduled pre-warm of workloads' images: off unless configured.
   const prewarm =
     kube && loaded.config.prewarm.enabled
@@ -264,6 +258,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           config: loaded.config,
           policy: loaded.policy,
           reachability: admissionView,
+          secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
           prepull,
           namespace: ownNamespace,
           logger: logger.child({ component: 'prewarm' }),
@@ -272,6 +267,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       : undefined
   if (loaded.config.prewarm.enabled && !kube) logger.warn('prewarm is enabled but no Kubernetes API was found: it does not run')
   if (prewarm && !prepull) logger.warn('prewarm is enabled but kubeFledged is not: runs only report what they would pull')
+  const context: AdmissionContext = {
+    policy: loaded.policy,
+    reachability: admissionView(),
+    // Without the copies, a credentialed mirror is never written into a Pod (its Secret would be missing).
+    secrets: pullSecretNames.length > 0 ? (pullSecrets ?? { has: () => false }) : undefined,
+  }
   const webhook = await buildWebhookApp({
     logger,
     metrics,

@@ -11,7 +11,7 @@ import { configOnlyView, loadState, type StateSource, viewFor } from '../reachab
 import type { RegistryTally } from '../prewarm/ask.js'
 import type { PlanRow } from '../prewarm/plan.js'
 import { createTagResolver } from '../prewarm/registry-api.js'
-import { buildResolvers, prewarmPass } from '../prewarm/run.js'
+import { buildResolvers, closeResolvers, prewarmPass, type ResolverCache } from '../prewarm/run.js'
 import { WorkloadSource } from '../prewarm/workloads.js'
 import { CliError } from './common.js'
 
@@ -92,10 +92,12 @@ async function prewarm(options: { config?: string; namespace?: string; output: s
   const workloads = new WorkloadSource(kube.kubeConfig)
   const selected = await workloads.namespaces(config.prewarm)
   const only = options.namespace
+  const cache: ResolverCache = new Map()
   const resolvers = await buildResolvers(config.prewarm.registries, {
     kubeConfig: kube.kubeConfig,
     namespace: process.env.POD_NAMESPACE?.trim() || DEFAULT_NAMESPACE,
     create: createTagResolver,
+    cache,
   })
   const pass = await prewarmPass({
     config,
@@ -103,7 +105,7 @@ async function prewarm(options: { config?: string; namespace?: string; output: s
     reachability,
     resolvers,
     workloads: only === undefined ? workloads : { namespaces: async () => [only], images: (ns, kinds) => workloads.images(ns, kinds) },
-  })
+  }).finally(() => closeResolvers(cache))
   const rows = dryRunRows(pass.rows)
   const registries = Object.fromEntries(pass.asked.registries)
   if (options.output === 'json') {

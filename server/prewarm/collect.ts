@@ -17,6 +17,9 @@ export interface WorkloadImage {
   readonly container: string
   readonly init: boolean
   readonly image: string
+  // What admission's per-container rules read: the container's pull policy and the Pod's pull Secrets.
+  readonly pullPolicy?: string
+  readonly pullSecrets?: unknown
 }
 
 type Obj = Record<string, unknown>
@@ -49,6 +52,8 @@ export function imagesOf(kind: WorkloadKind, workload: unknown): WorkloadImage[]
         container: typeof c.name === 'string' ? c.name : '',
         init: field === 'initContainers',
         image: c.image,
+        ...(typeof c.imagePullPolicy === 'string' ? { pullPolicy: c.imagePullPolicy } : {}),
+        ...(spec.imagePullSecrets !== undefined ? { pullSecrets: spec.imagePullSecrets } : {}),
       })
     }
   }

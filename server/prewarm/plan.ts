@@ -2,7 +2,8 @@
 // registries answered, the references the nodes will pull, each through the same decision as
 // admission. Pure: the resolutions come in as data (the run asks the registries first).
 import { type Policy, registryKey } from '../core/policy.js'
-import { decideImage, type ReachabilityView } from '../core/rewrite.js'
+import { decideContainer, podContext, type PullSecretView } from '../core/pullrules.js'
+import type { ReachabilityView } from '../core/rewrite.js'
 import { tryParseNormalizedNamed } from '../core/reference.js'
 import type { WorkloadImage } from './collect.js'
 import type { RegistryEntry, Resolution } from './registry-api.js'
@@ -85,10 +86,24 @@ export interface PlanOptions {
   readonly reachability: ReachabilityView
   readonly table: ReadonlyMap<string, string>
   readonly answers: ReadonlyMap<string, Answer>
+  // The mirror pull Secrets' copies, as admission sees them.
+  readonly secrets?: PullSecretView
 }
 
-function pulled(role: Role, reference: string, policy: Policy, reachability: ReachabilityView): PlannedPull | undefined {
-  const d = decideImage(reference, policy, reachability)
+/** Admission's decision for this container of a new Pod of the workload, with `reference` as its image. */
+function pulled(role: Role, reference: string, w: WorkloadImage, o: PlanOptions): PlannedPull | undefined {
+  const spec = w.pullSecrets === undefined ? {} : { imagePullSecrets: w.pullSecrets }
+  const pod = podContext({ metadata: { namespace: w.namespace } }, spec, o.policy, {
+    namespace: w.namespace,
+    canAddPullSecrets: true,
+    secrets: o.secrets,
+  })
+  const container = { name: w.container, image: reference, ...(w.pullPolicy === undefined ? {} : { imagePullPolicy: w.pullPolicy }) }
+  const d = decideContainer(
+    { field: w.init ? 'initContainers' : 'containers', container, image: reference, pod },
+    o.policy,
+    o.reachability,
+  ).decision
   if (d.action === 'keep' && d.code === 'unparseable') return undefined
   return d.action === 'rewrite'
     ? { role, reference, pull: d.rewritten, decision: `mirrored: ${d.reason}` }
@@ -115,11 +130,11 @@ export function planRows(images: readonly WorkloadImage[], o: PlanOptions): Plan
     const { note, newest } = tagNote(p, q ? o.answers.get(questionKey(q)) : undefined)
     const pulls: PlannedPull[] = []
     if (o.current) {
-      const current = pulled('current', workload.image, o.policy, o.reachability)
+      const current = pulled('current', workload.image, workload, o)
       if (current) pulls.push(current)
     }
     if (newest !== undefined) {
-      const next = pulled('newest', `${p.domain}/${p.path}:${newest}`, o.policy, o.reachability)
+      const next = pulled('newest', `${p.domain}/${p.path}:${newest}`, workload, o)
       if (next) pulls.push(next)
     }
     return { workload, tag: note, pulls }

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/config.js'
 import type { Policy } from '../core/policy.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { type Clock, systemClock, type TimerHandle } from '../prepull/clock.js'
 import type { RegistryTally } from './ask.js'
@@ -16,7 +17,7 @@ import { RunLease } from './lease.js'
 import { PrewarmMetrics } from './metrics.js'
 import type { PrewarmEntry } from './plan.js'
 import { type CreateTagResolver, createTagResolver } from './registry-api.js'
-import { buildResolvers, prewarmPass, type WorkloadReader } from './run.js'
+import { buildResolvers, closeResolvers, prewarmPass, type ResolverCache, type WorkloadReader } from './run.js'
 import { compileSchedule, dueRun, type Schedule } from './schedule.js'
 import { WorkloadSource } from './workloads.js'
 
@@ -51,6 +52,8 @@ export interface PrewarmerOptions {
   config: Config
   policy: Policy
   reachability: () => ReachabilityView
+  // The mirror pull Secrets' copies, as admission sees them.
+  secrets?: PullSecretView
   prepull?: PrewarmTarget
   // mirrorhook's namespace: the Lease and the credentials Secrets.
   namespace: string
@@ -74,6 +77,7 @@ export class Prewarmer {
   private stopped = true
   private last?: RunReport
   private recorded?: string
+  private readonly resolvers: ResolverCache = new Map()
 
   constructor(private readonly o: PrewarmerOptions) {
     const c = o.config.prewarm
@@ -109,6 +113,7 @@ export class Prewarmer {
     if (this.timer) this.clock.clearTimeout(this.timer)
     this.timer = undefined
     await this.running
+    closeResolvers(this.resolvers)
   }
 
   /** The last run: this replica's, or the one recorded on the Lease by whichever replica ran it. */
@@ -211,7 +216,9 @@ export class Prewarmer {
         namespace: this.o.namespace,
         create: this.o.createResolver ?? createTagResolver,
         logger: log,
+        metrics: { registryRequest: (registry) => this.metrics.requests.inc({ registry }) },
         now: () => this.clock.now(),
+        cache: this.resolvers,
       })
       const pass = await prewarmPass({
         config: this.o.config,
@@ -219,12 +226,12 @@ export class Prewarmer {
         reachability: this.o.reachability(),
         workloads: this.workloads,
         resolvers,
+        secrets: this.o.secrets,
       })
       const keepUntil = (this.schedule.next(this.clock.now()) ?? this.clock.now()) + PIN_GRACE_MS
       this.o.prepull?.prewarm(pass.entries, keepUntil)
       const registries = Object.fromEntries(pass.asked.registries)
       for (const [registry, t] of Object.entries(registries)) {
-        this.metrics.requests.inc({ registry }, t.requests)
         this.metrics.tags.inc({ registry, result: 'newer' }, t.newer)
         this.metrics.tags.inc({ registry, result: 'current' }, t.same)
         this.metrics.tags.inc({ registry, result: 'error' }, t.errors)

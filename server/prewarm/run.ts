@@ -1,10 +1,12 @@
 // One pre-warm pass, shared by the scheduled run and `mirrorhook prewarm --dry-run`: read the
 // workloads, ask the configured registries, plan the pulls. Nothing here writes anything.
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.js'
 import type { Policy } from '../core/policy.js'
+import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { apiClient } from '../kube/client.js'
 import { statusOf } from '../kube/errors.js'
@@ -12,7 +14,7 @@ import { askRegistries, type Asked } from './ask.js'
 import type { WorkloadImage } from './collect.js'
 import type { PrewarmConfig, WorkloadKind } from './config.js'
 import { entriesOf, planRows, type PlanRow, type PrewarmEntry, questionsFor, registryTable } from './plan.js'
-import type { CreateTagResolver, TagResolver } from './registry-api.js'
+import type { CreateTagResolver, RegistryMetrics, TagResolver } from './registry-api.js'
 
 export interface WorkloadReader {
   namespaces(config: Pick<PrewarmConfig, 'namespaces' | 'namespaceSelector'>, only?: string): Promise<string[]>
@@ -27,6 +29,8 @@ export interface PassInput {
   resolvers: ReadonlyMap<string, TagResolver>
   // Only this namespace (of the configured ones).
   only?: string
+  // The mirror pull Secrets' copies, as admission sees them.
+  secrets?: PullSecretView
 }
 
 export interface Pass {
@@ -58,13 +62,31 @@ export async function prewarmPass(input: PassInput): Promise<Pass> {
 // logged like a registry that does not answer.
 const failing = (message: string): TagResolver => ({ newest: () => Promise.reject(new Error(message)) })
 
+type Resolver = TagResolver & { close?(): void }
+
+/** Resolvers kept from run to run (their caches, e.g. image configs by digest, stay) while CA and credentials are the same. */
+export type ResolverCache = Map<string, { key: string; resolver: Resolver }>
+
+export function closeResolvers(cache: ResolverCache): void {
+  for (const { resolver } of cache.values()) resolver.close?.()
+  cache.clear()
+}
+
 /**
  * One resolver per configured registry, with its CA file and the `.dockerconfigjson` of its
  * credentials Secret (in mirrorhook's namespace), read now so that rotated ones are used.
  */
 export async function buildResolvers(
   registries: PrewarmConfig['registries'],
-  deps: { kubeConfig?: KubeConfig; namespace: string; create: CreateTagResolver; logger?: Logger; now?: () => number },
+  deps: {
+    kubeConfig?: KubeConfig
+    namespace: string
+    create: CreateTagResolver
+    logger?: Logger
+    metrics?: RegistryMetrics
+    now?: () => number
+    cache?: ResolverCache
+  },
 ): Promise<Map<string, TagResolver>> {
   const out = new Map<string, TagResolver>()
   const core = deps.kubeConfig ? apiClient(deps.kubeConfig, CoreV1Api) : undefined
@@ -96,7 +118,18 @@ export async function buildResolvers(
         if (!encoded) throw new Error(`${where} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson)`)
         dockerConfigJson = Buffer.from(encoded, 'base64').toString('utf8')
       }
-      out.set(host, deps.create(host, entry, { caPem, dockerConfigJson, logger: deps.logger, now: deps.now }))
+      const key = createHash('sha256')
+        .update(JSON.stringify([entry, caPem ?? null, dockerConfigJson ?? null]))
+        .digest('hex')
+      const kept = deps.cache?.get(host)
+      if (kept?.key === key) {
+        out.set(host, kept.resolver)
+        continue
+      }
+      kept?.resolver.close?.()
+      const resolver = deps.create(host, entry, { caPem, dockerConfigJson, logger: deps.logger, metrics: deps.metrics, now: deps.now })
+      deps.cache?.set(host, { key, resolver })
+      out.set(host, resolver)
     } catch (error) {
       out.set(host, failing((error as Error).message))
     }

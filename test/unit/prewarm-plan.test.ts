@@ -202,3 +202,48 @@ t.test('asking: concurrency bounded, a registry down after two errors in a row i
   t.strictSame(asked.answers.get('down.corp/s:1.0.0'), { error: 'not asked: connect ECONNREFUSED 127.0.0.1:1' })
   t.strictSame(asked.answers.get('down.corp/p:1.0.0'), { error: 'connect ECONNREFUSED 127.0.0.1:1' })
 })
+
+t.test("the plan follows admission's per-container rules: pull policy Never and private images keep their name", async (t) => {
+  const base = { kind: 'Deployment', namespace: 'shop', init: false }
+  const images: WorkloadImage[] = [
+    { ...base, name: 'plain', container: 'app', image: 'mirrored.corp:5000/shop/api:v2.0.0' },
+    { ...base, name: 'never', container: 'app', image: 'mirrored.corp:5000/shop/api:v2.0.0', pullPolicy: 'Never' },
+    { ...base, name: 'private', container: 'app', image: 'mirrored.corp:5000/shop/api:v2.0.0', pullSecrets: [{ name: 'corp-pull' }] },
+  ]
+  const answers = new Map<string, Answer>([
+    [
+      'Mirrored.Corp:5000/shop/api:v2.0.0',
+      { resolution: { newest: { tag: 'v2.1.0', order: 'push-time', evidence: 'pushed later' }, reason: '', requests: 1 } },
+    ],
+  ])
+  const rows = planRows(images, { current: true, policy, reachability: staticReachability(policy), table, answers })
+  t.strictSame(
+    rows.map((r) => [r.workload.name, r.pulls.map((p) => p.pull)]),
+    [
+      ['plain', ['mirror.example/corp/shop/api:v2.0.0', 'mirror.example/corp/shop/api:v2.1.0']],
+      ['never', ['mirrored.corp:5000/shop/api:v2.0.0', 'mirrored.corp:5000/shop/api:v2.1.0']],
+      ['private', ['mirrored.corp:5000/shop/api:v2.0.0', 'mirrored.corp:5000/shop/api:v2.1.0']],
+    ],
+  )
+  t.match(rows[1]!.pulls[0]!.decision, /^as is: imagePullPolicy is Never/)
+  t.strictSame(
+    imagesOf('Deployments', {
+      metadata: { name: 'd', namespace: 'shop' },
+      spec: {
+        template: { spec: { imagePullSecrets: [{ name: 's' }], containers: [{ name: 'a', image: 'a:1', imagePullPolicy: 'Always' }] } },
+      },
+    }),
+    [
+      {
+        kind: 'Deployment',
+        namespace: 'shop',
+        name: 'd',
+        container: 'a',
+        init: false,
+        image: 'a:1',
+        pullPolicy: 'Always',
+        pullSecrets: [{ name: 's' }],
+      },
+    ],
+  )
+})
