@@ -8,7 +8,8 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
 import type { AdmissionContext } from '../../server/http/context.js'
-import type { AdmittedEvent } from '../../server/admission/review.js'
+import { buildResponse, responseJson, type AdmissionReview, type AdmittedEvent } from '../../server/admission/review.js'
+import type { JsonPatchOp } from '../../server/core/pod.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 
@@ -212,4 +213,35 @@ t.test('the README example review gives the patch the README shows', async (t) =
       value: { 'mirrorhook.io/original-images': '{"migrate":"ghcr.io/example/migrate:v3","web":"nginx:1.25"}' },
     },
   ])
+})
+
+t.test('the response is written as JSON text: the same bytes JSON.stringify gives for its object', async (t) => {
+  const review = (uid: string, apiVersion = 'admission.k8s.io/v1') =>
+    ({ apiVersion, kind: 'AdmissionReview', request: { uid } }) as unknown as AdmissionReview
+  const patch: JsonPatchOp[] = [
+    { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'add', path: '/metadata/annotations/mirrorhook.io~1original-images', value: '{"web":"nginx:1.25","\\"q\\"":"a\\u2028b"}' },
+  ]
+  const cases: [AdmissionReview, JsonPatchOp[], string[]][] = [
+    [review('u-1'), [], []],
+    [
+      review('u-"quoted"\\\n\u2028\ud800é', 'admission.k8s.io/v1beta1'),
+      patch,
+      ['mirrorhook: web: nginx:1.25 -> m.daocloud.io/… (mode always)', 'ü "x" \u0001'],
+    ],
+    [review('u-2'), [], ['only a warning']],
+    [review('u-3'), patch, []],
+  ]
+  for (const [r, p, w] of cases) t.equal(responseJson(r, p, w), JSON.stringify(buildResponse(r, p, w)))
+
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const res = await app.inject({
+    method: 'POST',
+    url: '/mutate',
+    payload: { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'u-9', object: pod } },
+  })
+  t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+  t.equal(res.json().response.uid, 'u-9')
 })

@@ -1,7 +1,7 @@
 // POST /mutate: the admission endpoint. Fails open: any internal error
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { admit, buildResponse, parseAdmissionReview, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { admit, parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
 import { registryMetricLabel } from '../../core/policy.js'
 import { clipForLog } from '../../observability/logger.js'
 import type { AppDependencies } from '../context.js'
@@ -52,6 +52,9 @@ function podName(req: AdmissionRequest): string | undefined {
   return undefined
 }
 
+// The response is written as JSON text (responseJson), so Fastify sends it as it is.
+const JSON_TYPE = 'application/json; charset=utf-8'
+
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
   const { metrics, logger } = deps
 
@@ -90,7 +93,7 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
     try {
       const { policy, reachability } = deps.context()
       const result = admit(req, policy, reachability)
-      const body = buildResponse(review, result.patch, result.warnings)
+      const body = responseJson(review, result.patch, result.warnings)
       metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.countReview(result.outcome, dryRun)
       for (const plan of result.plans) {
@@ -111,12 +114,12 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
           logger.error({ ...about(), err: error }, 'post-admission hook failed; the Pod is admitted as decided')
         }
       }
-      return body
+      return reply.type(JSON_TYPE).send(body)
     } catch (error) {
       metrics.errors.inc({ stage: 'admission' })
       metrics.countReview('error', dryRun)
       logger.error({ ...about(), err: error }, 'admission failed; allowing the Pod unchanged')
-      return buildResponse(review, [], [])
+      return reply.type(JSON_TYPE).send(responseJson(review, [], []))
     }
   })
 }
