@@ -1,6 +1,7 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
 import type { ServerResponse } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
@@ -114,12 +115,69 @@ function addRequestHook(
   })
 }
 
+type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]]
+
+/**
+ * Fastify's logger for one request, made only when the request logs something: Fastify makes a
+ * pino child (its bindings serialized) for every request, and the webhook logs its own line
+ * instead (or nothing, for most requests).
+ */
+class RequestLogger {
+  private made: Logger | undefined
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  private get logger(): Logger {
+    return (this.made ??= this.parent.child(this.bindings, this.options))
+  }
+
+  get level(): string {
+    return this.made?.level ?? this.options.level ?? this.parent.level
+  }
+
+  set level(level: string) {
+    this.logger.level = level
+  }
+
+  fatal(...args: LogArgs): void {
+    this.logger.fatal(...(args as [unknown]))
+  }
+  error(...args: LogArgs): void {
+    this.logger.error(...(args as [unknown]))
+  }
+  warn(...args: LogArgs): void {
+    this.logger.warn(...(args as [unknown]))
+  }
+  info(...args: LogArgs): void {
+    this.logger.info(...(args as [unknown]))
+  }
+  debug(...args: LogArgs): void {
+    this.logger.debug(...(args as [unknown]))
+  }
+  trace(...args: LogArgs): void {
+    this.logger.trace(...(args as [unknown]))
+  }
+  silent(): void {}
+  child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
+    return this.logger.child(bindings, options)
+  }
+}
+
+function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  return new RequestLogger(logger as Logger, bindings, options) as unknown as FastifyBaseLogger
+}
+
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
   const s = options.server ?? serverSchema.parse({})
   const app = Fastify({
     loggerInstance: options.logger,
     // Each review is logged once, with its decision, by the mutate plugin.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     bodyLimit: s.bodyLimitBytes,
     ...commonOptions(s),
     // On close, idle keep-alive connections go at once; in-flight reviews finish first.
@@ -151,6 +209,7 @@ export async function buildOpsApp(
   const app = Fastify({
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     ...commonOptions(s),
     http: { headersTimeout, connectionsCheckingInterval },
     forceCloseConnections: true,

@@ -1,7 +1,7 @@
 // JSON logs with pino; one logger per process, children carry request context.
 //
 // Standard output is written asynchronously (the admission path never waits on a pipe), in
-// batches (one write per 8 KiB or 200 ms instead of one per line), through a bounded buffer: when
+// batches (one write per 32 KiB or 200 ms instead of one per line), through a bounded buffer: when
 // the reader falls behind by more than LOG_QUEUE_MAX_BYTES, new lines are dropped and counted
 // instead of queued, so memory stays bounded under any load. The queue and the drops are exported
 // as metrics (mirrorhook_log_queue_bytes, mirrorhook_log_dropped_total).
@@ -10,8 +10,9 @@ import { close, fsync, write, writeSync } from 'node:fs'
 import { pino, type Logger, type DestinationStream } from 'pino'
 
 export const LOG_QUEUE_MAX_BYTES = 4 * 1024 * 1024
-// Lines are written in batches of this many bytes, or at the latest after LOG_FLUSH_MS.
-export const LOG_BATCH_BYTES = 8 * 1024
+// Lines are written in batches of this many bytes (fewer, larger writes: each one is a hand-over to a
+// libuv thread and a wake-up of the reader), or at the latest after LOG_FLUSH_MS.
+export const LOG_BATCH_BYTES = 32 * 1024
 export const LOG_FLUSH_MS = 200
 // A busy destination (EAGAIN) is tried again after this long.
 const BUSY_RETRY_MS = 100
