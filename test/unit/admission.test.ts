@@ -245,3 +245,30 @@ t.test('the response is written as JSON text: the same bytes JSON.stringify give
   t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
   t.equal(res.json().response.uid, 'u-9')
 })
+
+t.test('JSON bodies keep the prototype-poisoning checks of Fastify’s parser, plain or escaped', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const send = (payload: string) => app.inject({ method: 'POST', url: '/mutate', headers: { 'content-type': 'application/json' }, payload })
+  const request = (extra: string) =>
+    `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"p-1",${extra}"object":${JSON.stringify(pod)}}}`
+  for (const poisoned of [
+    request('"__proto__":{"x":1},'),
+    request('"\\u005f_proto__":{"x":1},'),
+    request('"_\\u005Fpr\\u006fto__" :{"x":1},'),
+    request('"constructor":{"prototype":{"x":1}},'),
+    request('"c\\u006fnstructor":{"prototype":{"x":1}},'),
+  ]) {
+    const res = await send(poisoned)
+    t.equal(res.statusCode, 400, poisoned.slice(60, 120))
+    t.match(res.json().error, /not valid JSON/)
+  }
+  for (const fine of [request(''), request('"name":"caf\\u00e9",'), request('"name":"constructor",'), `\ufeff${request('')}`]) {
+    const res = await send(fine)
+    t.equal(res.statusCode, 200, fine.slice(60, 120))
+    t.equal(res.json().response.uid, 'p-1')
+  }
+  t.equal((await send('')).statusCode, 400, 'an empty body')
+  t.equal((await send('{"kind":')).statusCode, 400, 'a cut body')
+})

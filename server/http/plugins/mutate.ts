@@ -58,6 +58,27 @@ const JSON_TYPE = 'application/json; charset=utf-8'
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
   const { metrics, logger } = deps
 
+  // JSON bodies: Fastify's parser (secure-json-parse) runs JSON.parse and then two regular
+  // expressions over the whole text looking for "__proto__" and "constructor" keys, spelled
+  // plainly or with \u escapes. A text with no \u escape and neither quoted word cannot match
+  // them, and a few substring searches say so: it is parsed directly. Anything else, and any
+  // text JSON.parse refuses, goes to Fastify's parser as before (same results, same errors).
+  const defaultJsonParser = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string
+    if (text.length > 0 && !text.includes('\\u') && !text.includes('"__proto__"') && !text.includes('"constructor"')) {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(text)
+      } catch {
+        return defaultJsonParser(request, text, done)
+      }
+      return done(null, parsed)
+    }
+    return defaultJsonParser(request, text, done)
+  })
+
   // Malformed JSON and wrong content types answer 400 with what is wrong.
   app.setErrorHandler((error: { statusCode?: number; message: string }, _request: FastifyRequest, reply: FastifyReply) => {
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
