@@ -148,3 +148,14 @@ export function buildResponse(review: AdmissionReview, patch: readonly JsonPatch
   if (warnings.length > 0) response.warnings = [...warnings]
   return { apiVersion: review.apiVersion, kind: 'AdmissionReview', response }
 }
+
+/**
+ * `JSON.stringify(buildResponse(review, patch, warnings))`, written directly: the response has one
+ * known shape, so only the uid, the patch and the warnings need encoding.
+ */
+export function responseJson(review: AdmissionReview, patch: readonly JsonPatchOp[], warnings: readonly string[]): string {
+  let out = `{"apiVersion":${JSON.stringify(review.apiVersion)},"kind":"AdmissionReview","response":{"uid":${JSON.stringify(review.request.uid)},"allowed":true`
+  if (patch.length > 0) out += `,"patchType":"JSONPatch","patch":"${Buffer.from(JSON.stringify(patch)).toString('base64')}"`
+  if (warnings.length > 0) out += `,"warnings":${JSON.stringify(warnings)}`
+  return `${out}}}`
+}

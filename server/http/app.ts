@@ -1,10 +1,11 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
+import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
 import type { ServerResponse } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
-import { ReviewBudget } from './budget.js'
+import { type Reservation, ReviewBudget } from './budget.js'
 import { DEFAULT_BODY_LIMIT, serverSchema, type ServerConfig } from './config.js'
 import type { AppDependencies } from './context.js'
 import { healthPlugin } from './plugins/health.js'
@@ -35,7 +36,11 @@ export function beginDrain(app: FastifyInstance): void {
   for (const res of inFlight.get(app) ?? []) {
     const socket = res.socket
     if (res.writableFinished) socket?.end()
-    else res.once('finish', () => socket?.end())
+    else {
+      // Not answered yet: the answer says so too (Node merges this header with the reply's own).
+      if (!res.headersSent) res.setHeader('connection', 'close')
+      res.once('finish', () => socket?.end())
+    }
   }
 }
 
@@ -66,17 +71,104 @@ function commonOptions(s: ServerConfig) {
   }
 }
 
-function addDrainHook(app: FastifyInstance): void {
+/**
+ * One synchronous `onRequest` hook per app (no promise per request): tracks the response until
+ * it closes (for the drain), marks it `Connection: close` while draining, and with a budget
+ * reserves the review's declared size before its body is read, given back when the response is
+ * done or the connection is gone.
+ */
+function addRequestHook(
+  app: FastifyInstance,
+  review?: { budget: ReviewBudget; bodyLimit: number; metrics: AppDependencies['metrics']; logger: AppDependencies['logger'] },
+): void {
   const responses = new Set<ServerResponse>()
   inFlight.set(app, responses)
-  app.addHook('onRequest', async (_request, reply) => {
-    responses.add(reply.raw)
-    reply.raw.once('close', () => responses.delete(reply.raw))
-  })
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
+    const res = reply.raw
     if (draining.has(app)) reply.header('connection', 'close')
-    return payload
+    responses.add(res)
+    let reservation: Reservation | undefined = undefined
+    res.once('close', () => {
+      responses.delete(res)
+      reservation?.release()
+    })
+    const method = request.method
+    if (!review || (method !== 'POST' && method !== 'PUT' && method !== 'PATCH')) return done()
+    const declared = Number(request.headers['content-length'])
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, review.bodyLimit) : review.bodyLimit
+    if (bytes === 0) return done()
+    reservation = review.budget.reserve(bytes)
+    if (!reservation) {
+      review.metrics.errors.inc({ stage: 'overload' })
+      review.logger.warn(
+        { waiting: review.budget.waiting, bytesInUse: review.budget.bytesInUse },
+        'too many reviews waiting for memory: answered 503, the API server admits the Pod unchanged',
+      )
+      reply.code(503).header('connection', 'close').send({ error: 'too many reviews in progress' })
+      return
+    }
+    if (reservation.grantedAtOnce) return done()
+    reservation.granted.then(
+      (ok) => (ok ? done() : reply.code(503).send({ error: 'connection closed while waiting' })),
+      (error: Error) => done(error),
+    )
   })
+}
+
+type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]]
+
+/**
+ * Fastify's logger for one request, made only when the request logs something: Fastify makes a
+ * pino child (its bindings serialized) for every request, and the webhook logs its own line
+ * instead (or nothing, for most requests).
+ */
+class RequestLogger {
+  private made: Logger | undefined
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  private get logger(): Logger {
+    return (this.made ??= this.parent.child(this.bindings, this.options))
+  }
+
+  get level(): string {
+    return this.made?.level ?? this.options.level ?? this.parent.level
+  }
+
+  set level(level: string) {
+    this.logger.level = level
+  }
+
+  fatal(...args: LogArgs): void {
+    this.logger.fatal(...(args as [unknown]))
+  }
+  error(...args: LogArgs): void {
+    this.logger.error(...(args as [unknown]))
+  }
+  warn(...args: LogArgs): void {
+    this.logger.warn(...(args as [unknown]))
+  }
+  info(...args: LogArgs): void {
+    this.logger.info(...(args as [unknown]))
+  }
+  debug(...args: LogArgs): void {
+    this.logger.debug(...(args as [unknown]))
+  }
+  trace(...args: LogArgs): void {
+    this.logger.trace(...(args as [unknown]))
+  }
+  silent(): void {}
+  child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
+    return this.logger.child(bindings, options)
+  }
+}
+
+function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  return new RequestLogger(logger as Logger, bindings, options) as unknown as FastifyBaseLogger
 }
 
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
@@ -85,6 +177,7 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Webho
     loggerInstance: options.logger,
     // Each review is logged once, with its decision, by the mutate plugin.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     bodyLimit: s.bodyLimitBytes,
     ...commonOptions(s),
     // On close, idle keep-alive connections go at once; in-flight reviews finish first.
@@ -94,29 +187,10 @@ export async function buildWebhookApp(options: WebhookAppOptions): Promise<Webho
     return503OnClosing: false,
     ...(options.tls ? { https: { ...options.tls, ...TLS_OPTIONS, ...nodeServerOptions(s) } } : {}),
   }) as unknown as FastifyInstance
-  addDrainHook(app)
-
-  // Review bodies held at once are bounded; the reservation is made before the body is read
-  // and given back when the response is done or the connection is gone.
+  // Review bodies held at once are bounded (see addRequestHook).
   const budget = new ReviewBudget(s.reviewBytesInFlight, s.maxWaitingReviews)
   budgets.set(app, budget)
-  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.method !== 'POST' && request.method !== 'PUT' && request.method !== 'PATCH') return
-    const declared = Number(request.headers['content-length'])
-    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, s.bodyLimitBytes) : s.bodyLimitBytes
-    if (bytes === 0) return
-    const reservation = budget.reserve(bytes)
-    if (!reservation) {
-      options.metrics.errors.inc({ stage: 'overload' })
-      options.logger.warn(
-        { waiting: budget.waiting, bytesInUse: budget.bytesInUse },
-        'too many reviews waiting for memory: answered 503, the API server admits the Pod unchanged',
-      )
-      return reply.code(503).header('connection', 'close').send({ error: 'too many reviews in progress' })
-    }
-    reply.raw.once('close', reservation.release)
-    if (!(await reservation.granted)) return reply.code(503).send({ error: 'connection closed while waiting' })
-  })
+  addRequestHook(app, { budget, bodyLimit: s.bodyLimitBytes, metrics: options.metrics, logger: options.logger })
 
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(mutatePlugin, options)
@@ -135,11 +209,12 @@ export async function buildOpsApp(
   const app = Fastify({
     loggerInstance: options.logger,
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     ...commonOptions(s),
     http: { headersTimeout, connectionsCheckingInterval },
     forceCloseConnections: true,
   }) as unknown as FastifyInstance
-  addDrainHook(app)
+  addRequestHook(app)
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(metricsPlugin, { metrics: options.metrics })
   return app

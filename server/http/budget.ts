@@ -3,16 +3,43 @@
 // with its body left in the socket (TCP flow control holds the sender back). Too many
 // waiting reviews are refused at once instead of queueing without end.
 export interface Reservation {
+  // True when the bytes were reserved at once (nothing to wait for: the common case).
+  readonly grantedAtOnce: boolean
   // Resolves true once the bytes are reserved, false when cancelled first.
   readonly granted: Promise<boolean>
   // Gives the bytes back (or leaves the queue); safe to call more than once.
   release(): void
 }
 
-interface Waiter {
-  bytes: number
-  grant: (ok: boolean) => void
-  state: 'waiting' | 'granted' | 'done'
+class Waiter implements Reservation {
+  state: 'waiting' | 'granted' | 'done' = 'waiting'
+  readonly grantedAtOnce: boolean
+  // Set once decided; the promise is made only when someone waits.
+  private outcome: boolean | undefined
+  private resolve: ((ok: boolean) => void) | undefined
+  private promise: Promise<boolean> | undefined
+
+  constructor(
+    private readonly budget: ReviewBudget,
+    readonly bytes: number,
+    atOnce: boolean,
+  ) {
+    this.grantedAtOnce = atOnce
+  }
+
+  get granted(): Promise<boolean> {
+    this.promise ??=
+      this.outcome === undefined ? new Promise<boolean>((resolve) => (this.resolve = resolve)) : Promise.resolve(this.outcome)
+    return this.promise
+  }
+
+  grant(ok: boolean): void {
+    if (this.outcome !== undefined) return
+    this.outcome = ok
+    this.resolve?.(ok)
+  }
+
+  readonly release = (): void => this.budget.release(this)
 }
 
 export class ReviewBudget {
@@ -34,12 +61,15 @@ export class ReviewBudget {
 
   /** Reserves `bytes`, or returns undefined when the waiting line is full. */
   reserve(bytes: number): Reservation | undefined {
-    const waiter: Waiter = { bytes, grant: () => undefined, state: 'waiting' }
-    const granted = new Promise<boolean>((resolve) => (waiter.grant = resolve))
-    if (this.queue.length === 0 && this.fits(bytes)) this.take(waiter)
-    else if (this.queue.length >= this.maxWaiting) return undefined
-    else this.queue.push(waiter)
-    return { granted, release: () => this.release(waiter) }
+    if (this.queue.length === 0 && this.fits(bytes)) {
+      const waiter = new Waiter(this, bytes, true)
+      this.take(waiter)
+      return waiter
+    }
+    if (this.queue.length >= this.maxWaiting) return undefined
+    const waiter = new Waiter(this, bytes, false)
+    this.queue.push(waiter)
+    return waiter
   }
 
   // One review always fits, whatever its size: the body limit bounds it.
@@ -53,7 +83,8 @@ export class ReviewBudget {
     waiter.grant(true)
   }
 
-  private release(waiter: Waiter): void {
+  /** @internal Through `Reservation.release`. */
+  release(waiter: Waiter): void {
     if (waiter.state === 'done') return
     if (waiter.state === 'granted') this.used -= waiter.bytes
     else {

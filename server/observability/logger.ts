@@ -1,15 +1,21 @@
 // JSON logs with pino; one logger per process, children carry request context.
 //
 // Standard output is written asynchronously (the admission path never waits on a pipe), in
-// batches (one write per 8 KiB or 200 ms instead of one per line), through a bounded buffer: when the reader falls behind by more than LOG_QUEUE_MAX_BYTES, new lines are
-// dropped and counted instead of queued, so memory stays bounded under any load. The queue and
-// the drops are exported as metrics (mirrorhook_log_queue_bytes, mirrorhook_log_dropped_total).
+// batches (one write per 32 KiB or 200 ms instead of one per line), through a bounded buffer: when
+// the reader falls behind by more than LOG_QUEUE_MAX_BYTES, new lines are dropped and counted
+// instead of queued, so memory stays bounded under any load. The queue and the drops are exported
+// as metrics (mirrorhook_log_queue_bytes, mirrorhook_log_dropped_total).
+import { EventEmitter } from 'node:events'
+import { close, fsync, write, writeSync } from 'node:fs'
 import { pino, type Logger, type DestinationStream } from 'pino'
 
 export const LOG_QUEUE_MAX_BYTES = 4 * 1024 * 1024
-// Lines are written in batches of this many bytes, or at the latest after LOG_FLUSH_MS.
-export const LOG_BATCH_BYTES = 8 * 1024
+// Lines are written in batches of this many bytes (fewer, larger writes: each one is a hand-over to a
+// libuv thread and a wake-up of the reader), or at the latest after LOG_FLUSH_MS.
+export const LOG_BATCH_BYTES = 32 * 1024
 export const LOG_FLUSH_MS = 200
+// A busy destination (EAGAIN) is tried again after this long.
+const BUSY_RETRY_MS = 100
 
 export interface LogStats {
   // Bytes accepted but not yet written.
@@ -27,21 +33,143 @@ export function logStats(): LogStats {
   return { queuedBytes: queued(), droppedLines, droppedBytes }
 }
 
-/** Asynchronous, bounded standard output (pino's SonicBoom with `maxLength`). */
-export function stdoutDestination(maxQueueBytes = LOG_QUEUE_MAX_BYTES, fd = 1, batchBytes = LOG_BATCH_BYTES): DestinationStream {
-  const destination = pino.destination({
-    fd,
-    sync: false,
-    minLength: batchBytes,
-    periodicFlush: batchBytes > 0 ? LOG_FLUSH_MS : 0,
-    maxLength: maxQueueBytes,
-  })
-  destination.on('drop', (data: string | Buffer) => {
-    droppedLines += 1
-    droppedBytes += typeof data === 'string' ? Buffer.byteLength(data) : data.length
-  })
-  // SonicBoom's count of bytes buffered and being written.
-  queued = () => (destination as unknown as { _len?: number })._len ?? 0
+// Destinations with lines still queued when the process exits write them synchronously then.
+const open = new Set<BoundedDestination>()
+let exitHookInstalled = false
+function flushAllOnExit(): void {
+  for (const d of open) d.flushSync()
+}
+
+/**
+ * A file descriptor written in batches by asynchronous writes, with a bounded queue. Each line is
+ * kept as the string pino made and encoded once, when its batch is written (pino's SonicBoom
+ * measured the pending batch again for every line and re-encoded each written batch).
+ * Events: `ready` (next tick), `drop` (a line refused), `close` (after `end()`).
+ */
+export class BoundedDestination extends EventEmitter implements DestinationStream {
+  // Lines accepted and not yet handed to a write, and their bytes.
+  private lines: string[] = []
+  private pendingBytes = 0
+  // Bytes of the write under way (until it completes).
+  private writingBytes = 0
+  private writing = false
+  private ending = false
+  private closed = false
+  private readonly timer: NodeJS.Timeout | undefined
+
+  constructor(
+    private readonly fd: number,
+    private readonly maxQueueBytes: number,
+    private readonly batchBytes: number,
+  ) {
+    super()
+    if (batchBytes > 0) {
+      this.timer = setInterval(() => this.flush(), LOG_FLUSH_MS)
+      this.timer.unref()
+    }
+    open.add(this)
+    if (!exitHookInstalled) {
+      exitHookInstalled = true
+      process.once('exit', flushAllOnExit)
+    }
+    process.nextTick(() => this.emit('ready'))
+  }
+
+  /** Bytes accepted and not yet written. */
+  get queuedBytes(): number {
+    return this.pendingBytes + this.writingBytes
+  }
+
+  write(line: string): boolean {
+    if (this.closed || this.ending) return false
+    const bytes = Buffer.byteLength(line)
+    if (this.pendingBytes + this.writingBytes + bytes > this.maxQueueBytes) {
+      droppedLines += 1
+      droppedBytes += bytes
+      if (this.listenerCount('drop') > 0) this.emit('drop', line)
+      return false
+    }
+    this.lines.push(line)
+    this.pendingBytes += bytes
+    if (!this.writing && this.pendingBytes > 0 && this.pendingBytes >= this.batchBytes) this.writeBatch()
+    return true
+  }
+
+  /** Starts writing what is queued, if no write is under way. */
+  flush(): void {
+    if (!this.writing && this.pendingBytes > 0) this.writeBatch()
+  }
+
+  private writeBatch(): void {
+    const data = Buffer.from(this.lines.length === 1 ? this.lines[0]! : this.lines.join(''))
+    this.lines = []
+    this.writingBytes = this.pendingBytes
+    this.pendingBytes = 0
+    this.writing = true
+    this.writeFrom(data, 0)
+  }
+
+  private writeFrom(data: Buffer, offset: number): void {
+    write(this.fd, data, offset, data.length - offset, null, (error, n) => {
+      if (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code === 'EAGAIN' || code === 'EBUSY') {
+          setTimeout(() => this.writeFrom(data, offset), BUSY_RETRY_MS).unref()
+          return
+        }
+        // EPIPE and the like: the reader is gone; what cannot be written is counted as dropped.
+        droppedBytes += data.length - offset
+        droppedLines += 1
+      } else if (offset + n < data.length) {
+        this.writeFrom(data, offset + n)
+        return
+      }
+      this.writing = false
+      this.writingBytes = 0
+      if (this.pendingBytes > 0 && (this.pendingBytes >= this.batchBytes || this.ending)) this.writeBatch()
+      else if (this.ending) this.finish()
+    })
+  }
+
+  /** Writes what is queued and not yet under way, synchronously (process exit). */
+  flushSync(): void {
+    if (this.closed || this.pendingBytes === 0) return
+    const data = Buffer.from(this.lines.join(''))
+    this.lines = []
+    this.pendingBytes = 0
+    for (let offset = 0; offset < data.length;) {
+      try {
+        offset += writeSync(this.fd, data, offset, data.length - offset)
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code !== 'EAGAIN' && code !== 'EBUSY') return
+      }
+    }
+  }
+
+  /** Writes what is queued, then closes the file (standard output and error stay open). */
+  end(): void {
+    if (this.ending) return
+    this.ending = true
+    if (this.timer) clearInterval(this.timer)
+    if (this.writing) return
+    if (this.pendingBytes > 0) this.writeBatch()
+    else this.finish()
+  }
+
+  private finish(): void {
+    this.closed = true
+    open.delete(this)
+    const done = () => this.emit('close')
+    if (this.fd === 1 || this.fd === 2) return void process.nextTick(done)
+    fsync(this.fd, () => close(this.fd, done))
+  }
+}
+
+/** Asynchronous, bounded standard output. */
+export function stdoutDestination(maxQueueBytes = LOG_QUEUE_MAX_BYTES, fd = 1, batchBytes = LOG_BATCH_BYTES): BoundedDestination {
+  const destination = new BoundedDestination(fd, maxQueueBytes, batchBytes)
+  queued = () => destination.queuedBytes
   return destination
 }
 

@@ -1,7 +1,8 @@
 // Prometheus metrics. One registry per process (or per test app), never the global one.
 // No label value comes from a Pod spec: registries are the configured ones or `other`, the rest
-// are fixed codes. The admission path increments label children looked up once.
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+// are fixed codes. The admission path adds to plain numbers (a Map lookup per count); the counters
+// read them when scraped.
+import { Counter, type CounterConfiguration, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { logStats } from './logger.js'
 
 // Decision times: fine steps from 10 µs to 250 µs, where a review's decision falls, then coarse.
@@ -10,24 +11,52 @@ export const ADMISSION_DURATION_BUCKETS = [
   0.0025, 0.005, 0.01, 0.05,
 ]
 
+// Counts by label set, as plain numbers: prom-client hashes and validates the labels on every
+// `inc`, even through a label child, which the admission path would pay per image.
+class Tally<L extends string> {
+  private readonly counts = new Map<string, { readonly labels: Partial<Record<L, string>>; n: number }>()
+
+  add(key: string, labels: () => Partial<Record<L, string>>): void {
+    const entry = this.counts.get(key)
+    if (entry) entry.n += 1
+    else this.counts.set(key, { labels: labels(), n: 1 })
+  }
+
+  /** A counter whose values are the tally's, read when it is collected. */
+  counter(config: CounterConfiguration<L>): Counter<L> {
+    const counts = this.counts
+    return new Counter<L>({
+      ...config,
+      collect() {
+        this.reset()
+        for (const { labels, n } of counts.values()) this.inc(labels, n)
+      },
+    })
+  }
+}
+
 export class Metrics {
   readonly registry = new Registry()
 
-  readonly reviews = new Counter({
+  private readonly reviewTally = new Tally<'outcome' | 'dry_run'>()
+  private readonly rewriteTally = new Tally<'registry'>()
+  private readonly keptTally = new Tally<'reason'>()
+
+  readonly reviews = this.reviewTally.counter({
     name: 'mirrorhook_admission_reviews_total',
     help: 'Admission reviews answered, by outcome (mutated, unchanged, skipped, ignored, error, invalid) and dry-run.',
     labelNames: ['outcome', 'dry_run'] as const,
     registers: [this.registry],
   })
 
-  readonly rewrites = new Counter({
+  readonly rewrites = this.rewriteTally.counter({
     name: 'mirrorhook_image_rewrites_total',
     help: 'Container images rewritten to a mirror, by source registry.',
     labelNames: ['registry'] as const,
     registers: [this.registry],
   })
 
-  readonly kept = new Counter({
+  readonly kept = this.keptTally.counter({
     name: 'mirrorhook_images_kept_total',
     help: 'Container images left unchanged, by reason code.',
     labelNames: ['reason'] as const,
@@ -74,34 +103,22 @@ export class Metrics {
     },
   })
 
-  private readonly children = new Map<string, { inc(): void }>()
-
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'mirrorhook_' })
   }
 
-  private child(key: string, make: () => { inc(): void }): { inc(): void } {
-    let c = this.children.get(key)
-    if (!c) {
-      c = make()
-      this.children.set(key, c)
-    }
-    return c
-  }
-
   /** One answered review; `dryRun` is 'unknown' when the request could not be read. */
   countReview(outcome: string, dryRun: boolean | 'unknown'): void {
-    const dry = String(dryRun)
-    this.child(`r\0${outcome}\0${dry}`, () => this.reviews.labels({ outcome, dry_run: dry })).inc()
+    this.reviewTally.add(dryRun === false ? outcome : `${outcome}\0${String(dryRun)}`, () => ({ outcome, dry_run: String(dryRun) }))
   }
 
   /** One rewritten image; `registry` must be a configured registry or `other` (see registryMetricLabel). */
   countRewrite(registry: string): void {
-    this.child(`w\0${registry}`, () => this.rewrites.labels({ registry })).inc()
+    this.rewriteTally.add(registry, () => ({ registry }))
   }
 
   /** One kept image, by its reason code. */
   countKept(reason: string): void {
-    this.child(`k\0${reason}`, () => this.kept.labels({ reason })).inc()
+    this.keptTally.add(reason, () => ({ reason }))
   }
 }

@@ -1,7 +1,9 @@
 // mirrorhook against the floor: a bare Fastify 5 TLS server with the same certificate and server
 // options that parses the same body and returns the same response bytes (floor-server.mjs).
 // Figures, not a test:
-//   npm run bench:floor [-- --pairs 5 --seconds 5 --connections 16 --soak 600]
+//   npm run bench:floor [-- --pairs 5 --seconds 5 --warmup 2 --connections 16 --soak 600]
+//   [--only '10 images,nothing'] (cases whose name starts so) [--no-startup] (skip the start-up timing)
+//   [--cpu-prof DIR] (mirrorhook under the load writes a V8 CPU profile into DIR when it stops)
 //
 // - Load: wrk (Debian package; installed with apt-get when missing) over HTTPS keep-alive,
 //   pinned to the last core; each server is pinned to core 0. Runs alternate mirrorhook, floor,
@@ -37,6 +39,8 @@ const WARMUP = option('warmup', 2)
 const CONNECTIONS = option('connections', 16)
 const SOAK = option('soak', 0)
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1]!.split(',') : undefined
+const CPU_PROF = args.includes('--cpu-prof') ? args[args.indexOf('--cpu-prof') + 1] : undefined
+const STARTUP = !args.includes('--no-startup')
 
 const root = join(import.meta.dirname, '..', '..')
 const fixtures = join(root, 'test', 'fixtures', 'bench')
@@ -145,7 +149,7 @@ writeFileSync(
 )
 const serverEnv = { PATH: process.env.PATH, HOME: join(work, 'home'), KUBECONFIG: join(work, 'no-kubeconfig') }
 
-async function startMirrorhook(): Promise<Server> {
+async function startMirrorhook(profileDir?: string): Promise<Server> {
   const port = await freePort()
   const metricsPort = await freePort()
   const started = performance.now()
@@ -155,6 +159,7 @@ async function startMirrorhook(): Promise<Server> {
       '-c',
       SERVER_CORE,
       process.execPath,
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
       join(root, 'dist', 'server', 'cli.js'),
       'serve',
       '--config',
@@ -376,7 +381,7 @@ const cases = [
 ].filter((c) => !ONLY || ONLY.some((o) => c.name.startsWith(o)))
 
 const readyTimes: number[] = []
-let mirrorhook = await startMirrorhook()
+let mirrorhook = await startMirrorhook(CPU_PROF)
 readyTimes.push(mirrorhook.readyMs)
 // The floor answers with exactly the bytes mirrorhook answered for each fixture.
 const responses: Record<string, string> = {}
@@ -459,22 +464,26 @@ if (SOAK > 0) {
 }
 await stop(mirrorhook)
 
+if (CPU_PROF) console.log(`\nCPU profile of mirrorhook under load written into ${CPU_PROF}`)
+
 // Start-up: spawn to the first 200 from /readyz, no cluster.
-for (let i = 0; i < 4; i++) {
+for (let i = 0; STARTUP && i < 4; i++) {
   mirrorhook = await startMirrorhook()
   readyTimes.push(mirrorhook.readyMs)
   await stop(mirrorhook)
 }
 const floorReady: number[] = []
-for (let i = 0; i < 5; i++) {
+for (let i = 0; STARTUP && i < 5; i++) {
   const f = await startFloor(responsesFile)
   floorReady.push(f.readyMs)
   await stop(f)
 }
-console.log(`\nstart-up until ready (spawn to first 200 from /readyz), 5 starts:`)
-console.log(`  mirrorhook serve: median ${median(readyTimes).toFixed(0)} ms (${readyTimes.map((t) => t.toFixed(0)).join(', ')})`)
-console.log(`  floor:            median ${median(floorReady).toFixed(0)} ms (${floorReady.map((t) => t.toFixed(0)).join(', ')})`)
-summary.push(`serve ready: median ${median(readyTimes).toFixed(0)} ms (floor ${median(floorReady).toFixed(0)} ms)`)
+if (STARTUP) {
+  console.log(`\nstart-up until ready (spawn to first 200 from /readyz), 5 starts:`)
+  console.log(`  mirrorhook serve: median ${median(readyTimes).toFixed(0)} ms (${readyTimes.map((t) => t.toFixed(0)).join(', ')})`)
+  console.log(`  floor:            median ${median(floorReady).toFixed(0)} ms (${floorReady.map((t) => t.toFixed(0)).join(', ')})`)
+  summary.push(`serve ready: median ${median(readyTimes).toFixed(0)} ms (floor ${median(floorReady).toFixed(0)} ms)`)
+}
 
 console.log(
   `\nsummary (load average at end ${loadavg()

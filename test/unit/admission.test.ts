@@ -8,7 +8,8 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
 import type { AdmissionContext } from '../../server/http/context.js'
-import type { AdmittedEvent } from '../../server/admission/review.js'
+import { buildResponse, responseJson, type AdmissionReview, type AdmittedEvent } from '../../server/admission/review.js'
+import type { JsonPatchOp } from '../../server/core/pod.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 
@@ -212,4 +213,62 @@ t.test('the README example review gives the patch the README shows', async (t) =
       value: { 'mirrorhook.io/original-images': '{"migrate":"ghcr.io/example/migrate:v3","web":"nginx:1.25"}' },
     },
   ])
+})
+
+t.test('the response is written as JSON text: the same bytes JSON.stringify gives for its object', async (t) => {
+  const review = (uid: string, apiVersion = 'admission.k8s.io/v1') =>
+    ({ apiVersion, kind: 'AdmissionReview', request: { uid } }) as unknown as AdmissionReview
+  const patch: JsonPatchOp[] = [
+    { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'add', path: '/metadata/annotations/mirrorhook.io~1original-images', value: '{"web":"nginx:1.25","\\"q\\"":"a\\u2028b"}' },
+  ]
+  const cases: [AdmissionReview, JsonPatchOp[], string[]][] = [
+    [review('u-1'), [], []],
+    [
+      review('u-"quoted"\\\n\u2028\ud800é', 'admission.k8s.io/v1beta1'),
+      patch,
+      ['mirrorhook: web: nginx:1.25 -> m.daocloud.io/… (mode always)', 'ü "x" \u0001'],
+    ],
+    [review('u-2'), [], ['only a warning']],
+    [review('u-3'), patch, []],
+  ]
+  for (const [r, p, w] of cases) t.equal(responseJson(r, p, w), JSON.stringify(buildResponse(r, p, w)))
+
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const res = await app.inject({
+    method: 'POST',
+    url: '/mutate',
+    payload: { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'u-9', object: pod } },
+  })
+  t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+  t.equal(res.json().response.uid, 'u-9')
+})
+
+t.test('JSON bodies keep the prototype-poisoning checks of Fastify’s parser, plain or escaped', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const send = (payload: string) => app.inject({ method: 'POST', url: '/mutate', headers: { 'content-type': 'application/json' }, payload })
+  const request = (extra: string) =>
+    `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"p-1",${extra}"object":${JSON.stringify(pod)}}}`
+  for (const poisoned of [
+    request('"__proto__":{"x":1},'),
+    request('"\\u005f_proto__":{"x":1},'),
+    request('"_\\u005Fpr\\u006fto__" :{"x":1},'),
+    request('"constructor":{"prototype":{"x":1}},'),
+    request('"c\\u006fnstructor":{"prototype":{"x":1}},'),
+  ]) {
+    const res = await send(poisoned)
+    t.equal(res.statusCode, 400, poisoned.slice(60, 120))
+    t.match(res.json().error, /not valid JSON/)
+  }
+  for (const fine of [request(''), request('"name":"caf\\u00e9",'), request('"name":"constructor",'), `\ufeff${request('')}`]) {
+    const res = await send(fine)
+    t.equal(res.statusCode, 200, fine.slice(60, 120))
+    t.equal(res.json().response.uid, 'p-1')
+  }
+  t.equal((await send('')).statusCode, 400, 'an empty body')
+  t.equal((await send('{"kind":')).statusCode, 400, 'a cut body')
 })

@@ -1,7 +1,7 @@
 // POST /mutate: the admission endpoint. Fails open: any internal error
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { admit, buildResponse, parseAdmissionReview, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { admit, parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
 import { WARN_WHEN_KEPT } from '../../core/pod.js'
 import { registryMetricLabel } from '../../core/policy.js'
 import { clipForLog } from '../../observability/logger.js'
@@ -53,8 +53,32 @@ function podName(req: AdmissionRequest): string | undefined {
   return undefined
 }
 
+// The response is written as JSON text (responseJson), so Fastify sends it as it is.
+const JSON_TYPE = 'application/json; charset=utf-8'
+
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
   const { metrics, logger } = deps
+
+  // JSON bodies: Fastify's parser (secure-json-parse) runs JSON.parse and then two regular
+  // expressions over the whole text looking for "__proto__" and "constructor" keys, spelled
+  // plainly or with \u escapes. A text with no \u escape and neither quoted word cannot match
+  // them, and a few substring searches say so: it is parsed directly. Anything else, and any
+  // text JSON.parse refuses, goes to Fastify's parser as before (same results, same errors).
+  const defaultJsonParser = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body as string
+    if (text.length > 0 && !text.includes('\\u') && !text.includes('"__proto__"') && !text.includes('"constructor"')) {
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(text)
+      } catch {
+        return defaultJsonParser(request, text, done)
+      }
+      return done(null, parsed)
+    }
+    return defaultJsonParser(request, text, done)
+  })
 
   // Malformed JSON and wrong content types answer 400 with what is wrong.
   app.setErrorHandler((error: { statusCode?: number; message: string }, _request: FastifyRequest, reply: FastifyReply) => {
@@ -91,7 +115,7 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
     try {
       const { policy, reachability, secrets } = deps.context()
       const result = admit(req, policy, reachability, secrets)
-      const body = buildResponse(review, result.patch, result.warnings)
+      const body = responseJson(review, result.patch, result.warnings)
       metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.countReview(result.outcome, dryRun)
       for (const plan of result.plans) {
@@ -112,12 +136,12 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
           logger.error({ ...about(), err: error }, 'post-admission hook failed; the Pod is admitted as decided')
         }
       }
-      return body
+      return reply.type(JSON_TYPE).send(body)
     } catch (error) {
       metrics.errors.inc({ stage: 'admission' })
       metrics.countReview('error', dryRun)
       logger.error({ ...about(), err: error }, 'admission failed; allowing the Pod unchanged')
-      return buildResponse(review, [], [])
+      return reply.type(JSON_TYPE).send(responseJson(review, [], []))
     }
   })
 }
