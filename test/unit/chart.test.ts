@@ -463,7 +463,10 @@ if (!existsSync(HELM)) {
     ])
     const policy = find(rendered, 'ValidatingAdmissionPolicy')
     t.match(policy.spec.matchConditions[0].expression, /system:serviceaccount:mirrorhook:mirrorhook/)
-    t.match(policy.spec.validations[0].expression, /request\.namespace == "mirrorhook" \?\s+!\(variables\.secret\.metadata\.name in \["harbor-pull"\]\)/)
+    t.match(
+      policy.spec.validations[0].expression,
+      /request\.namespace == "mirrorhook" \?\s+!\(variables\.secret\.metadata\.name in \["harbor-pull"\]\)/,
+    )
     t.equal(kinds(defaults).filter((k) => k.includes('pull-secret')).length, 0, 'nothing without mirror.pullSecrets')
   })
 
