@@ -165,8 +165,8 @@ function kept(original: string, code: PodKeepCode, reason: string, registry?: st
 
 export function decideContainer(c: ContainerContext, policy: Policy, reachability: ReachabilityView): ContainerOutcome {
   const { image, pod } = c
-  const pullPolicy = effectivePullPolicy(image, c.container.imagePullPolicy)
-  if (pullPolicy === 'Never') {
+  // The API server's default is never Never: the written value decides, with no parse.
+  if (c.container.imagePullPolicy === 'Never') {
     return kept(image, 'pull-policy-never', 'imagePullPolicy is Never: the node must already have the image under this name')
   }
 
