@@ -191,7 +191,9 @@ export class Prewarmer {
   private async runClaimed(scheduled: number): Promise<boolean> {
     const renewEvery = (this.o.config.prewarm.leaseDurationSeconds * 1000) / 3
     let renewal: TimerHandle | undefined
+    let finished = false
     const renew = () => {
+      if (finished) return
       renewal = this.clock.setTimeout(() => {
         void this.lease.renew().then(
           (held) => held && renew(),
@@ -204,6 +206,7 @@ export class Prewarmer {
     try {
       report = await this.runNow(scheduled)
     } finally {
+      finished = true
       if (renewal) this.clock.clearTimeout(renewal)
     }
     const completed = report.result !== 'failed'
