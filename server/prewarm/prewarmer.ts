@@ -13,7 +13,7 @@ import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { type Clock, systemClock, type TimerHandle } from '../prepull/clock.js'
 import type { RegistryTally } from './ask.js'
-import { RunLease } from './lease.js'
+import { type Claim, type LeaseRecord, RunLease } from './lease.js'
 import { PrewarmMetrics } from './metrics.js'
 import type { PrewarmEntry } from './plan.js'
 import { type CreateTagResolver, createTagResolver } from './registry-api.js'
@@ -47,6 +47,14 @@ export interface PrewarmTarget {
   prewarm(entries: readonly PrewarmEntry[], keepUntilMs: number): void
 }
 
+/** What the scheduler needs of the Lease (server/prewarm/lease.ts). */
+export interface RunClaims {
+  record(baseline: number | undefined): Promise<LeaseRecord>
+  claim(scheduled: number): Promise<Claim>
+  renew(): Promise<boolean>
+  release(completed?: { scheduled: number; summary: string }): Promise<boolean>
+}
+
 export interface PrewarmerOptions {
   kubeConfig: KubeConfig
   config: Config
@@ -63,6 +71,8 @@ export interface PrewarmerOptions {
   clock?: Clock
   createResolver?: CreateTagResolver
   workloads?: WorkloadReader
+  // Tests share one in-memory stand-in between replicas; otherwise the Lease in the API.
+  lease?: RunClaims
 }
 
 export class Prewarmer {
@@ -70,7 +80,7 @@ export class Prewarmer {
   readonly identity: string
   private readonly clock: Clock
   private readonly schedule: Schedule
-  private readonly lease: RunLease
+  private readonly lease: RunClaims
   private readonly workloads: WorkloadReader
   private timer?: TimerHandle
   private running?: Promise<void>
@@ -85,14 +95,16 @@ export class Prewarmer {
     this.metrics = new PrewarmMetrics(o.registry)
     this.identity = o.identity ?? `${hostname()}_${randomUUID()}`
     this.schedule = compileSchedule(c.schedule, c.timeZone)
-    this.lease = new RunLease({
-      kubeConfig: o.kubeConfig,
-      namespace: o.namespace,
-      name: c.lease,
-      identity: this.identity,
-      durationSeconds: c.leaseDurationSeconds,
-      now: () => this.clock.now(),
-    })
+    this.lease =
+      o.lease ??
+      new RunLease({
+        kubeConfig: o.kubeConfig,
+        namespace: o.namespace,
+        name: c.lease,
+        identity: this.identity,
+        durationSeconds: c.leaseDurationSeconds,
+        now: () => this.clock.now(),
+      })
     this.workloads = o.workloads ?? new WorkloadSource(o.kubeConfig)
   }
 
@@ -179,7 +191,9 @@ export class Prewarmer {
   private async runClaimed(scheduled: number): Promise<boolean> {
     const renewEvery = (this.o.config.prewarm.leaseDurationSeconds * 1000) / 3
     let renewal: TimerHandle | undefined
+    let finished = false
     const renew = () => {
+      if (finished) return
       renewal = this.clock.setTimeout(() => {
         void this.lease.renew().then(
           (held) => held && renew(),
@@ -192,6 +206,7 @@ export class Prewarmer {
     try {
       report = await this.runNow(scheduled)
     } finally {
+      finished = true
       if (renewal) this.clock.clearTimeout(renewal)
     }
     const completed = report.result !== 'failed'

@@ -89,7 +89,7 @@ export async function buildResolvers(
   },
 ): Promise<Map<string, TagResolver>> {
   const out = new Map<string, TagResolver>()
-  const core = deps.kubeConfig ? apiClient(deps.kubeConfig, CoreV1Api) : undefined
+  let core: CoreV1Api | undefined
   for (const [host, entry] of Object.entries(registries)) {
     let caPem: string | undefined
     let dockerConfigJson: string | undefined
@@ -105,7 +105,8 @@ export async function buildResolvers(
       }
       if (entry.credentialsSecret) {
         const where = `Secret ${deps.namespace}/${entry.credentialsSecret}`
-        if (!core) throw new Error(`cannot read ${where}: no Kubernetes API`)
+        if (!deps.kubeConfig) throw new Error(`cannot read ${where}: no Kubernetes API`)
+        core ??= apiClient(deps.kubeConfig, CoreV1Api)
         let data: Record<string, string> | undefined
         try {
           data = (await core.readNamespacedSecret({ name: entry.credentialsSecret, namespace: deps.namespace })).data
