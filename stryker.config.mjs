@@ -14,6 +14,7 @@ const groups = {
       'test/unit/reachability-state.test.ts',
       'test/unit/reachability-state-edges.test.ts',
       'test/unit/reachability-classify-edges.test.ts',
+      'test/unit/reachability-state-late.test.ts',
     ],
   },
   admission: {
