@@ -20,7 +20,13 @@ const groups = {
   admission: {
     // The Pod-level rules: the plan and patch (pod.ts), the per-container pull rules (pullrules.ts).
     mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/pullrules.ts', 'server/core/manifests.ts'],
-    testFiles: ['test/unit/pod.test.ts', 'test/unit/pullrules.test.ts', 'test/unit/manifests.test.ts', 'test/unit/admission.test.ts'],
+    testFiles: [
+      'test/unit/pod.test.ts',
+      'test/unit/pullrules.test.ts',
+      'test/unit/manifests.test.ts',
+      'test/unit/admission.test.ts',
+      'test/unit/pullrules-edges.test.ts',
+    ],
   },
   core: {
     // The rest of server/core: the reference grammar, noProxy, the policy, the rewrite decision
@@ -37,6 +43,7 @@ const groups = {
       'test/unit/allowlist.test.ts',
       'test/unit/mirrors-decision.test.ts',
       'test/unit/config.test.ts',
+      'test/unit/allowlist-edges.test.ts',
     ],
   },
 }
