@@ -26,6 +26,7 @@ const groups = {
       'test/unit/manifests.test.ts',
       'test/unit/admission.test.ts',
       'test/unit/pullrules-edges.test.ts',
+      'test/unit/admission-edges.test.ts',
     ],
   },
   core: {
