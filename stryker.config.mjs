@@ -27,6 +27,7 @@ const groups = {
       'test/unit/admission.test.ts',
       'test/unit/pullrules-edges.test.ts',
       'test/unit/admission-edges.test.ts',
+      'test/unit/pod-edges.test.ts',
     ],
   },
   core: {
