@@ -46,6 +46,7 @@ const groups = {
       'test/unit/mirrors-decision.test.ts',
       'test/unit/config.test.ts',
       'test/unit/allowlist-edges.test.ts',
+      'test/unit/rewrite-edges.test.ts',
     ],
   },
 }
