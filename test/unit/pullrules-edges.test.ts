@@ -101,6 +101,10 @@ t.test("kubeFledgedBusyboxFor keeps the original's tag and digest unless the con
   const tagged = policyOf({ pull: { kubeFledgedBusybox: 'busybox:1.36.1' } } as ConfigInput)
   t.equal(kubeFledgedBusyboxFor(`senthilrch/busybox:1.35.0@${DIGEST}`, tagged), 'busybox:1.36.1', 'a configured tag, written as configured')
   t.equal(kubeFledgedBusyboxFor('senthilrch/busybox:1.35.0', policyOf({ pull: { kubeFledgedBusybox: '' } } as ConfigInput)), undefined)
+  // A configured image that does not parse (the configuration refuses one; a policy built otherwise) replaces nothing.
+  const p2 = policyOf()
+  const unparseable = { ...p2, config: { ...p2.config, pull: { ...p2.config.pull, kubeFledgedBusybox: 'Not A Ref' } } }
+  t.equal(kubeFledgedBusyboxFor('senthilrch/busybox:1.35.0', unparseable), undefined)
 })
 
 t.test('targetOf: the longest mirror prefix followed by a slash', async (t) => {
