@@ -7,7 +7,7 @@ import jsonpatch from 'fast-json-patch'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
-import { annotationsSize, type ImagePlan, mutatePod, planSpec, podSkipReason, warningsFor } from '../../server/core/pod.js'
+import { annotationsSize, ENABLED_LABEL, type ImagePlan, mutatePod, planSpec, podSkipReason, warningsFor } from '../../server/core/pod.js'
 import { planManifest } from '../../server/core/manifests.js'
 
 type Obj = Record<string, unknown>
@@ -254,4 +254,8 @@ t.test('dry-run of a template: its namespace, its owner references ignored, a sk
     { code: 'owner-kind', reason: 'the Pod is controlled by Operator , which is not in podOwners' },
     'a Pod is judged whole',
   )
+})
+
+t.test('the label and annotation names operators and charts use', async (t) => {
+  t.equal(ENABLED_LABEL, 'mirrorhook.io/enabled')
 })
