@@ -47,6 +47,7 @@ const groups = {
       'test/unit/config.test.ts',
       'test/unit/allowlist-edges.test.ts',
       'test/unit/rewrite-edges.test.ts',
+      'test/unit/policy-edges.test.ts',
     ],
   },
 }
