@@ -256,6 +256,6 @@ t.test('dry-run of a template: its namespace, its owner references ignored, a sk
   )
 })
 
-t.test('the label and annotation names operators and charts use', async (t) => {
+t.test('the namespace label operators set', async (t) => {
   t.equal(ENABLED_LABEL, 'mirrorhook.io/enabled')
 })
