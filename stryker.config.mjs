@@ -14,16 +14,27 @@ const groups = {
       'test/unit/reachability-state.test.ts',
       'test/unit/reachability-state-edges.test.ts',
       'test/unit/reachability-classify-edges.test.ts',
+      'test/unit/reachability-state-late.test.ts',
     ],
   },
   admission: {
-    mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/manifests.ts'],
-    testFiles: ['test/unit/pod.test.ts', 'test/unit/manifests.test.ts', 'test/unit/admission.test.ts'],
+    // The Pod-level rules: the plan and patch (pod.ts), the per-container pull rules (pullrules.ts).
+    mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/pullrules.ts', 'server/core/manifests.ts'],
+    testFiles: [
+      'test/unit/pod.test.ts',
+      'test/unit/pullrules.test.ts',
+      'test/unit/manifests.test.ts',
+      'test/unit/admission.test.ts',
+      'test/unit/pullrules-edges.test.ts',
+      'test/unit/admission-edges.test.ts',
+      'test/unit/pod-edges.test.ts',
+    ],
   },
   core: {
     // The rest of server/core: the reference grammar, noProxy, the policy, the rewrite decision
-    // (including mode auto's use of registry state) and the configuration.
-    mutate: ['server/core/**/*.ts', '!server/core/pod.ts', '!server/core/manifests.ts'],
+    // (including mode auto's use of registry state, several mirrors per registry and their
+    // allowlists) and the configuration.
+    mutate: ['server/core/**/*.ts', '!server/core/pod.ts', '!server/core/pullrules.ts', '!server/core/manifests.ts'],
     testFiles: [
       'test/unit/reference/regexp.test.ts',
       'test/unit/reference/reference.test.ts',
@@ -31,7 +42,12 @@ const groups = {
       'test/unit/noproxy.test.ts',
       'test/unit/rewrite.test.ts',
       'test/unit/reachability-decision.test.ts',
+      'test/unit/allowlist.test.ts',
+      'test/unit/mirrors-decision.test.ts',
       'test/unit/config.test.ts',
+      'test/unit/allowlist-edges.test.ts',
+      'test/unit/rewrite-edges.test.ts',
+      'test/unit/policy-edges.test.ts',
     ],
   },
 }

@@ -280,8 +280,9 @@ export class StateTable {
   private confirm(record: RegistryRecord, observation: Observation): void {
     record.decidedBy = observation
     record.confirmations += 1
-    record.updatedAt = observation.at
-    record.expiresAt = observation.at + this.params.ttlMs
+    // A report that arrives late (older than the last update) never moves the record's time back.
+    record.updatedAt = Math.max(record.updatedAt, observation.at)
+    record.expiresAt = Math.max(record.expiresAt ?? 0, observation.at + this.params.ttlMs)
   }
 
   private lapseIfExpired(record: RegistryRecord, now: number): boolean {
