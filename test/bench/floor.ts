@@ -3,7 +3,7 @@
 // Figures, not a test:
 //   npm run bench:floor [-- --pairs 5 --seconds 5 --warmup 2 --connections 16 --soak 600]
 //   [--only '10 images,nothing'] (cases whose name starts so) [--no-startup] (skip the start-up timing)
-//   [--cpu-prof DIR] (mirrorhook under the load writes a V8 CPU profile into DIR when it stops)
+//   [--cpu-prof DIR] (each server under the load writes a V8 CPU profile into DIR/mirrorhook or DIR/floor)
 //
 // - Load: wrk (Debian package; installed with apt-get when missing) over HTTPS keep-alive,
 //   pinned to the last core; each server is pinned to core 0. Runs alternate mirrorhook, floor,
@@ -193,7 +193,7 @@ async function startMirrorhook(profileDir?: string): Promise<Server> {
   return server
 }
 
-async function startFloor(responsesFile: string): Promise<Server> {
+async function startFloor(responsesFile: string, profileDir?: string): Promise<Server> {
   const port = await freePort()
   const started = performance.now()
   const proc = spawn(
@@ -202,6 +202,7 @@ async function startFloor(responsesFile: string): Promise<Server> {
       '-c',
       SERVER_CORE,
       process.execPath,
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
       join(import.meta.dirname, 'floor-server.mjs'),
       String(port),
       certs.certFile,
@@ -381,7 +382,7 @@ const cases = [
 ].filter((c) => !ONLY || ONLY.some((o) => c.name.startsWith(o)))
 
 const readyTimes: number[] = []
-let mirrorhook = await startMirrorhook(CPU_PROF)
+let mirrorhook = await startMirrorhook(CPU_PROF && join(CPU_PROF, 'mirrorhook'))
 readyTimes.push(mirrorhook.readyMs)
 // The floor answers with exactly the bytes mirrorhook answered for each fixture.
 const responses: Record<string, string> = {}
@@ -393,7 +394,7 @@ for (const c of cases) {
 }
 const responsesFile = join(work, 'responses.json')
 writeFileSync(responsesFile, JSON.stringify(responses))
-const floor = await startFloor(responsesFile)
+const floor = await startFloor(responsesFile, CPU_PROF && join(CPU_PROF, 'floor'))
 
 const summary: string[] = []
 for (const c of cases) {
@@ -464,7 +465,7 @@ if (SOAK > 0) {
 }
 await stop(mirrorhook)
 
-if (CPU_PROF) console.log(`\nCPU profile of mirrorhook under load written into ${CPU_PROF}`)
+if (CPU_PROF) console.log(`\nCPU profiles of both servers under load written into ${CPU_PROF}/mirrorhook and ${CPU_PROF}/floor`)
 
 // Start-up: spawn to the first 200 from /readyz, no cluster.
 for (let i = 0; STARTUP && i < 4; i++) {
