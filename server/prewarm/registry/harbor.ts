@@ -52,12 +52,13 @@ export async function resolveHarbor(
   entry: RegistryEntry,
   repository: string,
   current: string | undefined,
-  tally: Tally,
+  opts: { pageSize: number; tally: Tally },
 ): Promise<{ pick: Pick; note: string }> {
+  const { tally } = opts
   const base = harborArtifactsPath(repository)
   if (!base) return { pick: { evidence: '', reason: `Harbor repositories are <project>/<name>; "${repository}" has no project` }, note: '' }
   const cap = entry.maxTagsPerRepository ?? 100
-  const pageSize = Math.min(HARBOR_PAGE_SIZE, cap)
+  const pageSize = Math.min(HARBOR_PAGE_SIZE, opts.pageSize)
   let next: string | undefined = `${base}?with_tag=true&sort=-push_time&page=1&page_size=${pageSize}`
   const items: TimedTag[] = []
   let pages = 0

@@ -53,7 +53,7 @@ export interface TagResolverDeps {
   metrics?: RegistryMetrics
   now?: () => number
   sleep?: (ms: number) => Promise<void>
-  /** Tags per page of `/v2/<name>/tags/list` (default 1000). */
+  /** Tags per page of `/v2/<name>/tags/list` (default 1000), artifacts per Harbor page (at most 100). */
   pageSize?: number
   timeoutMs?: number
   /** Longest 429 Retry-After waited for (default 60 s). */
@@ -92,7 +92,10 @@ export function createTagResolver(host: string, entry: RegistryEntry, deps: TagR
       if (currentTag !== undefined && !isTag(currentTag)) return { reason: `"${currentTag.slice(0, 200)}" is not a tag`, requests: 0 }
       const { pick, note } =
         entry.api === 'harbor' && entry.order !== 'build-time'
-          ? await resolveHarbor(client, entry, repository, currentTag, tally)
+          ? await resolveHarbor(client, entry, repository, currentTag, {
+              pageSize: Math.min(pageSize, entry.maxTagsPerRepository ?? pageSize),
+              tally,
+            })
           : await resolveOci(client, entry, repository, currentTag, { pageSize, cache, tally })
       const reason = note ? `${pick.reason} (${note})` : pick.reason
       if (pick.tag === undefined) return { reason, requests: tally.requests }
