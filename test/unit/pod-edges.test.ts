@@ -259,3 +259,19 @@ t.test('dry-run of a template: its namespace, its owner references ignored, a sk
 t.test('the namespace label operators set', async (t) => {
   t.equal(ENABLED_LABEL, 'mirrorhook.io/enabled')
 })
+
+t.test("dry-run of a Pod manifest reads the Pod's own metadata: a kube-fledged pull Job gets the busybox substitute", async (t) => {
+  const pod = {
+    kind: 'Pod',
+    metadata: {
+      name: 'ic-web-x7k2p',
+      namespace: 'kube-fledged',
+      labels: { imagecache: 'ic-web', kubefledged: 'kubefledged-image-manager' },
+    },
+    spec: { initContainers: [{ name: 'busybox', image: 'senthilrch/busybox:1.35.0' }], containers: [] },
+  }
+  t.strictSame(
+    planManifest(pod, policy, view).plans.map((p) => (p.decision.action === 'rewrite' ? p.decision.rewritten : p.decision.code)),
+    ['m.daocloud.io/docker.io/library/busybox:1.35.0'],
+  )
+})
