@@ -66,6 +66,24 @@ t.test('Bearer: one token request for concurrent requests of a scope; a refused 
   t.equal(reg.seen.at(-1)?.authorization, 'Bearer tok2')
 })
 
+t.test('a token realm on another host gets no registry credentials, but its own dockerconfig entry', async (t) => {
+  const auth = await serve(t, '127.0.0.2', () => ({ status: 200, body: JSON.stringify({ access_token: 'tok', expires_in: 300 }) }))
+  const reg = await serve(t, '127.0.0.1', (r) =>
+    r.authorization === 'Bearer tok'
+      ? { status: 200 }
+      : { status: 401, headers: { 'WWW-Authenticate': `Bearer realm="${auth.url}/token",service="reg",scope="repository:a:pull"` } },
+  )
+  const withoutOwn = client(t, reg.host, { credentials: { username: 'u', password: 'p' } })
+  t.equal((await withoutOwn.get('/v2/a/tags/list', { maxBytes: 10, scope: 'repository:a:pull' })).status, 200)
+  t.same(auth.seen, [{ path: '/token?service=reg&scope=repository%3Aa%3Apull', authorization: undefined }])
+  const own = client(t, reg.host, {
+    credentials: { username: 'u', password: 'p' },
+    credentialsForHost: (h) => (h === auth.host ? { username: 'realm-user', password: 'rp' } : undefined),
+  })
+  t.equal((await own.get('/v2/a/tags/list', { maxBytes: 10, scope: 'repository:a:pull' })).status, 200)
+  t.equal(auth.seen[1]?.authorization, `Basic ${Buffer.from('realm-user:rp').toString('base64')}`)
+})
+
 t.test('a redirect off the registry origin drops Authorization; a Link elsewhere is refused', async (t) => {
   const storage = await serve(t, '127.0.0.2', () => ({ status: 200, body: 'blob' }))
   const reg = await serve(t, '127.0.0.1', (r): ReturnType<Handler> =>
