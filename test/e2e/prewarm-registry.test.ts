@@ -171,6 +171,19 @@ if (!bins.ok) {
     )
 
     issuer.requests.length = 0
+    const parallel = resolver(
+      locked.host,
+      { api: 'oci', order: 'semver' },
+      { dockerConfigJson: dockerConfig(locked.host, { auth: b64('robot:pw:with:colons') }) },
+    )
+    const both = await Promise.all([parallel.newest('team/app', '1.0.0'), parallel.newest('team/app', '1.0.0')])
+    t.same(
+      both.map((r) => r.newest?.tag),
+      ['1.1.0', '1.1.0'],
+    )
+    t.equal(issuer.requests.length, 1, 'one token request for two resolutions at once')
+
+    issuer.requests.length = 0
     const sso = resolver(
       locked.host,
       { api: 'oci', order: 'semver' },
@@ -247,13 +260,19 @@ if (!bins.ok) {
     let clock = Date.parse('2026-11-29T02:30:00Z')
     const sleeps: number[] = []
     const deps: TagResolverDeps = { now: () => clock, sleep: async (ms) => void (sleeps.push(ms), (clock += ms)) }
-    const r = resolver(proxy.host, { api: 'oci', order: 'semver' }, deps)
+    const outcomes: string[] = []
+    const r = resolver(
+      proxy.host,
+      { api: 'oci', order: 'semver' },
+      { ...deps, metrics: { registryRequest: (host, outcome) => outcomes.push(`${host} ${outcome}`) } },
+    )
     t.same(await r.newest('busy/app', '1.0.0'), {
       newest: { tag: '1.0.1', order: 'semver', evidence: 'version 1.0.1 (2 of 2 tags compared)' },
       reason: 'the highest version, above 1.0.0 (2 tags in 1 page)',
       requests: 2,
     })
     t.same(sleeps, [2000], 'the request after the 429 waited Retry-After')
+    t.same(outcomes, [`${proxy.host} 429`, `${proxy.host} 200`], 'each request counted by outcome')
     limited = 1
     retryAfter = '3600'
     await t.rejects(r.newest('busy/app', '1.0.0'), {
@@ -368,5 +387,70 @@ if (!bins.ok) {
       message: `${harbor.host}: artifacts of ${repo}: HTTP 401 (credentials missing or refused): UNAUTHORIZED unauthorized`,
     })
     t.same(await push.newest('proj/none', '1.0.0'), { reason: `repository proj/none not found on ${harbor.host}`, requests: 1 })
+  })
+
+  t.test('a token realm on another host gets none of the registry credentials', async (t) => {
+    const elsewhere = await startTokenIssuer({
+      ca,
+      dir: path.join(dir, 'elsewhere'),
+      address: '127.0.0.2',
+      users: { robot: 'pw' },
+      anonymousPull: true,
+    })
+    t.teardown(() => elsewhere.stop())
+    const reg = await startRegistry({
+      ca,
+      dir: path.join(dir, 'realm-elsewhere'),
+      auth: { token: elsewhere.registryConfig },
+      pushAuthorization: elsewhere.pushAuthorization,
+    })
+    t.teardown(() => reg.stop())
+    await pushImage(reg, 'pub/app', '1.0.0')
+    await pushImage(reg, 'pub/app', '1.2.0')
+    elsewhere.requests.length = 0
+    const r = resolver(
+      reg.host,
+      { api: 'oci', order: 'semver' },
+      { dockerConfigJson: dockerConfig(reg.host, { username: 'robot', password: 'pw' }) },
+    )
+    t.equal((await r.newest('pub/app', '1.0.0')).newest?.tag, '1.2.0', 'an anonymous token still pulls a public repository')
+    t.same(
+      elsewhere.requests.map((q) => [q.who, q.scopes]),
+      [['anonymous', ['repository:pub/app:pull']]],
+      'no credentials went to 127.0.0.2',
+    )
+  })
+
+  t.test('bounded: size caps, timeouts and links elsewhere give clear errors', async (t) => {
+    const proxy = await startRegistryProxy({
+      ca,
+      upstream: open,
+      intercept: (q) =>
+        q.path.startsWith('/v2/huge/')
+          ? { status: 200, body: JSON.stringify({ name: 'huge/app', tags: Array.from({ length: 600_000 }, (_, i) => `t${i}`) }) }
+          : q.path.startsWith('/v2/elsewhere/')
+            ? {
+                status: 200,
+                headers: { Link: '<https://127.0.0.2:1/v2/elsewhere/app/tags/list?n=1&last=a>; rel="next"' },
+                body: '{"tags":["a"]}',
+              }
+            : q.path.startsWith('/v2/slow/')
+              ? { hang: true, status: 0 }
+              : undefined,
+    })
+    t.teardown(() => proxy.stop())
+    const r = resolver(proxy.host, { api: 'oci', order: 'semver' }, { timeoutMs: 500 })
+    await t.rejects(r.newest('huge/app', '1.0.0'), {
+      name: 'RegistryError',
+      message: /^127\.0\.0\.1:\d+\/v2\/huge\/app\/tags\/list: response (of \d+ bytes )?is more than the 4194304 bytes allowed$/,
+    })
+    await t.rejects(r.newest('slow/app', '1.0.0'), {
+      name: 'RegistryError',
+      message: `${proxy.host}/v2/slow/app/tags/list: no answer within 500 ms`,
+    })
+    await t.rejects(r.newest('elsewhere/app', '1.0.0'), {
+      name: 'RegistryError',
+      message: `${proxy.host}: refusing to follow a link to https://127.0.0.2:1: only ${proxy.url} is queried`,
+    })
   })
 }

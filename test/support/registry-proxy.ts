@@ -15,6 +15,8 @@ export interface ProxiedRequest {
 }
 
 export interface Interception {
+  /** Never answer (the connection stays open until the client gives up). */
+  hang?: boolean
   status: number
   headers?: Record<string, string>
   body?: string
@@ -47,6 +49,7 @@ export async function startRegistryProxy(opts: RegistryProxyOptions): Promise<Re
     const record: ProxiedRequest = { method: req.method ?? 'GET', path: req.url ?? '/', authorization: req.headers.authorization }
     requests.push(record)
     const answer = opts.intercept?.(record)
+    if (answer?.hang) return
     if (answer) {
       res.writeHead(answer.status, { 'Content-Type': 'application/json', ...answer.headers })
       res.end(answer.body ?? '')

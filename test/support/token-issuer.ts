@@ -9,7 +9,7 @@
 //   const issuer = await startTokenIssuer({ ca, dir, users: { robot: 'pw' } })
 //   const reg = await startRegistry({ ca, auth: { token: issuer.registryConfig }, pushAuthorization: issuer.pushAuthorization })
 import { randomUUID, sign } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import path from 'node:path'
@@ -86,6 +86,7 @@ export function parseScopes(scopes: readonly string[]): Access[] {
 export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenIssuer> {
   const address = opts.address ?? '127.0.0.1'
   const signer = await createCa('mirrorhook-test-token-signer', 7)
+  mkdirSync(opts.dir, { recursive: true })
   const rootCertBundle = path.join(opts.dir, 'token-signer.crt')
   writeFileSync(rootCertBundle, signer.certPem)
   const x5c = signer.certPem.replace(/-----[^-]+-----|\s/g, '')

@@ -76,6 +76,8 @@ export class RegistryClient {
   private readonly bucket: TokenBucket
   private readonly agent: https.Agent
   private readonly tokens = new Map<string, CachedToken>()
+  // One token request per scope at a time, however many resolutions wait for it.
+  private readonly pending = new Map<string, Promise<string>>()
   private bearer?: { realm: string; service?: string }
   private basic = false
 
@@ -99,7 +101,8 @@ export class RegistryClient {
    */
   async get(pathOrUrl: string, o: { accept?: string; maxBytes: number; scope?: string; tally?: Tally }): Promise<RegistryResponse> {
     const url = new URL(pathOrUrl, this.origin)
-    if (url.origin !== this.origin) throw new RegistryError(`refusing to follow ${url.origin}: only ${this.origin} is queried`)
+    if (url.origin !== this.origin)
+      throw new RegistryError(`${this.opts.host}: refusing to follow a link to ${url.origin}: only ${this.origin} is queried`)
     let challenged = false
     let limited = 0
     for (;;) {
@@ -110,7 +113,14 @@ export class RegistryClient {
       const res = await this.follow(url, headers, o.maxBytes, o.tally)
       if (res.status === 401 && !challenged) {
         challenged = true
-        if (await this.answer(parseChallenges(header(res.headers, 'www-authenticate')), o.scope)) continue
+        if (
+          await this.answer(
+            parseChallenges(header(res.headers, 'www-authenticate')),
+            o.scope,
+            authorization?.startsWith('Bearer ') ?? false,
+          )
+        )
+          continue
       }
       if (res.status === 429) {
         const wait = retryAfterMs(header(res.headers, 'retry-after'), this.opts.now()) ?? 1000 * 2 ** limited
@@ -144,16 +154,14 @@ export class RegistryClient {
   }
 
   /** Takes up a challenge; false when there is nothing to answer it with. */
-  private async answer(challenges: readonly Challenge[], scope: string | undefined): Promise<boolean> {
+  private async answer(challenges: readonly Challenge[], scope: string | undefined, sentToken: boolean): Promise<boolean> {
     const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm)
     if (bearer) {
       const realm = bearer.params.realm!
       const service = bearer.params.service
-      const fresh = !this.bearer || this.bearer.realm !== realm || this.bearer.service !== service
       this.bearer = { realm, service }
-      const key = tokenKey(realm, service, scope ?? bearer.params.scope)
       // A token that was just refused is not used again.
-      if (!fresh) this.tokens.delete(key)
+      if (sentToken) this.tokens.delete(tokenKey(realm, service, scope))
       return true
     }
     const c = this.opts.credentials
@@ -168,6 +176,20 @@ export class RegistryClient {
     const key = tokenKey(realm, service, scope)
     const cached = this.tokens.get(key)
     if (cached && cached.expiresAt > this.opts.now()) return cached.value
+    const pending = this.pending.get(key)
+    if (pending) return pending
+    const request = this.fetchToken(realm, service, scope, key, tally).finally(() => this.pending.delete(key))
+    this.pending.set(key, request)
+    return request
+  }
+
+  private async fetchToken(
+    realm: string,
+    service: string | undefined,
+    scope: string | undefined,
+    key: string,
+    tally: Tally | undefined,
+  ): Promise<string> {
     let url: URL
     try {
       url = new URL(realm)
@@ -256,7 +278,7 @@ export class RegistryClient {
         const req = https.request(url, { method, headers: h, agent: this.agent }, (res) => {
           const declared = Number(res.headers['content-length'])
           if (declared > maxBytes) {
-            req.destroy(new RegistryError(`${where}: response of ${declared} bytes is more than the ${maxBytes} allowed`))
+            req.destroy(new RegistryError(`${where}: response of ${declared} bytes is more than the ${maxBytes} bytes allowed`))
             return
           }
           const chunks: Buffer[] = []

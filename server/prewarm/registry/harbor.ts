@@ -8,7 +8,7 @@ import { nextLink } from './headers.js'
 import { isTag } from './names.js'
 import { MAX_LIST_BYTES, statusError } from './oci.js'
 import { pickByTime, pickSemver, type Pick, type TimedTag } from './order.js'
-import type { RegistryEntry } from './schema.js'
+import { REGISTRY_ENTRY_DEFAULTS, type RegistryEntry } from './schema.js'
 
 // Harbor caps page_size at 100.
 export const HARBOR_PAGE_SIZE = 100
@@ -57,7 +57,7 @@ export async function resolveHarbor(
   const { tally } = opts
   const base = harborArtifactsPath(repository)
   if (!base) return { pick: { evidence: '', reason: `Harbor repositories are <project>/<name>; "${repository}" has no project` }, note: '' }
-  const cap = entry.maxTagsPerRepository ?? 100
+  const cap = entry.maxTagsPerRepository ?? REGISTRY_ENTRY_DEFAULTS.maxTagsPerRepository
   const pageSize = Math.min(HARBOR_PAGE_SIZE, opts.pageSize)
   let next: string | undefined = `${base}?with_tag=true&sort=-push_time&page=1&page_size=${pageSize}`
   const items: TimedTag[] = []

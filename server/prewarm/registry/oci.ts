@@ -6,7 +6,7 @@ import { header, RegistryError, type RegistryClient, type Tally } from './client
 import { nextLink } from './headers.js'
 import { isTag } from './names.js'
 import { compileTagFilter, inspectionOrder, pickByTime, pickSemver, type Pick, type TimedTag } from './order.js'
-import type { RegistryEntry } from './schema.js'
+import { REGISTRY_ENTRY_DEFAULTS, type RegistryEntry } from './schema.js'
 
 export const MAX_LIST_BYTES = 4 * 1024 * 1024
 // distribution refuses manifests over 4 MiB; configs of real images stay far below 8 MiB.
@@ -163,12 +163,12 @@ export async function resolveOci(
     return { pick: pickSemver(listing.tags, current, entry), note: listed }
   }
   // build-time: read up to the cap of the tags that pass the filter, plus the current one.
-  const cap = entry.maxTagsPerRepository ?? 100
+  const cap = entry.maxTagsPerRepository ?? REGISTRY_ENTRY_DEFAULTS.maxTagsPerRepository
   const candidates = listing.tags.filter((t) => t !== current)
   const filtered = candidates.filter(compileTagFilter(entry))
   const chosen = inspectionOrder(filtered, cap)
   if (current !== undefined) chosen.push(current)
-  const platform = entry.platform ?? 'linux/amd64'
+  const platform = entry.platform ?? REGISTRY_ENTRY_DEFAULTS.platform
   const items: TimedTag[] = []
   for (const tag of chosen) {
     const bt = await tagBuildTime(client, repository, tag, platform, opts.cache, opts.tally)
