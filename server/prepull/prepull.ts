@@ -269,7 +269,9 @@ export class Prepull {
    * The node hook (server/prepull/nodes.ts): `choose` picks, from the managed caches as last seen,
    * those a new node or a node that lost an image should get again; each gets kube-fledged's
    * refresh annotation, with the write rate limit of every other write, never while Processing.
-   * Undefined (nothing chosen) while kube-fledged is missing or its caches are not listed yet.
+   * A batch is refreshed as a whole (kube-fledged pulls each of its images on the nodes that do not list it).
+   * Undefined (nothing chosen) while kube-fledged is missing, its caches are not listed yet or
+   * another replica holds the pre-pull Lease.
    */
   refreshCaches(choose: ChooseCaches): Promise<Map<string, RefreshOutcome> | undefined> {
     return refreshChosen(
@@ -280,7 +282,7 @@ export class Prepull {
         limiter: this.limiter,
         metrics: this.metrics,
         clock: this.clock,
-        ready: () => this.running && this.available && this.watcher.synced,
+        ready: () => this.running && this.available && this.watcher.synced && this.writer.acting,
         logger: this.o.logger,
       },
       choose,
