@@ -434,6 +434,17 @@ t.test('decidePlacement(): at most imagesPerCache images per new batch; busy bat
   const refresh = structuredClone(done)
   refresh.metadata.annotations![REFRESH_ANNOTATION] = new Date(T - 10).toISOString()
   t.same(decidePlacement(['a'], [refresh], timing), { kind: 'wait', ms: 5_000 }, 'a refresh asked for and not taken yet')
+  // A purge of a finished batch no Pod uses, asked for and not taken yet: new batches wait for it,
+  // at most batchWaitMs from the request, and not at all once kube-fledged has purged.
+  const purge = structuredClone(done)
+  purge.metadata.annotations![PURGE_ANNOTATION] = new Date(T - 10).toISOString()
+  t.same(decidePlacement(['a'], [purge], timing), { kind: 'wait', ms: 5_000 }, 'a purge asked for and not taken yet')
+  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_980 }), { kind: 'wait', ms: 10 }, 'not past batchWaitMs')
+  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_990 }), { kind: 'create', images: ['a'] }, 'then anyway')
+  const purged = structuredClone(purge)
+  purged.status = ok(T + 100, 'ImageCachePurge')
+  delete purged.metadata.annotations![PURGE_ANNOTATION]
+  t.same(decidePlacement(['a'], [purged], { ...timing, now: T + 200 }), { kind: 'create', images: ['a'] }, 'a purged batch is idle')
 })
 
 t.test('a failed batch: a refresh after the backoff, never while processing, doubling', async (t) => {
