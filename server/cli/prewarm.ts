@@ -6,7 +6,8 @@ import { Option } from 'commander'
 import { loadConfig } from '../config/load.js'
 import { DEFAULT_NAMESPACE } from '../core/config.js'
 import { findKubeConfig } from '../kube/kubeconfig.js'
-import { imageCacheName } from '../prepull/imagecache.js'
+import { type ImageCache, imagesOf } from '../prepull/imagecache.js'
+import { KubeImageCacheApi } from '../prepull/kubeapi.js'
 import { configOnlyView, loadState, type StateSource, viewFor } from '../reachability/cli.js'
 import type { RegistryTally } from '../prewarm/ask.js'
 import type { PlanRow } from '../prewarm/plan.js'
@@ -15,8 +16,21 @@ import { buildResolvers, closeResolvers, prewarmPass, type ResolverCache } from 
 import { WorkloadSource } from '../prewarm/workloads.js'
 import { CliError } from './common.js'
 
-// The name of the ImageCache that pre-pulls an image (server/prepull/).
-export const cacheNameOf = (image: string): string => imageCacheName(image)
+// Pre-pull writes batches (server/prepull/): an image's ImageCache is the managed batch whose
+// cacheSpec holds it; an image no batch holds yet goes into the next new batch.
+export const NEW_BATCH = '(new, batched)'
+
+/** Image → the managed ImageCache (batch) holding it; the first one by name if two do. */
+export function batchesByImage(caches: readonly ImageCache[]): Map<string, string> {
+  const out = new Map<string, string>()
+  const sorted = [...caches].sort((a, b) => ((a.metadata.name ?? '') < (b.metadata.name ?? '') ? -1 : 1))
+  for (const cache of sorted) {
+    const name = cache.metadata.name
+    if (!name) continue
+    for (const image of imagesOf(cache) ?? []) if (!out.has(image)) out.set(image, name)
+  }
+  return out
+}
 
 export interface DryRunRow {
   workload: string
@@ -24,20 +38,33 @@ export interface DryRunRow {
   init: boolean
   current: string
   tag: string
-  pulls: { role: string; reference: string; pull: string; decision: string; imageCache: string }[]
+  // imageCache: the batch holding the reference now; null: it would go into a new batch.
+  pulls: { role: string; reference: string; pull: string; decision: string; imageCache: string | null }[]
   skipped?: string
 }
 
-export function dryRunRows(rows: readonly PlanRow[]): DryRunRow[] {
+export function dryRunRows(rows: readonly PlanRow[], batches: ReadonlyMap<string, string> = new Map()): DryRunRow[] {
   return rows.map((r) => ({
     workload: `${r.workload.namespace}/${r.workload.kind}/${r.workload.name}`,
     container: r.workload.container,
     init: r.workload.init,
     current: r.workload.image,
     tag: r.tag,
-    pulls: r.pulls.map((p) => ({ ...p, imageCache: cacheNameOf(p.pull) })),
+    pulls: r.pulls.map((p) => ({ ...p, imageCache: batches.get(p.pull) ?? null })),
     ...(r.skipped ? { skipped: r.skipped } : {}),
   }))
+}
+
+// The managed ImageCaches in kube-fledged's namespace (read only); why not, when they cannot be read.
+async function listBatches(api: KubeImageCacheApi): Promise<{ batches: Map<string, string>; note?: string }> {
+  try {
+    return { batches: batchesByImage((await api.list()).items) }
+  } catch (error) {
+    return {
+      batches: new Map(),
+      note: `note: the ImageCaches could not be listed (${(error as Error).message}): every image shown as ${NEW_BATCH}`,
+    }
+  }
 }
 
 function table(rows: string[][]): string {
@@ -61,8 +88,8 @@ export function formatDryRun(rows: readonly DryRunRow[], registries: Record<stri
     r.pulls.forEach((p, i) =>
       lines.push(
         i === 0
-          ? [r.workload, container, r.current, r.tag, `${p.role}: ${p.pull}`, p.imageCache]
-          : ['', '', '', '', `${p.role}: ${p.pull}`, p.imageCache],
+          ? [r.workload, container, r.current, r.tag, `${p.role}: ${p.pull}`, p.imageCache ?? NEW_BATCH]
+          : ['', '', '', '', `${p.role}: ${p.pull}`, p.imageCache ?? NEW_BATCH],
       ),
     )
   }
@@ -106,7 +133,8 @@ async function prewarm(options: { config?: string; namespace?: string; output: s
     resolvers,
     workloads: only === undefined ? workloads : { namespaces: async () => [only], images: (ns, kinds) => workloads.images(ns, kinds) },
   }).finally(() => closeResolvers(cache))
-  const rows = dryRunRows(pass.rows)
+  const listed = await listBatches(new KubeImageCacheApi(kube.kubeConfig, config.kubeFledged.namespace))
+  const rows = dryRunRows(pass.rows, listed.batches)
   const registries = Object.fromEntries(pass.asked.registries)
   if (options.output === 'json') {
     process.stdout.write(
@@ -120,6 +148,7 @@ async function prewarm(options: { config?: string; namespace?: string; output: s
   if (only !== undefined && !selected.includes(only))
     notes.push(`note: ${only} is not among the namespaces pre-warm selects [${selected.join(', ')}]`)
   if (!config.prewarm.enabled) notes.push('note: prewarm.enabled is false: the server does not run it')
+  if (listed.note) notes.push(listed.note)
   process.stdout.write(formatDryRun(rows, registries, notes.join('\n')))
 }
 
@@ -127,7 +156,7 @@ export function registerPrewarm(program: Command): void {
   program
     .command('prewarm')
     .description(
-      'show what the next pre-warm run would pull: per workload and container, the tag chosen and why, the reference and ImageCache',
+      'show what the next pre-warm run would pull: per workload and container, the tag chosen and why, the reference and the ImageCache (batch) holding it',
     )
     .requiredOption('--dry-run', 'required: print the plan, write nothing (the runs themselves happen in `mirrorhook serve`)')
     .option('-n, --namespace <namespace>', 'only this namespace')

@@ -92,8 +92,7 @@ export class KubeFledgedAvailability {
     this.probeTimer = undefined
     if (!this.running) return
     const c = this.o.config
-    const body = buildImageCache(PROBE_IMAGE, undefined, c)
-    body.metadata.name = 'mirrorhook-probe'
+    const body = buildImageCache('mirrorhook-probe', [PROBE_IMAGE], new Map(), c)
     try {
       await this.o.api.probe(body)
       this.markAvailable()

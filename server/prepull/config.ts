@@ -22,6 +22,10 @@ export const KUBE_FLEDGED_DEFAULTS = {
   refreshBackoffSeconds: 60,
   refreshBackoffMaxSeconds: 3600,
   crdPollSeconds: 30,
+  imagesPerCache: 100,
+  batchWaitSeconds: 600,
+  lease: 'mirrorhook-prepull',
+  leaseDurationSeconds: 15,
 } as const
 
 export const kubeFledgedSchema = z
@@ -55,6 +59,13 @@ export const kubeFledgedSchema = z
     refreshBackoffMaxSeconds: z.number().positive().default(KUBE_FLEDGED_DEFAULTS.refreshBackoffMaxSeconds),
     // How often to look again for the ImageCache CRD while kube-fledged is missing.
     crdPollSeconds: z.number().positive().max(3600).default(KUBE_FLEDGED_DEFAULTS.crdPollSeconds),
+    // Images per ImageCache: new images go into a new cache of at most this many (see the README for the choice).
+    imagesPerCache: z.number().int().positive().max(1_000).default(KUBE_FLEDGED_DEFAULTS.imagesPerCache),
+    // A new ImageCache waits for the one kube-fledged is processing, but at most this long.
+    batchWaitSeconds: z.number().nonnegative().max(86_400).default(KUBE_FLEDGED_DEFAULTS.batchWaitSeconds),
+    // The coordination.k8s.io Lease (in `namespace`) that makes one replica the only writer of ImageCaches.
+    lease: z.string().trim().max(253).regex(DNS_SUBDOMAIN, 'must be a Lease name').default(KUBE_FLEDGED_DEFAULTS.lease),
+    leaseDurationSeconds: z.number().int().min(2).max(3600).default(KUBE_FLEDGED_DEFAULTS.leaseDurationSeconds),
   })
   .strict()
 

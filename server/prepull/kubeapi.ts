@@ -1,4 +1,4 @@
-// The API calls pre-pull makes: four verbs on ImageCaches in kube-fledged's namespace,
+// The API calls pre-pull makes: five verbs on ImageCaches in kube-fledged's namespace,
 // through client-node (server/kube/client.ts), and which images running Pods use, read
 // from the process's shared Pod watch.
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node'
@@ -9,11 +9,18 @@ import type { PodCache } from '../kube/pods.js'
 import { MANAGED_SELECTOR } from '../kube/labels.js'
 import { GROUP, type ImageCache, isKubeFledgedPod, PLURAL, VERSION } from './imagecache.js'
 
-/** What the reconciler needs from the API: four verbs on ImageCaches in one namespace. Failures are ApiErrors. */
+/** What the reconciler needs from the API: five verbs on ImageCaches in one namespace. Failures are ApiErrors. */
 export interface ImageCacheApi {
   create(cache: ImageCache): Promise<void>
   // A JSON merge patch of annotations (null removes), refused with 409 if the object changed since `resourceVersion`.
   annotate(name: string, annotations: Record<string, string | null>, resourceVersion: string): Promise<void>
+  // A JSON merge patch of the cacheSpec (its lists as a whole) and annotations, refused with 409 if the object changed since `resourceVersion`.
+  update(
+    name: string,
+    cacheSpec: ImageCache['spec']['cacheSpec'],
+    annotations: Record<string, string | null>,
+    resourceVersion: string,
+  ): Promise<void>
   // Refused with 409 if the object is not the one seen (uid and resourceVersion).
   remove(name: string, precondition: { uid: string; resourceVersion: string }): Promise<void>
   // Every managed ImageCache, read in pages, as one snapshot.
@@ -63,6 +70,20 @@ export class KubeImageCacheApi implements ImageCacheApi {
     await this.call(`PATCH ${imageCachePath(this.namespace, name)}`, () =>
       this.api.patchNamespacedCustomObject(
         { ...this.where, name, body: { metadata: { resourceVersion, annotations } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      ),
+    )
+  }
+
+  async update(
+    name: string,
+    cacheSpec: ImageCache['spec']['cacheSpec'],
+    annotations: Record<string, string | null>,
+    resourceVersion: string,
+  ): Promise<void> {
+    await this.call(`PATCH ${imageCachePath(this.namespace, name)}`, () =>
+      this.api.patchNamespacedCustomObject(
+        { ...this.where, name, body: { metadata: { resourceVersion, annotations }, spec: { cacheSpec } } },
         setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
       ),
     )

@@ -52,6 +52,11 @@ export class PrepullMetrics {
   readonly imageFailedNode: BoundedImageGauge<'image' | 'node' | 'reason'>
   readonly sweeps: Counter<'result'>
   readonly inUse: Gauge
+  readonly caches: Gauge
+  // Managed ImageCaches and images waiting for one, read at scrape time.
+  layout?: () => { caches: number; waiting: number }
+  readonly waiting: Gauge
+  readonly leader: Gauge
   // Read at scrape time.
   queueStats?: () => { ready: number; delayed: number; inFlight: number }
 
@@ -95,7 +100,7 @@ export class PrepullMetrics {
     })
     this.writes = new Counter({
       name: 'mirrorhook_prepull_api_writes_total',
-      help: 'ImageCache writes sent to the API server, by verb (create, annotate, delete) and result.',
+      help: 'ImageCache writes sent to the API server, by verb (create, update, annotate, delete) and result.',
       labelNames: ['verb', 'result'],
       registers,
     })
@@ -106,14 +111,14 @@ export class PrepullMetrics {
     })
     this.images = new Gauge({
       name: 'mirrorhook_prepull_images',
-      help: 'Managed ImageCaches by state (pending, cached, failed, purging, purged, purge-failed).',
+      help: 'Images in managed ImageCaches by state (pending, cached, failed, unknown, aborted, no-nodes, purging, purged, purge-failed).',
       labelNames: ['state'],
       registers,
     })
     this.imageState = new BoundedImageGauge(
       new Gauge({
         name: 'mirrorhook_prepull_image_state',
-        help: `Per image that is not cached yet (at most ${MAX_IMAGE_SERIES} images): 1 for its state (pending, failed, purging, purged, purge-failed).`,
+        help: `Per image that is not cached yet (at most ${MAX_IMAGE_SERIES} images): 1 for its state (pending, failed, unknown, aborted, no-nodes, purging, purged, purge-failed).`,
         labelNames: ['image', 'state'],
         registers,
       }),
@@ -135,6 +140,30 @@ export class PrepullMetrics {
     this.inUse = new Gauge({
       name: 'mirrorhook_prepull_images_in_use',
       help: 'Distinct mirror references run by Pods at the last sweep.',
+      registers,
+    })
+    const layout = () => this.layout?.()
+    this.caches = new Gauge({
+      name: 'mirrorhook_prepull_imagecaches',
+      help: 'Managed ImageCaches (batches of images).',
+      registers,
+      collect() {
+        const l = layout()
+        if (l) this.set(l.caches)
+      },
+    })
+    this.waiting = new Gauge({
+      name: 'mirrorhook_prepull_images_waiting',
+      help: 'Images in use waiting for a new ImageCache (while kube-fledged processes another one).',
+      registers,
+      collect() {
+        const l = layout()
+        if (l) this.set(l.waiting)
+      },
+    })
+    this.leader = new Gauge({
+      name: 'mirrorhook_prepull_leader',
+      help: '1 while this replica holds the pre-pull Lease and is the one that writes ImageCaches.',
       registers,
     })
   }

@@ -97,8 +97,10 @@ function heldIn(removed: readonly string[], held: ReadonlyMap<string, unknown>):
 export interface CacheSummary {
   readonly name: string
   readonly lists: readonly { readonly images: readonly string[]; readonly nodeSelector: Readonly<Record<string, string>> }[]
-  // Its images are in use (not on the way to a purge).
+  // Some of its images are in use (the batch is not on its way to a purge).
   readonly inUse: boolean
+  // Images of a batch in use that no Pod uses any more (marked unused): not re-offered when a node loses them.
+  readonly unused?: readonly string[]
   // kube-fledged has processed it once (its first processing lists the nodes of that moment).
   readonly processed: boolean
   readonly processing: boolean
@@ -107,10 +109,14 @@ export interface CacheSummary {
 
 export function summaryOf(cache: ImageCache): CacheSummary {
   const v = viewOf(cache)
+  const lists = (cache.spec?.cacheSpec ?? []).map((l) => ({ images: l.images ?? [], nodeSelector: l.nodeSelector ?? {} }))
+  const images = new Set(lists.flatMap((l) => l.images))
+  const unused = [...images].filter((i) => v.unusedSince.has(i))
   return {
     name: cache.metadata.name ?? '',
-    lists: (cache.spec?.cacheSpec ?? []).map((l) => ({ images: l.images ?? [], nodeSelector: l.nodeSelector ?? {} })),
-    inUse: v.unusedSince === undefined && !v.purgeRequested && v.purgeFinished === undefined,
+    lists,
+    inUse: unused.length < images.size && !v.purgeRequested && v.purgeFinished === undefined,
+    ...(unused.length > 0 ? { unused } : {}),
     processed: (cache.status?.status ?? '') !== '',
     processing: v.processing,
     refreshRequested: v.refreshRequested,
@@ -164,7 +170,8 @@ export function chooseRefreshes(input: ChooseInput): Choice {
     const holders = new Map<string, CacheSummary[]>()
     for (const c of input.caches)
       if (c.inUse && c.processed)
-        for (const image of new Set(c.lists.flatMap((l) => l.images))) holders.set(image, [...(holders.get(image) ?? []), c])
+        for (const image of new Set(c.lists.flatMap((l) => l.images)))
+          if (!c.unused?.includes(image)) holders.set(image, [...(holders.get(image) ?? []), c])
     for (const s of lost) {
       const now = input.node(s.node)
       if (!now || !now.ready || atImageCap(now, input.nodeStatusMaxImages)) continue

@@ -1,19 +1,32 @@
 // Pre-pull with kube-fledged: admission hands over the mirror references a Pod
-// will run; ImageCaches are written later, off the admission path.
+// will run; ImageCaches (batches of images) are written later, off the admission path,
+// by the one replica that holds the pre-pull Lease.
+import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import type { AdmittedEvent } from '../admission/review.js'
+import { LeaseElector } from '../kube/lease.js'
 import type { PodCache } from '../kube/pods.js'
 import { KubeFledgedAvailability, describeMissing } from './availability.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import type { KubeFledgedConfig } from './config.js'
-import { type CacheState, type ImageCache, imageOf, isKubeFledgedPod, type NodeFailure, viewOf } from './imagecache.js'
+import {
+  type CacheState,
+  describeFailure,
+  type ImageCache,
+  imagesOf,
+  imageStateOf,
+  isKubeFledgedPod,
+  type NodeFailure,
+  viewOf,
+} from './imagecache.js'
 import { CachedPodSource, KubeImageCacheApi, type PodSource } from './kubeapi.js'
 import { PrepullMetrics } from './metrics.js'
 import { type ChooseCaches, refreshChosen, type RefreshOutcome } from './nodes.js'
 import { TokenBucket, WorkQueue } from './queue.js'
-import { Reconciler } from './reconciler.js'
+import { batchKey, batchOfKey, busySince, PLACE_KEY, Reconciler } from './reconciler.js'
 import { CacheStatus } from './status.js'
 import { UsageTracker } from './usage.js'
 import { CacheWatcher } from './watcher.js'
@@ -28,6 +41,15 @@ export interface PrepullOptions {
   clock?: Clock
   // How long to wait before looking again at a cache kube-fledged is processing.
   busyRetryMs?: number
+  // Who may write (tests); by default the Lease named in the configuration.
+  writer?: Writer
+}
+
+/** One writer of ImageCaches across replicas. */
+export interface Writer {
+  readonly acting: boolean
+  start(): void
+  stop(): Promise<void>
 }
 
 // Transient write failures: 500 ms, doubling to 30 s (jittered by the queue).
@@ -45,6 +67,7 @@ export class Prepull {
   private readonly status: CacheStatus
   private readonly availability: KubeFledgedAvailability
   private readonly limiter: TokenBucket
+  private readonly writer: Writer
   private sweepTimer?: TimerHandle
   private sweeping?: Promise<void>
   private running = false
@@ -66,12 +89,11 @@ export class Prepull {
       namespace: c.namespace,
       clock: this.clock,
       logger,
-      onChange: (cache) => this.observed(cache),
-      onDelete: (cache) => this.observedDeletion(cache),
+      onChange: (cache, before) => this.observed(cache, before),
+      onDelete: (cache, before) => this.observedDeletion(cache, before),
       onSynced: () => {
-        logger.info({ caches: this.watcher.list().length, namespace: c.namespace }, 'managed ImageCaches listed; pre-pull running')
-        this.queue.resume()
-        void this.sweep()
+        logger.info({ caches: this.watcher.count, namespace: c.namespace }, 'managed ImageCaches listed; pre-pull running')
+        this.resume()
       },
       onMissing: () => this.availability.markMissing('the ImageCache API answered 404'),
     })
@@ -101,7 +123,10 @@ export class Prepull {
       refreshBackoffMs: c.refreshBackoffSeconds * 1000,
       refreshBackoffMaxMs: c.refreshBackoffMaxSeconds * 1000,
       busyRetryMs: o.busyRetryMs,
-      ready: () => this.availability.available && this.watcher.synced,
+      imagesPerCache: c.imagesPerCache,
+      batchWaitMs: c.batchWaitSeconds * 1000,
+      ready: () => this.availability.available && this.watcher.synced && this.writer.acting,
+      schedule: (key, delayMs) => void this.queue.schedule(key, delayMs),
       onMissing: (error) => this.availability.markMissing(describeMissing(error, c.namespace)),
     })
     this.queue = new WorkQueue({
@@ -117,6 +142,49 @@ export class Prepull {
       onError: (image, error) => logger.error({ image, err: error }, 'pre-pull step failed unexpectedly'),
     })
     this.metrics.queueStats = () => this.queue.stats()
+    this.metrics.layout = () => ({ caches: this.watcher.count, waiting: this.reconciler.waitingCount })
+    this.writer =
+      o.writer ??
+      new LeaseElector({
+        kubeConfig: o.kubeConfig,
+        namespace: c.namespace,
+        name: c.lease,
+        identity: `${hostname()}_${randomUUID()}`,
+        durationSeconds: c.leaseDurationSeconds,
+        logger,
+        what: 'pre-pull',
+        onChange: (leader) => this.metrics.leader.set(leader ? 1 : 0),
+        // A new writer adopts the batches the watch shows, and looks at every image in use.
+        onActing: () => this.resume(),
+      })
+  }
+
+  // Runs what waited for the watch, kube-fledged or the Lease.
+  private resume(): void {
+    if (!this.watcher.synced || !this.writer.acting) return
+    this.queue.resume()
+    for (const cache of this.watcher.list()) if (cache.metadata.name) this.consider(batchKey(cache.metadata.name), 'status')
+    void this.sweep()
+  }
+
+  /** Whether this replica is the one writing ImageCaches. */
+  get writing(): boolean {
+    return this.writer.acting
+  }
+
+  /** Whether an image is still to be written: queued, or waiting for a new batch. */
+  holds(image: string): boolean {
+    return this.queue.has(image) || this.reconciler.isWaiting(image)
+  }
+
+  /** Managed ImageCaches, images they hold, images held twice, images waiting for a batch. */
+  layout(): { caches: number; images: number; duplicates: number; waiting: number } {
+    return {
+      caches: this.watcher.count,
+      images: this.watcher.images,
+      duplicates: this.watcher.duplicates,
+      waiting: this.reconciler.waitingCount,
+    }
   }
 
   /** The admission hook: synchronous, O(images), no I/O. */
@@ -166,6 +234,7 @@ export class Prepull {
     if (this.running) return
     this.running = true
     this.queue.start()
+    this.writer.start()
     this.availability.start()
   }
 
@@ -174,6 +243,7 @@ export class Prepull {
     this.availability.stop()
     if (this.sweepTimer) this.clock.clearTimeout(this.sweepTimer)
     await this.queue.stop()
+    await this.writer.stop()
     await this.watcher.stop()
     await this.sweeping
   }
@@ -199,7 +269,9 @@ export class Prepull {
    * The node hook (server/prepull/nodes.ts): `choose` picks, from the managed caches as last seen,
    * those a new node or a node that lost an image should get again; each gets kube-fledged's
    * refresh annotation, with the write rate limit of every other write, never while Processing.
-   * Undefined (nothing chosen) while kube-fledged is missing or its caches are not listed yet.
+   * A batch is refreshed as a whole (kube-fledged pulls each of its images on the nodes that do not list it).
+   * Undefined (nothing chosen) while kube-fledged is missing, its caches are not listed yet or
+   * another replica holds the pre-pull Lease.
    */
   refreshCaches(choose: ChooseCaches): Promise<Map<string, RefreshOutcome> | undefined> {
     return refreshChosen(
@@ -210,7 +282,7 @@ export class Prepull {
         limiter: this.limiter,
         metrics: this.metrics,
         clock: this.clock,
-        ready: () => this.running && this.available && this.watcher.synced,
+        ready: () => this.running && this.available && this.watcher.synced && this.writer.acting,
         logger: this.o.logger,
       },
       choose,
@@ -238,10 +310,7 @@ export class Prepull {
         this.metrics.sweeps.inc({ result: 'ok' })
         this.metrics.inUse.set(inUse.size)
         for (const image of inUse.keys()) this.consider(image, 'sweep')
-        for (const cache of this.watcher.list()) {
-          const image = imageOf(cache)
-          if (image && !inUse.has(image)) this.consider(image, 'sweep')
-        }
+        for (const cache of this.watcher.list()) if (cache.metadata.name) this.consider(batchKey(cache.metadata.name), 'sweep')
       } catch (error) {
         this.metrics.sweeps.inc({ result: 'error' })
         this.o.logger.warn({ err: (error as Error).message }, 'cannot read the Pods to see which images are in use; trying again later')
@@ -252,31 +321,53 @@ export class Prepull {
     return this.sweeping
   }
 
-  // Queues the image if its next step is a write (or a timed wait).
-  private consider(image: string, source: 'sweep' | 'status'): void {
-    const action = this.reconciler.plan(image)
+  // Queues the image's (or batch's) key if its next step is a write (or a timed wait).
+  private consider(imageOrKey: string, source: 'sweep' | 'status'): void {
+    const key = imageOrKey === PLACE_KEY || batchOfKey(imageOrKey) !== undefined ? imageOrKey : this.reconciler.keyFor(imageOrKey)
+    const action = this.reconciler.plan(key)
     if (action.kind === 'none' || action.kind === 'foreign') return
-    const result = this.queue.schedule(image, action.kind === 'wait' ? action.ms : 0)
+    const result = this.queue.schedule(key, action.kind === 'wait' ? action.ms : 0)
     if (result === 'dropped') this.metrics.dropped.inc({ source })
   }
 
-  private observed(cache: ImageCache): void {
-    const image = imageOf(cache)
-    if (!image) return
-    const created = cache.metadata.creationTimestamp ? new Date(cache.metadata.creationTimestamp).getTime() : NaN
-    if (!Number.isNaN(created)) this.usage.noteCreated(image, created)
-    const view = viewOf(cache)
-    this.status.set(image, view.state, view.state === 'failed' || view.state === 'purge-failed' ? view.failedNodes : [], cache)
-    if (view.state === 'cached') this.reconciler.resetAttempts(image)
-    this.consider(image, 'status')
+  // Images that left a batch (or whose batch went): their state is gone; if in use, they get a new batch.
+  private released(images: readonly string[]): void {
+    for (const image of images) {
+      if (this.watcher.batchOf(image) !== undefined) continue
+      this.status.set(image, undefined, [], undefined)
+      this.usage.forgetCreated(image)
+      this.queue.forget(image)
+      this.consider(image, 'status')
+    }
   }
 
-  private observedDeletion(cache: ImageCache): void {
-    const image = imageOf(cache)
-    if (!image) return
-    this.status.set(image, undefined, [], cache)
-    this.usage.forgetCreated(image)
-    this.queue.forget(image)
-    this.consider(image, 'status')
+  private observed(cache: ImageCache, before: readonly string[]): void {
+    const name = cache.metadata.name
+    if (!name) return
+    this.reconciler.observed(name)
+    const images = imagesOf(cache) ?? []
+    this.released(before.filter((i) => !images.includes(i)))
+    const created = cache.metadata.creationTimestamp ? new Date(cache.metadata.creationTimestamp).getTime() : NaN
+    const view = viewOf(cache)
+    for (const image of images) {
+      if (!Number.isNaN(created)) this.usage.noteCreated(image, created)
+      let s = imageStateOf(view, image)
+      // While kube-fledged refreshes or updates a batch, its images keep what the last run found.
+      const prev = this.status.get(image)
+      if (view.processing && view.state === 'pending' && prev && before.includes(image) && prev.state !== 'pending') s = prev
+      this.status.set(image, s.state, s.failed.map(describeFailure), cache)
+    }
+    if (view.state === 'cached') this.reconciler.resetAttempts(name)
+    this.consider(batchKey(name), 'status')
+    if (this.reconciler.waitingCount > 0 && busySince(cache) === undefined) this.consider(PLACE_KEY, 'status')
+  }
+
+  private observedDeletion(cache: ImageCache, before: readonly string[]): void {
+    const name = cache.metadata.name
+    if (!name) return
+    this.reconciler.observed(name, true)
+    this.reconciler.resetAttempts(name)
+    this.released(before)
+    if (this.reconciler.waitingCount > 0) this.consider(PLACE_KEY, 'status')
   }
 }

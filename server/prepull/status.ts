@@ -24,7 +24,7 @@ export class CacheStatus {
     return Object.fromEntries(this.countByState)
   }
 
-  set(image: string, state: CacheState | undefined, failed: NodeFailure[], cache: ImageCache): void {
+  set(image: string, state: CacheState | undefined, failed: NodeFailure[], cache: ImageCache | undefined): void {
     const m = this.metrics
     const prev = this.states.get(image)
     if (prev) {
@@ -43,12 +43,12 @@ export class CacheStatus {
     if (state !== 'cached') m.imageState.set({ image, state }, 1)
     for (const f of failed) m.imageFailedNode.set({ image, node: f.node, reason: f.reason }, 1)
     if (prev?.state === state && sameFailures(prev.failed, failed)) return
-    const name = cache.metadata.name
+    const name = cache?.metadata.name
     const log = this.logger
     if (state === 'cached') log.info({ image, name }, 'image cached on the nodes')
     else if (state === 'failed') {
       log.warn(
-        { image, name, status: cache.status?.status, reason: cache.status?.reason, failures: failed },
+        { image, name, status: cache?.status?.status, reason: cache?.status?.reason, failures: failed },
         `image pre-pull failed on ${failed.length} node(s)${failed.length ? `: ${failed.map((f) => f.node).join(', ')}` : ''}`,
       )
     } else if (state === 'purged') log.info({ image, name }, 'image purged from the nodes')

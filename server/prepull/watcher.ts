@@ -6,7 +6,7 @@ import { statusOf } from '../kube/errors.js'
 import { Informer } from '../kube/informer.js'
 import { MANAGED_SELECTOR } from '../kube/labels.js'
 import type { Clock } from './clock.js'
-import type { ImageCache } from './imagecache.js'
+import { type ImageCache, imagesOf } from './imagecache.js'
 import { imageCachePath, type ImageCacheApi } from './kubeapi.js'
 
 export interface CacheWatcherOptions {
@@ -15,8 +15,9 @@ export interface CacheWatcherOptions {
   namespace: string
   clock: Clock
   logger: Logger
-  onChange: (cache: ImageCache) => void
-  onDelete: (cache: ImageCache) => void
+  // A batch added or changed, with the images it held before (empty when new).
+  onChange: (cache: ImageCache, before: readonly string[]) => void
+  onDelete: (cache: ImageCache, before: readonly string[]) => void
   // The first full list is in the store.
   onSynced: () => void
   // The list or watch answered 404: no CRD.
@@ -28,6 +29,9 @@ export const CACHE_WATCH_BACKOFF = { initialMs: 1000, maxMs: 30_000 }
 
 export class CacheWatcher {
   private informer?: Informer<ImageCache>
+  // Which batch holds which image (an image in two batches is counted, never made by this layout).
+  private readonly imagesByBatch = new Map<string, readonly string[]>()
+  private readonly batchesByImage = new Map<string, Set<string>>()
 
   constructor(private readonly o: CacheWatcherOptions) {}
 
@@ -37,6 +41,47 @@ export class CacheWatcher {
 
   get(name: string): ImageCache | undefined {
     return this.informer?.get(name, this.o.namespace)
+  }
+
+  /** The batch holding an image. */
+  batchOf(image: string): string | undefined {
+    const names = this.batchesByImage.get(image)
+    return names ? names.values().next().value : undefined
+  }
+
+  /** Images held by more than one batch. */
+  get duplicates(): number {
+    let n = 0
+    for (const names of this.batchesByImage.values()) if (names.size > 1) n++
+    return n
+  }
+
+  /** Managed ImageCaches in the store. */
+  get count(): number {
+    return this.informer?.list(this.o.namespace).length ?? 0
+  }
+
+  /** Images held by the batches. */
+  get images(): number {
+    return this.batchesByImage.size
+  }
+
+  private index(cache: ImageCache, images: readonly string[]): readonly string[] {
+    const name = cache.metadata.name ?? ''
+    const before = this.imagesByBatch.get(name) ?? []
+    for (const image of before) {
+      const names = this.batchesByImage.get(image)
+      names?.delete(name)
+      if (names?.size === 0) this.batchesByImage.delete(image)
+    }
+    if (images.length > 0) this.imagesByBatch.set(name, images)
+    else this.imagesByBatch.delete(name)
+    for (const image of images) {
+      const names = this.batchesByImage.get(image) ?? new Set<string>()
+      names.add(name)
+      this.batchesByImage.set(image, names)
+    }
+    return before
   }
 
   list(): ImageCache[] {
@@ -66,9 +111,10 @@ export class CacheWatcher {
           return 'stop'
         },
       })
-      informer.on('add', (obj) => this.o.onChange(obj))
-      informer.on('update', (obj) => this.o.onChange(obj))
-      informer.on('delete', (obj) => this.o.onDelete(obj))
+      const changed = (obj: ImageCache) => this.o.onChange(obj, this.index(obj, imagesOf(obj) ?? []))
+      informer.on('add', changed)
+      informer.on('update', changed)
+      informer.on('delete', (obj) => this.o.onDelete(obj, this.index(obj, [])))
       void informer.whenSynced().then(() => {
         if (this.informer === informer) this.o.onSynced()
       })

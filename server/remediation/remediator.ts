@@ -21,7 +21,7 @@ import { systemClock } from '../prepull/clock.js'
 import { pullFailures } from '../reachability/learner.js'
 import type { RemediationConfig } from './config.js'
 import { type Change, decidePod, REMEDIATED_ANNOTATION, remediatedMark, type Verdict } from './decide.js'
-import { LeaseElector } from './lease.js'
+import { LeaseElector } from '../kube/lease.js'
 
 export { REMEDIATED_ANNOTATION }
 export const EVENT_REMEDIATED = 'MirrorhookRemediated'
@@ -111,6 +111,7 @@ export class Remediator {
       identity: o.identity ?? `${hostname()}_${randomUUID()}`,
       durationSeconds: o.config.leaseDurationSeconds,
       logger: this.log,
+      what: 'remediation',
       onChange: (leader) => {
         this.leaderGauge?.set(leader ? 1 : 0)
         if (leader) this.scheduleSoon()

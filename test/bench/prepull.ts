@@ -1,6 +1,10 @@
 // Pre-pull at scale against a real kube-apiserver: Pods with 10,000 distinct images
 // are admitted through the webhook (a separate `mirrorhook serve` process), then the
-// ImageCaches are counted. Run: npx tsx test/bench/prepull.ts [images] [writesPerSecond]
+// ImageCaches are counted. kube-fledged's controller is not run: this script writes the
+// status it would write (Succeeded) on each new ImageCache, at once, so that the batches
+// follow one another as they would. The pull Jobs kube-fledged would create are computed
+// (one per image and node) for the layout measured and for one ImageCache per image.
+// Run: npx tsx test/bench/prepull.ts [images] [writesPerSecond] [nodes]
 import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -8,13 +12,15 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { startControlPlane } from '../support/controlplane.js'
 import { get, requireBinaries, sample, spawnServe } from './common.js'
 import { createNamespace, registerWebhook } from '../support/webhook.js'
 
 const IMAGES = Number(process.argv[2] ?? 10_000)
 const RATE = Number(process.argv[3] ?? 250)
+const NODES = Number(process.argv[4] ?? 20)
+// kube-fledged's image work queue: client-go's default controller rate limiter, 10 per second.
+const KUBE_FLEDGED_JOBS_PER_SECOND = 10
 const PER_POD = 10
 const NS = 'kube-fledged'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
@@ -46,6 +52,7 @@ try {
         batchSize: 200,
         podSweepSeconds: 60,
         unusedPurgeSeconds: 0,
+        leaseDurationSeconds: 5,
       },
     }),
   )
@@ -102,39 +109,52 @@ try {
   await Promise.all(Array.from({ length: 16 }, worker))
   const admittedMs = Date.now() - t0
 
-  // Drained: the webhook wrote (or found) every image and its queue is empty. Polled from its
-  // metrics: listing 10,000 objects repeatedly would load the API server being measured.
+  // Drained: every image is in an ImageCache and nothing waits. Listing the ImageCaches is
+  // cheap now (about images / imagesPerCache objects); each new one is marked Succeeded the
+  // way kube-fledged's full update writes it.
+  const list = async (): Promise<any[]> => {
+    const items: any[] = []
+    let cont = ''
+    do {
+      const r = await cp.request('GET', `${CACHES}?limit=2000${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`)
+      const j = r.json()
+      items.push(...j.items)
+      cont = j.metadata?.continue ?? ''
+    } while (cont)
+    return items
+  }
+  let items: any[] = []
   for (;;) {
+    items = await list()
+    for (const o of items.filter((o) => !o.status)) {
+      const at = new Date().toISOString().replace(/\.\d+Z$/, 'Z')
+      o.status = {
+        status: 'Succeeded',
+        reason: 'ImageCacheCreate',
+        message: 'All requested images pulled succesfully to respective nodes',
+        startTime: at,
+        completionTime: at,
+      }
+      const r = await cp.request('PUT', `${CACHES}/${o.metadata.name}`, { body: o })
+      if (r.status !== 200 && r.status !== 409) throw new Error(`status of ${o.metadata.name}: ${r.status} ${r.body.slice(0, 200)}`)
+    }
+    const held = items.reduce((n, o) => n + o.spec.cacheSpec[0].images.length, 0)
     const text = await get(metricsUrl)
-    const written =
-      sample(text, 'mirrorhook_prepull_api_writes_total', 'result="created"') +
-      sample(text, 'mirrorhook_prepull_api_writes_total', 'result="already-exists"')
-    if (written >= IMAGES && sample(text, 'mirrorhook_prepull_queue_depth') === 0) break
+    if (held >= IMAGES && sample(text, 'mirrorhook_prepull_queue_depth') === 0 && sample(text, 'mirrorhook_prepull_images_waiting') === 0)
+      break
     if (Date.now() - t0 > 30 * 60_000) break
-    await new Promise((r) => setTimeout(r, 100))
+    await new Promise((r) => setTimeout(r, 200))
   }
   const drainMs = Date.now() - t0
   clearInterval(sampler)
   const final = await get(metricsUrl)
-  const items: any[] = []
-  let cont = ''
-  do {
-    const r = await cp.request('GET', `${CACHES}?limit=2000${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`)
-    const j = r.json()
-    items.push(...j.items)
-    cont = j.metadata?.continue ?? ''
-  } while (cont)
   const count = items.length
-  const names: string[] = items.map((o) => `${o.metadata.name} ${o.spec.cacheSpec.map((l: any) => l.images.join(',')).join(';')}`)
-
   const perImage = new Map<string, number>()
-  for (const line of names) for (const image of line.split(' ')[1]!.split(/[;,]/)) perImage.set(image, (perImage.get(image) ?? 0) + 1)
+  for (const o of items) for (const l of o.spec.cacheSpec) for (const image of l.images) perImage.set(image, (perImage.get(image) ?? 0) + 1)
   const duplicates = [...perImage.values()].reduce((n, v) => n + (v - 1), 0) + [...perImage.keys()].filter((i) => !mirrors.has(i)).length
   const lost = [...mirrors].filter((m) => !perImage.has(m)).length
-  const misnamed = names.filter((l) => {
-    const [name, image] = l.split(' ')
-    return name !== imageCacheName(image!)
-  }).length
+  const largest = Math.max(0, ...items.map((o) => o.spec.cacheSpec[0].images.length))
+  const jobs = [...perImage.values()].reduce((n, v) => n + v, 0) * NODES
   const created = sample(final, 'mirrorhook_prepull_api_writes_total', 'result="created"')
   const allWrites = sample(final, 'mirrorhook_prepull_api_writes_total')
   const mb = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`
@@ -142,10 +162,18 @@ try {
     ['images admitted (distinct)', String(IMAGES)],
     ['Pods (10 containers each)', String(pods)],
     ['admission of all Pods', `${(admittedMs / 1000).toFixed(1)} s`],
-    ['images cached (ImageCaches)', String(count)],
+    ['images in ImageCaches', String(perImage.size)],
     ['duplicates', String(duplicates)],
     ['lost', String(lost)],
-    ['names not derived from the image', String(misnamed)],
+    ['ImageCaches, batched (largest)', `${count} (${largest} images)`],
+    ['ImageCaches, one per image (earlier layout)', String(IMAGES)],
+    [`pull Jobs kube-fledged creates, batched (${NODES} nodes)`, String(jobs)],
+    [`pull Jobs kube-fledged creates, one per image (${NODES} nodes)`, String(IMAGES * NODES)],
+    [
+      `  at kube-fledged's ${KUBE_FLEDGED_JOBS_PER_SECOND} Jobs/s (each layout, each 15-min refresh)`,
+      `${((IMAGES * NODES) / KUBE_FLEDGED_JOBS_PER_SECOND / 60).toFixed(0)} min`,
+    ],
+    ['caches processed at once, batched / one per image', `1 / up to ${IMAGES}`],
     ['API writes (creates / all)', `${created} / ${allWrites}`],
     ['configured write rate', `${RATE}/s`],
     ['API writes per second (first write to drained)', (allWrites / ((t0 + drainMs - firstWriteAt) / 1000)).toFixed(1)],

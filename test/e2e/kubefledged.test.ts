@@ -1,17 +1,19 @@
 // Pre-pull against a real kube-apiserver with kube-fledged's real ImageCache CRD
 // (no kube-fledged controller: its status writes are made here, the way it makes them).
+// Without the controller nothing ever processes a batch: a new batch waits at most
+// batchWaitSeconds (1 s here) for the previous one, except where a test says otherwise.
 import t from 'tap'
 import https from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { KubeConfig } from '@kubernetes/client-node'
 import { pino, type Logger } from 'pino'
 import type { RunningServer } from '../../server/serve.js'
-import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { KubeImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { cleanupRestartedApiservers, stopApiserver } from '../support/apiserver-outage.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
 import { podReview, waitFor } from '../support/helpers.js'
+import { imageCacheHolding, managedImageCaches } from '../support/kubefledged.js'
 import { applyObject, createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
@@ -49,6 +51,8 @@ if (cp) {
     refreshBackoffSeconds: 1,
     refreshBackoffMaxSeconds: 4,
     unusedPurgeSeconds: 0,
+    batchWaitSeconds: 1,
+    leaseDurationSeconds: 2,
   }
   const config = (kubeFledged: Record<string, unknown> = {}) => ({
     mirror: { prefix: 'm.daocloud.io' },
@@ -64,14 +68,38 @@ if (cp) {
     return w
   }
 
-  async function caches(): Promise<any[]> {
-    const r = await c.request('GET', `${CACHES}?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dmirrorhook`)
-    if (r.status !== 200) throw new Error(`list: ${r.status} ${r.body}`)
-    return r.json().items
+  const caches = () => managedImageCaches(c, NS)
+  // The batch holding an image, and how many batches hold it.
+  const cacheOf = (image: string) => imageCacheHolding(c, image, NS)
+  const holders = async (image: string) => (await caches()).filter((o) => o.spec.cacheSpec[0].images.includes(image)).length
+  const originals = (o: any) => JSON.parse(o.metadata.annotations['mirrorhook.io/originals'])
+  const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
+  // kube-fledged's full update of a batch (the CRD has no status subresource).
+  const put = async (name: string, mutate: (o: any) => void) => {
+    const path = `${CACHES}/${name}`
+    const obj = (await c.request('GET', path)).json()
+    mutate(obj)
+    const r = await c.request('PUT', path, { body: obj })
+    if (r.status !== 200) throw new Error(`PUT ${r.status}: ${r.body}`)
+    return r.json()
   }
-  const cacheOf = async (image: string) => {
-    const r = await c.request('GET', `${CACHES}/${imageCacheName(image)}`)
-    return r.status === 200 ? r.json() : undefined
+  // kube-fledged has processed every batch so far and taken every refresh and purge asked for
+  // (an earlier test's writer may have purged batches no Pod uses): none is left for a new batch
+  // to wait for. It removes the annotation it acted on; a purged batch is then deleted by the writer.
+  const settleAll = async () => {
+    for (const o of await caches()) {
+      const annotations = o.metadata.annotations ?? {}
+      const purge = 'kubefledged.io/purge-imagecache' in annotations
+      const refresh = 'kubefledged.io/refresh-imagecache' in annotations
+      if (o.status && o.status.status !== 'Processing' && !purge && !refresh) continue
+      const reason = purge ? 'ImageCachePurge' : refresh ? 'ImageCacheRefresh' : (o.status?.reason ?? 'ImageCacheCreate')
+      await put(o.metadata.name, (x) => {
+        const message = purge ? 'All cached images succesfully deleted' : 'All requested images pulled succesfully'
+        x.status = { status: 'Succeeded', reason, message, startTime: now(), completionTime: now() }
+        delete x.metadata.annotations?.['kubefledged.io/purge-imagecache']
+        delete x.metadata.annotations?.['kubefledged.io/refresh-imagecache']
+      })
+    }
   }
   async function createPod(
     namespace: string,
@@ -147,7 +175,7 @@ if (cp) {
     t.ok(first.lines.some((l) => /kube-fledged is available now/.test(l.msg ?? '')))
   })
 
-  t.test('Pods admitted: one ImageCache per mirror reference, labelled, with the original, no status', async (t) => {
+  t.test('Pods admitted: every mirror reference in one ImageCache, once, labelled, with its original, no status', async (t) => {
     await createPod('shop', 'web', {
       initContainers: [{ name: 'init', image: 'busybox:1.36' }],
       containers: [
@@ -157,20 +185,26 @@ if (cp) {
     })
     await createPod('shop', 'worker', { containers: [{ name: 'w', image: 'redis:7.2' }] })
     const wanted = [mirror('busybox:1.36'), mirror('nginx:1.25'), mirror('redis:7.2')]
-    await waitFor('three caches', async () => (await Promise.all(wanted.map(cacheOf))).every(Boolean))
-    t.equal((await caches()).length, 3, 'nothing else')
-    for (const image of wanted) {
-      const obj = await cacheOf(image)
-      t.ok(obj, image)
-      t.same(obj.spec.cacheSpec, [{ images: [image] }], 'one list, one image, every node')
+    await waitFor('all three held', async () => (await Promise.all(wanted.map(cacheOf))).every(Boolean))
+    await waitFor('queue idle', () => w1.server.prepull!.queue.idle)
+    for (const image of wanted) t.equal(await holders(image), 1, `${image}: in one batch`)
+    const all = await caches()
+    t.same(all.flatMap((o) => o.spec.cacheSpec[0].images).sort(), [...wanted].sort(), 'nothing else')
+    t.equal(all.length, 2, 'nginx in its batch from before; busybox and redis, admitted in one Pod, in one more')
+    t.same(
+      await cacheOf(mirror('busybox:1.36')).then((o) => o.spec.cacheSpec[0].images.includes(mirror('redis:7.2'))),
+      true,
+      'busybox and redis admitted in one Pod: one batch',
+    )
+    for (const obj of all) {
+      t.equal(obj.spec.cacheSpec.length, 1, 'one list, every node')
+      t.notOk(obj.spec.cacheSpec[0].nodeSelector)
       t.equal(obj.metadata.labels['app.kubernetes.io/managed-by'], 'mirrorhook')
       t.notOk(obj.status, 'no status sent')
+      t.ok(`${obj.metadata.name}-abcde-fghij`.length <= 63, 'Job names stay valid')
     }
-    t.equal((await cacheOf(mirror('busybox:1.36'))).metadata.annotations['mirrorhook.io/original-image'], 'busybox:1.36')
-    t.match(
-      (await cacheOf(mirror('redis:7.2'))).metadata.annotations['mirrorhook.io/original-image'],
-      /^(docker\.io\/library\/)?redis:7\.2$/,
-    )
+    t.equal(originals(await cacheOf(mirror('busybox:1.36')))[mirror('busybox:1.36')], 'busybox:1.36')
+    t.match(originals(await cacheOf(mirror('redis:7.2')))[mirror('redis:7.2')], /^(docker\.io\/library\/)?redis:7\.2$/)
   })
 
   t.test('dry-run admissions create nothing', async (t) => {
@@ -194,44 +228,39 @@ if (cp) {
     t.equal(await metric(w1.server, 'mirrorhook_prepull_dry_run_refused_total'), 0, 'the hook never saw a dry run')
   })
 
-  t.test('two webhook instances admitting the same images create each object once', async (t) => {
+  t.test('two webhook instances admitting the same images: one writer (the Lease), each image in one batch', async (t) => {
     const w2 = await start()
     await waitFor('second instance synced', () => w2.server.prepull!.synced)
+    t.equal(w1.server.prepull!.writing, true, 'the first holds the Lease')
+    t.equal(w2.server.prepull!.writing, false, 'the second does not')
     const images = ['php:8.3', 'node:22', 'python:3.13', 'golang:1.24', 'postgres:17'].map((i) => `docker.io/library/${i}`)
     const before1 = await metric(w1.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })
-    const before2 = await metric(w2.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })
     const [r1, r2] = await Promise.all([review(w1.url, w1.caPem, images, 'same-1'), review(w2.url, w2.caPem, images, 'same-2')])
     t.equal(r1.response.patchType, 'JSONPatch')
     t.equal(r2.response.patchType, 'JSONPatch')
     const mirrors = images.map((i) => `m.daocloud.io/${i}`)
-    await waitFor('five caches', async () => (await Promise.all(mirrors.map(cacheOf))).every(Boolean))
-    await waitFor('both idle', () => w1.server.prepull!.queue.idle && w2.server.prepull!.queue.idle)
-    const created =
-      (await metric(w1.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })) -
-      before1 +
-      (await metric(w2.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })) -
-      before2
-    t.equal(created, 5, 'five creates succeeded in total, not ten')
-    const all = (await caches()).filter((o) => mirrors.includes(o.spec.cacheSpec[0].images[0]))
-    t.equal(all.length, 5, 'one object per image')
+    await waitFor('five images held', async () => (await Promise.all(mirrors.map(cacheOf))).every(Boolean))
+    await waitFor('the writer idle', () => w1.server.prepull!.queue.idle)
+    t.equal(
+      (await metric(w1.server, 'mirrorhook_prepull_api_writes_total', { verb: 'create', result: 'created' })) - before1,
+      1,
+      'one batch of five',
+    )
+    t.equal(await metric(w2.server, 'mirrorhook_prepull_api_writes_total'), 0, 'nothing written by the other')
+    for (const m of mirrors) t.equal(await holders(m), 1, `${m}: once`)
+    t.same([...(await cacheOf(mirrors[0]!)).spec.cacheSpec[0].images].sort(), [...mirrors].sort())
     await w2.stop()
   })
 
   t.test('a status written the way kube-fledged writes it is picked up; a failure is retried with the refresh annotation', async (t) => {
     const image = mirror('nginx:1.25')
-    const path = `${CACHES}/${imageCacheName(image)}`
-    const put = async (mutate: (o: any) => void) => {
-      const obj = (await c.request('GET', path)).json()
-      mutate(obj)
-      const r = await c.request('PUT', path, { body: obj }) // full update: the CRD has no status subresource
-      if (r.status !== 200) throw new Error(`PUT ${r.status}: ${r.body}`)
-    }
-    const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
-    await put((o) => {
+    const name = (await cacheOf(image)).metadata.name
+    const path = `${CACHES}/${name}`
+    await put(name, (o) => {
       o.status = { status: 'Processing', reason: 'ImageCacheCreate', message: 'Images are being pulled', startTime: now() }
     })
     await waitFor('pending', () => w1.server.prepull!.stateOf(image)?.state === 'pending')
-    await put((o) => {
+    await put(name, (o) => {
       o.status = {
         status: 'Failed',
         reason: 'ImageCacheCreate',
@@ -263,10 +292,10 @@ if (cp) {
     })
     t.equal(annotated.status.status, 'Failed', 'the status is left to kube-fledged')
     // kube-fledged: refresh runs, succeeds, removes the annotation.
-    await put((o) => {
+    await put(name, (o) => {
       o.status = { status: 'Processing', reason: 'ImageCacheRefresh', message: 'Image cache is being refreshed', startTime: now() }
     })
-    await put((o) => {
+    await put(name, (o) => {
       o.status = { ...o.status, status: 'Succeeded', message: 'All requested images pulled succesfully', completionTime: now() }
       delete o.metadata.annotations['kubefledged.io/refresh-imagecache']
     })
@@ -324,8 +353,10 @@ if (cp) {
     // Only the queue can write these caches: Pod sweeps are off (one a day), and the images
     // are admitted through reviews sent straight to this instance, as an API server replica
     // would, so no Pod exists whose listing could bring them back.
-    const isolated = await start({ writesPerSecond: 1, writeBurst: 1, podSweepSeconds: 86_400 })
-    await waitFor('synced', () => isolated.server.prepull!.synced)
+    // The only writer: the first instance hands the Lease over; a long Lease outlasts the outage.
+    await w1.stop()
+    const isolated = await start({ writesPerSecond: 1, writeBurst: 1, podSweepSeconds: 86_400, leaseDurationSeconds: 120 })
+    await waitFor('synced and writing', () => isolated.server.prepull!.synced && isolated.server.prepull!.writing)
     const outage = await stopApiserver(c)
     const images = Array.from({ length: 8 }, (_, i) => `docker.io/library/outage-${i}:1`)
     const answers = await Promise.all(images.map((image, i) => review(isolated.url, isolated.caPem, [image], `outage-${i}`)))
@@ -334,25 +365,22 @@ if (cp) {
       images.map(() => 'JSONPatch'),
       'admission answers while the API server is down',
     )
-    t.equal(isolated.server.prepull!.queue.size, 8, 'every image queued')
+    const mirrors = images.map((i) => `m.daocloud.io/${i}`)
+    const kept = () => mirrors.filter((m) => isolated.server.prepull!.holds(m)).length
+    t.equal(kept(), 8, 'every image queued')
     const retries = async () => metric(isolated.server, 'mirrorhook_prepull_retries_total')
     await waitFor('writes failing and retried', async () => (await retries()) > 0, 30_000)
     // Several more failed rounds, then: still all there.
     const seen = await retries()
     await waitFor('three more failed writes', async () => (await retries()) >= seen + 3, 60_000)
-    t.equal(isolated.server.prepull!.queue.size, 8, 'nothing dropped while the API server is down')
+    t.equal(kept(), 8, 'nothing dropped while the API server is down')
     await outage.restore()
-    await waitFor(
-      'all cached after the outage',
-      async () => (await Promise.all(images.map((i) => cacheOf(`m.daocloud.io/${i}`)))).every(Boolean),
-      90_000,
-    )
+    await waitFor('all cached after the outage', async () => (await Promise.all(mirrors.map(cacheOf))).every(Boolean), 90_000)
     t.equal(await metric(isolated.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0)
     await isolated.stop()
   })
 
   t.test('a restart re-ensures every image still in use', async (t) => {
-    await w1.stop()
     // Pods admitted while pre-pull was off, and a cache deleted by hand.
     const off = await start({ enabled: false })
     await registerWebhook(c, off, 'shop')
@@ -363,21 +391,21 @@ if (cp) {
       ],
     })
     t.notOk(off.server.prepull, 'pre-pull disabled in that instance')
-    const del = await c.request('DELETE', `${CACHES}/${imageCacheName(mirror('redis:7.2'))}`)
+    const byHand = await cacheOf(mirror('redis:7.2'))
+    const del = await c.request('DELETE', `${CACHES}/${byHand.metadata.name}`)
     t.equal(del.status, 200)
     await off.stop()
     t.notOk(await cacheOf(mirror('traefik:3.1')))
 
     const again = await start()
     for (const image of [mirror('traefik:3.1'), mirror('haproxy:3.0'), mirror('redis:7.2'), mirror('busybox:1.36')]) {
-      const obj = await waitFor(`${image} ensured after the restart`, () => cacheOf(image))
-      t.same(obj.spec.cacheSpec[0].images, [image])
+      await waitFor(`${image} ensured after the restart`, () => cacheOf(image))
     }
-    t.equal(
-      (await cacheOf(mirror('traefik:3.1'))).metadata.annotations['mirrorhook.io/original-image'],
-      'traefik:3.1',
-      'original from the Pod annotation',
-    )
+    await waitFor('idle', () => again.server.prepull!.queue.idle && again.server.prepull!.layout().waiting === 0)
+    for (const image of [mirror('traefik:3.1'), mirror('haproxy:3.0'), mirror('redis:7.2'), mirror('busybox:1.36')]) {
+      t.equal(await holders(image), 1, `${image}: in one batch`)
+    }
+    t.equal(originals(await cacheOf(mirror('traefik:3.1')))[mirror('traefik:3.1')], 'traefik:3.1', 'original from the Pod annotation')
     await again.stop()
   })
 
@@ -389,7 +417,11 @@ if (cp) {
         apiVersion: 'rbac.authorization.k8s.io/v1',
         kind: 'Role',
         metadata: { name: 'mirrorhook-imagecaches', namespace: NS },
-        rules: [{ apiGroups: ['kubefledged.io'], resources: ['imagecaches'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] }],
+        rules: [
+          { apiGroups: ['kubefledged.io'], resources: ['imagecaches'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+          { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+          { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['mirrorhook-prepull'], verbs: ['get', 'update'] },
+        ],
       },
       {
         apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -428,18 +460,12 @@ if (cp) {
     await registerWebhook(c, p, 'shop')
     await waitFor('synced', () => p.server.prepull!.synced)
 
+    await waitFor('writing', () => p.server.prepull!.writing)
     const image = mirror('vault:1.13')
-    const path = `${CACHES}/${imageCacheName(image)}`
-    const put = async (mutate: (o: any) => void) => {
-      const obj = (await c.request('GET', path)).json()
-      mutate(obj)
-      const r = await c.request('PUT', path, { body: obj })
-      if (r.status !== 200) throw new Error(`PUT ${r.status}: ${r.body}`)
-    }
-    const now = () => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
     await createPod('shop', 'short-lived', { containers: [{ name: 'v', image: 'vault:1.13' }] })
-    await waitFor('created', () => cacheOf(image))
-    await put((o) => {
+    const name = (await waitFor('created', () => cacheOf(image))).metadata.name
+    const cacheOfVault = async () => (await c.request('GET', `${CACHES}/${name}`)).json()
+    await put(name, (o) => {
       o.status = {
         status: 'Failed',
         reason: 'ImageCacheCreate',
@@ -449,8 +475,8 @@ if (cp) {
         failures: { [image]: [{ node: 'n1', reason: 'ImagePullFailed', message: 'x' }] },
       }
     })
-    await waitFor('refresh (patch)', async () => (await cacheOf(image))?.metadata.annotations?.['kubefledged.io/refresh-imagecache'])
-    await put((o) => {
+    await waitFor('refresh (patch)', async () => (await cacheOfVault())?.metadata.annotations?.['kubefledged.io/refresh-imagecache'])
+    await put(name, (o) => {
       o.status = { status: 'Succeeded', reason: 'ImageCacheRefresh', message: 'ok', startTime: now(), completionTime: now() }
       delete o.metadata.annotations['kubefledged.io/refresh-imagecache']
     })
@@ -459,13 +485,13 @@ if (cp) {
     t.equal(del.code, 0, del.stderr)
     const marked = await waitFor(
       'marked unused',
-      async () => (await cacheOf(image))?.metadata.annotations?.['mirrorhook.io/unused-since'],
+      async () => (await cacheOfVault())?.metadata.annotations?.['mirrorhook.io/unused-since'],
       20_000,
     )
-    t.ok(Date.parse(marked) > 0)
-    await waitFor('purge requested', async () => (await cacheOf(image))?.metadata.annotations?.['kubefledged.io/purge-imagecache'], 20_000)
+    t.ok(Date.parse(JSON.parse(marked)[image]) > 0)
+    await waitFor('purge requested', async () => (await cacheOfVault())?.metadata.annotations?.['kubefledged.io/purge-imagecache'], 20_000)
     // kube-fledged purges: Processing, then Succeeded with reason ImageCachePurge, and removes its annotation.
-    await put((o) => {
+    await put(name, (o) => {
       o.status = { status: 'Processing', reason: 'ImageCachePurge', message: 'Image cache is being purged', startTime: now() }
     })
     await waitFor('the purge seen', () => p.server.prepull!.stateOf(image)?.state === 'purging')
@@ -476,12 +502,12 @@ if (cp) {
       async () => (await metric(p.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'ok' })) >= sweeps + 2,
     )
     await waitFor('idle', () => p.server.prepull!.queue.idle)
-    t.ok(await cacheOf(image), 'not deleted while the purge runs')
-    await put((o) => {
+    t.equal((await c.request('GET', `${CACHES}/${name}`)).status, 200, 'not deleted while the purge runs')
+    await put(name, (o) => {
       o.status = { ...o.status, status: 'Succeeded', message: 'All cached images succesfully deleted', completionTime: now() }
       delete o.metadata.annotations['kubefledged.io/purge-imagecache']
     })
-    await waitFor('deleted after the purge', async () => !(await cacheOf(image)), 20_000)
+    await waitFor('deleted after the purge', async () => (await c.request('GET', `${CACHES}/${name}`)).status === 404, 20_000)
 
     t.equal(await metric(p.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0, 'no write refused')
     t.equal(await metric(p.server, 'mirrorhook_prepull_pod_sweeps_total', { result: 'error' }), 0, 'Pods listed every time')
@@ -491,5 +517,132 @@ if (cp) {
     )
     t.ok(log.lines.some((l) => /ImageCache deleted after its purge/.test(l.msg ?? '')))
     await p.stop()
+  })
+
+  t.test(
+    'a leader change while kube-fledged processes a batch: the new writer adopts it, nothing lost, nothing written to it',
+    async (t) => {
+      await settleAll()
+      // New batches wait for the one being processed (no 1 s limit here).
+      const a = await start({ batchWaitSeconds: 600 })
+      // Stopped when this test ends, passed or not, so that the next one finds the Lease free.
+      t.teardown(() => a.stop())
+      await registerWebhook(c, a, 'shop')
+      await waitFor('a writes', () => a.server.prepull!.synced && a.server.prepull!.writing)
+      const first = [mirror('lc-a:1'), mirror('lc-b:1')]
+      const later = [mirror('lc-c:1'), mirror('lc-d:1')]
+      await createPod('shop', 'lc-1', {
+        containers: [
+          { name: 'a', image: 'lc-a:1' },
+          { name: 'b', image: 'lc-b:1' },
+        ],
+      })
+      const batch = await waitFor('the first batch', () => cacheOf(first[0]!))
+      t.same(batch.spec.cacheSpec[0].images, first)
+      const processing = await put(batch.metadata.name, (o) => {
+        o.status = { status: 'Processing', reason: 'ImageCacheCreate', message: 'Images are being pulled', startTime: now() }
+      })
+      await waitFor('seen processing', () => a.server.prepull!.stateOf(first[0]!)?.state === 'pending')
+      await createPod('shop', 'lc-2', {
+        containers: [
+          { name: 'c', image: 'lc-c:1' },
+          { name: 'd', image: 'lc-d:1' },
+        ],
+      })
+      await waitFor('the new images wait for the batch being processed', () => a.server.prepull!.layout().waiting === 2)
+
+      const b = await start({ batchWaitSeconds: 600 })
+      t.teardown(() => b.stop())
+      await waitFor('b synced', () => b.server.prepull!.synced)
+      t.equal(b.server.prepull!.writing, false, 'a still writes')
+      // a stops: what it held in memory (the two waiting images) goes with it.
+      await a.stop()
+      await waitFor('b writes', () => b.server.prepull!.writing)
+      await waitFor('b knows the images in use', () => b.server.prepull!.layout().waiting === 2, 20_000)
+      const still = (await c.request('GET', `${CACHES}/${batch.metadata.name}`)).json()
+      t.equal(still.metadata.uid, batch.metadata.uid, 'adopted, not renamed or replaced')
+      t.equal(still.metadata.resourceVersion, processing.metadata.resourceVersion, 'nothing written to it while Processing')
+      t.equal((await caches()).filter((o) => later.some((i) => o.spec.cacheSpec[0].images.includes(i))).length, 0, 'no second batch yet')
+
+      await put(batch.metadata.name, (o) => {
+        o.status = { ...o.status, status: 'Succeeded', message: 'All requested images pulled succesfully', completionTime: now() }
+      })
+      await waitFor('the waiting images in a new batch', async () => (await Promise.all(later.map(cacheOf))).every(Boolean))
+      await waitFor('idle', () => b.server.prepull!.queue.idle && b.server.prepull!.layout().waiting === 0)
+      for (const image of [...first, ...later]) t.equal(await holders(image), 1, `${image}: in one batch`)
+      t.same((await cacheOf(later[0]!)).spec.cacheSpec[0].images, later, 'together')
+      t.equal(b.server.prepull!.stateOf(first[0]!)?.state, 'cached')
+      t.equal(await metric(b.server, 'mirrorhook_prepull_api_writes_total', { result: 'error' }), 0)
+      await b.stop()
+    },
+  )
+
+  t.test('one unused image leaves its batch (a spec change once idle) while the others stay cached', async (t) => {
+    await settleAll()
+    const u = await start({ unusedPurgeSeconds: 2, podSweepSeconds: 1 })
+    t.teardown(() => u.stop())
+    await registerWebhook(c, u, 'shop')
+    await waitFor('writing', () => u.server.prepull!.synced && u.server.prepull!.writing)
+    const gone = mirror('leave-a:1')
+    const stays = mirror('leave-b:1')
+    await createPod('shop', 'leave-1', {
+      containers: [
+        { name: 'a', image: 'leave-a:1' },
+        { name: 'b', image: 'leave-b:1' },
+      ],
+    })
+    await createPod('shop', 'leave-2', { containers: [{ name: 'b', image: 'leave-b:1' }] })
+    const batch = await waitFor('the batch', () => cacheOf(gone))
+    t.same(batch.spec.cacheSpec[0].images, [gone, stays])
+    await put(batch.metadata.name, (o) => {
+      o.status = {
+        status: 'Succeeded',
+        reason: 'ImageCacheCreate',
+        message: 'All requested images pulled',
+        startTime: now(),
+        completionTime: now(),
+      }
+    })
+    await waitFor(
+      'both cached',
+      () => u.server.prepull!.stateOf(gone)?.state === 'cached' && u.server.prepull!.stateOf(stays)?.state === 'cached',
+    )
+
+    const del = await c.kubectl(['delete', 'pod', '-n', 'shop', 'leave-1', '--wait=false'])
+    t.equal(del.code, 0, del.stderr)
+    const path = `${CACHES}/${batch.metadata.name}`
+    const marked = await waitFor(
+      'marked unused',
+      async () => (await c.request('GET', path)).json().metadata.annotations?.['mirrorhook.io/unused-since'],
+      20_000,
+    )
+    t.same(Object.keys(JSON.parse(marked)), [gone], 'only the image no Pod runs')
+    const after = await waitFor(
+      'removed from the batch',
+      async () => {
+        const o = (await c.request('GET', path)).json()
+        return o.spec.cacheSpec[0].images.length === 1 ? o : undefined
+      },
+      20_000,
+    )
+    t.equal(after.metadata.uid, batch.metadata.uid, 'the same batch')
+    t.same(after.spec.cacheSpec, [{ images: [stays] }], 'one list, its nodeSelector (none) unchanged')
+    t.notOk(after.metadata.annotations['kubefledged.io/purge-imagecache'], 'not a purge of the whole batch')
+    t.notOk(after.metadata.annotations['mirrorhook.io/unused-since'], 'no mark left')
+    t.same(originals(after), { [stays]: 'leave-b:1' })
+    await waitFor('the removed image is gone from the states', () => u.server.prepull!.stateOf(gone) === undefined)
+    // kube-fledged acts on the spec change (pulls what is listed, deletes the removed image): the other stays cached throughout.
+    await put(batch.metadata.name, (o) => {
+      o.status = { status: 'Processing', reason: 'ImageCacheUpdate', message: 'Image cache is being updated', startTime: now() }
+    })
+    await waitFor('seen processing', async () => (await c.request('GET', path)).json().status.status === 'Processing')
+    t.equal(u.server.prepull!.stateOf(stays)?.state, 'cached')
+    await put(batch.metadata.name, (o) => {
+      o.status = { ...o.status, status: 'Succeeded', message: 'All requested images pulled', completionTime: now() }
+    })
+    await waitFor('still cached', () => u.server.prepull!.stateOf(stays)?.state === 'cached')
+    t.equal(await holders(gone), 0)
+    t.equal(await metric(u.server, 'mirrorhook_prepull_api_writes_total', { verb: 'update', result: 'ok' }), 1, 'one spec change')
+    await u.stop()
   })
 }

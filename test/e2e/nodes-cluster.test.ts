@@ -4,7 +4,7 @@
 import t from 'tap'
 import { Watch } from '@kubernetes/client-node'
 import { pino, type Logger } from 'pino'
-import { buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
+import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
 import { withCluster } from '../support/tap-cluster.js'
 import { waitFor } from '../support/helpers.js'
 import { startTestWebhook } from '../support/webhook.js'
@@ -55,8 +55,16 @@ if (cluster) {
   t.teardown(() => watch.abort())
 
   const settings = { namespace: NS, imagePullSecrets: [] as string[] }
+  // Without a nodeSelector, a batch as pre-pull creates it with this configuration; with one, a cache
+  // of two node pools' lists (the second pool has no node): pre-pull leaves a layout other than its
+  // own (one list, the configured nodeSelector) alone, node refresh handles any.
   const create = async (image: string, nodeSelector?: Record<string, string>) => {
-    const body = buildImageCache(image, image, { ...settings, nodeSelector })
+    const body = buildImageCache(batchName(Date.now()), [image], new Map([[image, image]]), settings)
+    if (nodeSelector)
+      body.spec.cacheSpec = [
+        { images: [image], nodeSelector },
+        { images: [image], nodeSelector: { pool: 'spare' } },
+      ]
     const r = await cp.request('POST', CACHES, { body })
     if (r.status !== 201) throw new Error(`create: HTTP ${r.status} ${r.body}`)
     return body.metadata.name!

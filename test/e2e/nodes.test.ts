@@ -5,7 +5,7 @@ import t from 'tap'
 import { fileURLToPath } from 'node:url'
 import { pino, type Logger } from 'pino'
 import type { RunningServer } from '../../server/serve.js'
-import { buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
+import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
 import { waitFor } from '../support/helpers.js'
@@ -64,9 +64,16 @@ if (cp) {
     const r = await c.request('PUT', `${CACHES}/${name}`, { body: obj })
     if (r.status !== 200) throw new Error(`PUT ${name}: ${r.status} ${r.body}`)
   }
-  // A managed cache as mirrorhook creates them, with its own nodeSelector.
+  // A managed cache: without a nodeSelector, a batch as pre-pull creates it with this configuration; with
+  // one, a cache of two node pools' lists (the second pool has no node). Pre-pull leaves a layout other
+  // than its own (one list, the configured nodeSelector) alone; node refresh handles any.
   const createCache = async (image: string, nodeSelector: Record<string, string> | undefined, status: string) => {
-    const body = buildImageCache(image, image, { namespace: NS, nodeSelector, imagePullSecrets: [] })
+    const body = buildImageCache(batchName(Date.now()), [image], new Map([[image, image]]), { namespace: NS, imagePullSecrets: [] })
+    if (nodeSelector)
+      body.spec.cacheSpec = [
+        { images: [image], nodeSelector },
+        { images: [image], nodeSelector: { pool: 'spare' } },
+      ]
     const r = await c.request('POST', CACHES, { body })
     if (r.status !== 201) throw new Error(`POST: ${r.status} ${r.body}`)
     await setStatus(body.metadata.name!, status)

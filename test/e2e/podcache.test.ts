@@ -5,7 +5,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { CoreV1Api } from '@kubernetes/client-node'
-import { imageCacheName } from '../../server/prepull/imagecache.js'
+import { imageCacheHolding } from '../support/kubefledged.js'
 import { pino } from 'pino'
 import { REPO_ROOT } from '../support/controlplane.js'
 import { until as untilWithin } from '../support/helpers.js'
@@ -136,13 +136,9 @@ if (cp) {
     t.same(cached.spec?.containers, [{ name: 'app', image: mirror }], 'containers: name and image only')
 
     // Pre-pull's sweep reads the image in use from the cache and creates its ImageCache.
-    const name = imageCacheName(mirror)
-    const cache = await until('ImageCache of the image in use', async () => {
-      const r = await cp.request('GET', `/apis/kubefledged.io/v1alpha2/namespaces/kube-fledged/imagecaches/${name}`)
-      return r.status === 200 ? r.json() : undefined
-    })
+    const cache = await until('ImageCache of the image in use', () => imageCacheHolding(cp, mirror))
     t.same(cache.spec.cacheSpec[0].images, [mirror])
-    t.equal(cache.metadata.annotations['mirrorhook.io/original-image'], 'quay.io/acme/app:1')
+    t.same(JSON.parse(cache.metadata.annotations['mirrorhook.io/originals']), { [mirror]: 'quay.io/acme/app:1' })
 
     const created = await core.createNamespacedPod({
       namespace: 'team-b',

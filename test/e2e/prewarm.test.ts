@@ -15,7 +15,6 @@ import { stringify as toYaml } from 'yaml'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
-import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { kubeFledgedSchema } from '../../server/prepull/config.js'
 import { Prepull } from '../../server/prepull/prepull.js'
 import { LAST_SCHEDULED_ANNOTATION } from '../../server/prewarm/lease.js'
@@ -103,7 +102,15 @@ if (cp) {
 
   const prepull = new Prepull({
     kubeConfig,
-    config: kubeFledgedSchema.parse({ namespace: KF, writesPerSecond: 100, writeBurst: 50, crdPollSeconds: 1, unusedPurgeSeconds: 0 }),
+    // No kube-fledged processes the batches here: a new batch does not wait for the last one.
+    config: kubeFledgedSchema.parse({
+      namespace: KF,
+      writesPerSecond: 100,
+      writeBurst: 50,
+      crdPollSeconds: 1,
+      unusedPurgeSeconds: 0,
+      batchWaitSeconds: 0,
+    }),
     logger: pino({ level: 'silent' }),
     registry: new Metrics(),
   })
@@ -150,11 +157,14 @@ if (cp) {
       left -= step
     } while (left > 0)
   }
-  const cacheImages = async (): Promise<string[]> => {
-    const r = await c.request('GET', CACHES)
-    return (r.json().items as any[]).map((o) => `${o.metadata.name} ${o.spec.cacheSpec[0].images[0]}`).sort()
-  }
-  const named = (images: string[]) => images.map((i) => `${imageCacheName(i)} ${i}`).sort()
+  // Pre-pull writes batches: every image of every ImageCache, as `<batch> <image>`.
+  const caches = async (): Promise<any[]> => (await c.request('GET', CACHES)).json().items as any[]
+  const cacheImages = async (): Promise<string[]> =>
+    (await caches()).flatMap((o) => (o.spec.cacheSpec[0].images as string[]).map((i) => `${o.metadata.name} ${i}`)).sort()
+  // The images the batches hold (an image held twice is listed twice).
+  const heldImages = async (): Promise<string[]> => (await cacheImages()).map((l) => l.split(' ')[1]!).sort()
+  // The batch holding an image, found by content.
+  const batchOf = async (image: string): Promise<any> => (await caches()).find((o) => o.spec.cacheSpec[0].images.includes(image))
   const lastScheduled = async (lease: string) =>
     (await c.request('GET', `/apis/coordination.k8s.io/v1/namespaces/${OWN}/leases/${lease}`)).json().metadata.annotations?.[
       LAST_SCHEDULED_ANNOTATION
@@ -180,16 +190,16 @@ if (cp) {
     )
 
     await advance(60_000, a, b)
-    const expected = named(internal)
+    const expected = [...internal].sort()
     await waitFor(
       'the ImageCaches of the current and newest tags',
-      async () => JSON.stringify(await cacheImages()) === JSON.stringify(expected),
+      async () => JSON.stringify(await heldImages()) === JSON.stringify(expected),
       60_000,
     )
     t.same(
-      await cacheImages(),
+      await heldImages(),
       expected,
-      'internal registry: the references as written; 1.0.0 (another namespace) and latest are not warmed',
+      'internal registry: the references as written, each in one batch; 1.0.0 (another namespace) and latest are not warmed',
     )
     const runs = [
       await a.metric('mirrorhook_prewarm_runs_total', { result: 'ok' }),
@@ -256,7 +266,7 @@ if (cp) {
     await pushImage(reg, 'shop/web', '1.3.0')
     await advance(24 * HOUR, r)
     t.equal(await r.metric('mirrorhook_prewarm_runs_total', { result: 'ok' }), 1)
-    await waitFor('the cache of 1.3.0', async () => (await cacheImages()).includes(named([`${R}/shop/web:1.3.0`])[0]!), 60_000)
+    await waitFor('the cache of 1.3.0', async () => (await heldImages()).includes(`${R}/shop/web:1.3.0`), 60_000)
     t.match(r.p.lastRun(), { result: 'ok', newerTags: 2 })
     await r.p.stop()
   })
@@ -273,14 +283,18 @@ if (cp) {
       'mirror.example/corp/shop/api:v2.0.0',
       'mirror.example/corp/shop/api:v2.1.0',
     ]
-    for (const image of expected)
-      await waitFor(
-        `the cache of ${image}`,
-        async () => (await c.request('GET', `${CACHES}/${imageCacheName(image)}`)).status === 200,
-        60_000,
-      )
-    const cache = (await c.request('GET', `${CACHES}/${imageCacheName('mirror.example/corp/shop/web:1.3.0')}`)).json()
-    t.equal(cache.metadata.annotations['mirrorhook.io/original-image'], `${NAMED}/shop/web:1.3.0`, 'the original reference recorded')
+    for (const image of expected) await waitFor(`the cache of ${image}`, async () => (await batchOf(image)) !== undefined, 60_000)
+    t.same(
+      (await heldImages()).filter((i) => i.startsWith('mirror.example/')),
+      [...expected].sort(),
+      'each mirror reference in one batch',
+    )
+    const cache = await batchOf('mirror.example/corp/shop/web:1.3.0')
+    t.equal(
+      JSON.parse(cache.metadata.annotations['mirrorhook.io/originals'])['mirror.example/corp/shop/web:1.3.0'],
+      `${NAMED}/shop/web:1.3.0`,
+      'the original reference recorded',
+    )
     await m.p.stop()
   })
 
@@ -295,7 +309,9 @@ if (cp) {
     const json = await runCli(['prewarm', '--dry-run', '-n', 'shop', '--config', file, '-o', 'json'], { env })
     t.equal(json.code, 0, json.stderr)
     const out = JSON.parse(json.stdout)
-    const pull = (role: string, image: string) => [role, image, imageCacheName(image)]
+    // The batch holding each reference, as the cluster shows it.
+    const holder = new Map(before.map((l) => [l.split(' ')[1]!, l.split(' ')[0]!]))
+    const pull = (role: string, image: string) => [role, image, holder.get(image)]
     t.same(
       out.rows.map((r: any) => [r.workload, r.container, r.current, r.pulls.map((p: any) => [p.role, p.pull, p.imageCache])]),
       [
@@ -325,6 +341,11 @@ if (cp) {
       /dry run: nothing is written\. 1 namespace\(s\) \[shop\], 2 workload\(s\), 3 container\(s\), 5 image\(s\) to pull/,
     )
     t.match(table.stdout, new RegExp(`shop/Deployment/web\\s+app\\s+${R.replace(/\./g, '\\.')}/shop/web:1\\.1\\.0\\s+1\\.3\\.0 \\(semver`))
+    t.match(
+      table.stdout,
+      new RegExp(`current: ${R.replace(/\./g, '\\.')}/shop/web:1\\.1\\.0\\s+${holder.get(`${R}/shop/web:1.1.0`)}\\n`),
+      'the table names the batch holding the image',
+    )
     t.same(await cacheImages(), before, 'no ImageCache written')
     t.equal(await leaseVersion(), leaseBefore, 'the Lease untouched')
   })

@@ -5,12 +5,12 @@
 import t from 'tap'
 import { ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node'
 import { pino } from 'pino'
-import { imageCacheName } from '../../server/prepull/imagecache.js'
 import { UNREACHABLE_IP } from '../support/kwok-stages.js'
 import { hasManifest, pushImage } from '../support/registry.js'
 import { withCluster } from '../support/tap-cluster.js'
 import { createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 import { waitFor as pollFor } from '../support/helpers.js'
+import { imageCacheHolding } from '../support/kubefledged.js'
 
 const cluster = await withCluster(t, {
   nodes: 3,
@@ -139,11 +139,11 @@ if (cluster) {
     }
     t.ok(await hasManifest(registry, 'docker.io/library/nginx', '1.25'), 'the mirror serves that reference')
 
-    const name = imageCacheName(nginxMirror)
     const cache = await waitFor('the ImageCache, Succeeded', async () => {
-      const r = await cp.request('GET', `/apis/kubefledged.io/v1alpha2/namespaces/kube-fledged/imagecaches/${name}`)
-      return r.status === 200 && r.json().status?.status === 'Succeeded' ? r.json() : undefined
+      const c = await imageCacheHolding(cp, nginxMirror)
+      return c?.status?.status === 'Succeeded' ? c : undefined
     })
+    const name = cache.metadata.name
     t.same(cache.spec.cacheSpec, [{ images: [nginxMirror] }])
     t.equal(cache.status.reason, 'ImageCacheCreate')
     t.equal(cache.status.message, 'All requested images pulled succesfully to respective nodes')

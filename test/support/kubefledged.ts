@@ -964,3 +964,25 @@ export async function startKubeFledged(opts: KubeFledgedOptions): Promise<KubeFl
     },
   }
 }
+
+/** The ImageCaches mirrorhook manages in a namespace, as the API server has them. */
+export async function managedImageCaches(
+  api: { request(method: string, path: string): Promise<{ status: number; body: string; json(): any }> },
+  namespace = 'kube-fledged',
+): Promise<any[]> {
+  const r = await api.request(
+    'GET',
+    `/apis/${GROUP_VERSION}/namespaces/${namespace}/imagecaches?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dmirrorhook`,
+  )
+  if (r.status !== 200) throw new Error(`list ImageCaches: ${r.status} ${r.body}`)
+  return r.json().items
+}
+
+/** The managed ImageCache (mirrorhook's batch) whose list holds an image; undefined when none does. */
+export async function imageCacheHolding(
+  api: { request(method: string, path: string): Promise<{ status: number; body: string; json(): any }> },
+  image: string,
+  namespace = 'kube-fledged',
+): Promise<any | undefined> {
+  return (await managedImageCaches(api, namespace)).find((c) => c.spec?.cacheSpec?.[0]?.images?.includes(image))
+}

@@ -242,6 +242,8 @@ if (!existsSync(HELM)) {
     t.equal(find(defaults, 'Role', 'mirrorhook-imagecaches').metadata.namespace, 'kube-fledged')
     t.same(rules('Role', 'mirrorhook-imagecaches'), [
       { apiGroups: ['kubefledged.io'], resources: ['imagecaches'], verbs: ['list', 'watch', 'create', 'patch', 'delete'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['mirrorhook-prepull'], verbs: ['get', 'update'] },
     ])
     for (const binding of defaults.filter((m) => m.kind.endsWith('Binding'))) {
       t.same(

@@ -142,6 +142,10 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
     refreshBackoffSeconds: 60,
     refreshBackoffMaxSeconds: 3600,
     crdPollSeconds: 30,
+    imagesPerCache: 100,
+    batchWaitSeconds: 600,
+    lease: 'mirrorhook-prepull',
+    leaseDurationSeconds: 15,
   })
   t.equal(resolveConfig(undefined, { KUBE_FLEDGED_NAMESPACE: 'fledged' }).kubeFledged.namespace, 'fledged')
   const file = resolveConfig(

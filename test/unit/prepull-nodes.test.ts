@@ -161,6 +161,7 @@ function cache(name: string, o: Partial<CacheSummary> & { images?: string[]; sel
     name,
     lists: o.lists ?? [{ images: o.images ?? [NGINX], nodeSelector: o.selector ?? {} }],
     inUse: o.inUse ?? true,
+    ...(o.unused ? { unused: o.unused } : {}),
     processed: o.processed ?? true,
     processing: o.processing ?? false,
     refreshRequested: o.refreshRequested ?? false,
@@ -298,6 +299,12 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       [{ cache: 'batch', reason: 'image-collected' }],
       'several images and lists per cache: the list whose selector matches the node holds the lost image',
     )
+    const batches = [cache('redis-in-use', { images: [NGINX, REDIS], unused: [NGINX] }), cache('nginx-batch', { images: [REDIS, NGINX] })]
+    t.same(
+      chooseRefreshes({ ...base, caches: batches, signals: [lost('a', [NGINX])] }).refresh,
+      [{ cache: 'nginx-batch', reason: 'image-collected' }],
+      'a batch in use whose lost image no Pod uses any more is not refreshed for it',
+    )
     const limited = chooseRefreshes({
       ...base,
       caches,
@@ -361,7 +368,7 @@ t.test('summaryOf reads a cache', async (t) => {
     [
       'unused',
       imageCache('c', { status: 'Succeeded', annotations: { [UNUSED_SINCE_ANNOTATION]: '2026-01-01T00:00:00Z' } }),
-      { inUse: false, processed: true, processing: false, refreshRequested: false },
+      { inUse: false, unused: [NGINX], processed: true, processing: false, refreshRequested: false },
     ],
     [
       'purging',
@@ -371,6 +378,34 @@ t.test('summaryOf reads a cache', async (t) => {
   ]
   for (const [name, c, want] of cases)
     t.same(summaryOf(c), { name: 'c', lists: [{ images: [NGINX], nodeSelector: { pool: 'a' } }], ...want }, name)
+  const marks = (m: Record<string, string>) => ({ [UNUSED_SINCE_ANNOTATION]: JSON.stringify(m) })
+  const batch = (annotations: Record<string, string>) => imageCache('b', { status: 'Succeeded', images: [NGINX, REDIS], annotations })
+  t.same(
+    summaryOf(batch(marks({ [NGINX]: '2026-01-01T00:00:00.000Z' }))),
+    {
+      name: 'b',
+      lists: [{ images: [NGINX, REDIS], nodeSelector: { pool: 'a' } }],
+      inUse: true,
+      unused: [NGINX],
+      processed: true,
+      processing: false,
+      refreshRequested: false,
+    },
+    'a batch with one image unused is in use; the unused image is named',
+  )
+  t.same(
+    summaryOf(batch(marks({ [NGINX]: '2026-01-01T00:00:00.000Z', [REDIS]: '2026-01-01T00:00:00.000Z' }))),
+    {
+      name: 'b',
+      lists: [{ images: [NGINX, REDIS], nodeSelector: { pool: 'a' } }],
+      inUse: false,
+      unused: [NGINX, REDIS],
+      processed: true,
+      processing: false,
+      refreshRequested: false,
+    },
+    'a batch with every image unused is not in use',
+  )
 })
 
 class FakeApi {

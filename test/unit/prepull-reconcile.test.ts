@@ -7,32 +7,37 @@ import { ManualClock } from '../support/clock.js'
 import {
   buildImageCache,
   type CacheSettings,
+  describeFailure,
   type ImageCache,
-  imageCacheName,
-  ORIGINAL_IMAGE_ANNOTATION,
+  imagesOf,
+  imageStateOf,
+  ORIGINALS_ANNOTATION,
   PURGE_ANNOTATION,
   REFRESH_ANNOTATION,
   UNUSED_SINCE_ANNOTATION,
+  viewOf,
 } from '../../server/prepull/imagecache.js'
 import { UsageTracker } from '../../server/prepull/usage.js'
 import { ApiError } from '../../server/kube/errors.js'
 import type { ImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { PrepullMetrics } from '../../server/prepull/metrics.js'
 import { TokenBucket, WorkQueue } from '../../server/prepull/queue.js'
-import { decide, Reconciler } from '../../server/prepull/reconciler.js'
+import { batchKey, decideBatch, decidePlacement, PLACE_KEY, Reconciler, type ReconcilerOptions } from '../../server/prepull/reconciler.js'
 
 interface Write {
-  verb: 'create' | 'annotate' | 'delete'
+  verb: 'create' | 'update' | 'annotate' | 'delete'
   name: string
   at: number
 }
 
-// The API server's optimistic concurrency and kube-fledged's rules for clients.
+// The API server's optimistic concurrency, kube-fledged's validating webhook and its rules for clients.
 class FakeImageCacheApi implements ImageCacheApi {
   readonly objects = new Map<string, ImageCache>()
   readonly writes: Write[] = []
   readonly violations: string[] = []
   readonly failures: ApiError[] = []
+  // Failures that come after the write was made (the answer is lost).
+  readonly lostAnswers: ApiError[] = []
   private rv = 1
   private uid = 1
 
@@ -43,15 +48,24 @@ class FakeImageCacheApi implements ImageCacheApi {
     if (f) throw f
   }
 
+  private lost(): void {
+    const f = this.lostAnswers.shift()
+    if (f) throw f
+  }
+
+  private validate(cache: ImageCache): void {
+    const lists = cache.spec.cacheSpec
+    if (lists.some((l) => l.images.length === 0 || new Set(l.images).size !== l.images.length)) {
+      throw new ApiError(400, 'kube-fledged webhook: empty or duplicate image list')
+    }
+  }
+
   async create(cache: ImageCache): Promise<void> {
     const name = cache.metadata.name!
     this.writes.push({ verb: 'create', name, at: this.clock.now() })
     this.fail()
     if (cache.status) this.violations.push(`${name}: created with a status (kube-fledged would ignore it)`)
-    const lists = cache.spec.cacheSpec
-    if (lists.some((l) => l.images.length === 0 || new Set(l.images).size !== l.images.length)) {
-      throw new ApiError(400, 'kube-fledged webhook: empty or duplicate image list')
-    }
+    this.validate(cache)
     if (this.objects.has(name)) throw new ApiError(409, `${name} already exists`, 'AlreadyExists')
     this.objects.set(name, {
       ...structuredClone(cache),
@@ -62,21 +76,54 @@ class FakeImageCacheApi implements ImageCacheApi {
         creationTimestamp: new Date(this.clock.now()).toISOString(),
       },
     })
+    this.lost()
   }
 
-  async annotate(name: string, annotations: Record<string, string | null>, resourceVersion: string): Promise<void> {
-    this.writes.push({ verb: 'annotate', name, at: this.clock.now() })
-    this.fail()
+  private patched(name: string, resourceVersion: string, what: string): ImageCache {
     const obj = this.objects.get(name)
     if (!obj) throw new ApiError(404, `${name} not found`, 'NotFound')
     if (obj.metadata.resourceVersion !== resourceVersion) throw new ApiError(409, 'the object has been modified', 'Conflict')
-    if (obj.status?.status === 'Processing') this.violations.push(`${name}: changed while Processing`)
+    if (obj.status?.status === 'Processing') this.violations.push(`${name}: ${what} while Processing`)
+    return obj
+  }
+
+  private mergeAnnotations(obj: ImageCache, annotations: Record<string, string | null>): void {
     const merged = { ...(obj.metadata.annotations ?? {}) }
     for (const [k, v] of Object.entries(annotations)) {
       if (v === null) delete merged[k]
       else merged[k] = v
     }
     obj.metadata.annotations = merged
+  }
+
+  async annotate(name: string, annotations: Record<string, string | null>, resourceVersion: string): Promise<void> {
+    this.writes.push({ verb: 'annotate', name, at: this.clock.now() })
+    this.fail()
+    const obj = this.patched(name, resourceVersion, 'annotated')
+    this.mergeAnnotations(obj, annotations)
+    obj.metadata.resourceVersion = String(this.rv++)
+  }
+
+  async update(
+    name: string,
+    cacheSpec: ImageCache['spec']['cacheSpec'],
+    annotations: Record<string, string | null>,
+    resourceVersion: string,
+  ): Promise<void> {
+    this.writes.push({ verb: 'update', name, at: this.clock.now() })
+    this.fail()
+    const obj = this.patched(name, resourceVersion, 'spec changed')
+    const next = { ...obj, spec: { ...obj.spec, cacheSpec: structuredClone(cacheSpec) } }
+    this.validate(next)
+    // kube-fledged's webhook on UPDATE: the number of lists and every nodeSelector stay.
+    if (cacheSpec.length !== obj.spec.cacheSpec.length) throw new ApiError(400, 'kube-fledged webhook: number of cacheSpec lists changed')
+    cacheSpec.forEach((l, i) => {
+      if (JSON.stringify(l.nodeSelector ?? {}) !== JSON.stringify(obj.spec.cacheSpec[i]!.nodeSelector ?? {})) {
+        throw new ApiError(400, 'kube-fledged webhook: nodeSelector changed')
+      }
+    })
+    obj.spec = next.spec
+    this.mergeAnnotations(obj, annotations)
     obj.metadata.resourceVersion = String(this.rv++)
   }
 
@@ -96,13 +143,30 @@ class FakeImageCacheApi implements ImageCacheApi {
     return { items: [...this.objects.values()], resourceVersion: String(this.rv) }
   }
 
+  // The store the reconciler reads (what a watch would show at once).
   get(name: string): ImageCache | undefined {
     return this.objects.get(name)
   }
 
+  list_(): ImageCache[] {
+    return [...this.objects.values()]
+  }
+
+  batchOf(image: string): string | undefined {
+    for (const [name, o] of this.objects) if (o.spec.cacheSpec[0]?.images.includes(image)) return name
+    return undefined
+  }
+
+  // The one batch holding an image.
+  nameOf(image: string): string {
+    const name = this.batchOf(image)
+    if (!name) throw new Error(`no batch holds ${image}`)
+    return name
+  }
+
   // kube-fledged's side: a full update with a new status (and annotation removal).
   setStatus(image: string, status: ImageCache['status'], dropAnnotations: string[] = []): void {
-    const obj = this.objects.get(imageCacheName(image))!
+    const obj = this.objects.get(this.nameOf(image))!
     obj.status = status
     for (const a of dropAnnotations) delete obj.metadata.annotations?.[a]
     obj.metadata.resourceVersion = String(this.rv++)
@@ -111,8 +175,24 @@ class FakeImageCacheApi implements ImageCacheApi {
 
 const SETTINGS: CacheSettings = { namespace: 'kube-fledged', nodeSelector: { pool: 'apps' }, imagePullSecrets: ['mirror-pull'] }
 const IMAGE = 'm.daocloud.io/docker.io/library/nginx:1.25'
+const ok = (at: number, reason = 'ImageCacheCreate') => ({
+  status: 'Succeeded',
+  reason,
+  message: 'All requested images pulled succesfully to respective nodes',
+  startTime: new Date(at - 1_000).toISOString(),
+  completionTime: new Date(at).toISOString(),
+})
 
-function setup(options: { purgeAfterMs?: number; writesPerSecond?: number; burst?: number; settings?: CacheSettings } = {}) {
+type Options = {
+  purgeAfterMs?: number
+  writesPerSecond?: number
+  burst?: number
+  settings?: CacheSettings
+  imagesPerCache?: number
+  batchWaitMs?: number
+}
+
+function setup(options: Options = {}) {
   const clock = new ManualClock()
   const api = new FakeImageCacheApi(clock)
   const registry = new Registry()
@@ -120,9 +200,12 @@ function setup(options: { purgeAfterMs?: number; writesPerSecond?: number; burst
   const sweepMs = 60_000
   const usage = new UsageTracker(options.purgeAfterMs ?? 0, sweepMs)
   const missing: string[] = []
-  const reconciler = new Reconciler({
+  let leader = true
+  let names = 1
+  const store = { get: (n: string) => api.get(n), list: () => api.list_(), batchOf: (i: string) => api.batchOf(i) }
+  const base: ReconcilerOptions = {
     api,
-    store: api,
+    store,
     usage,
     settings: options.settings ?? SETTINGS,
     limiter: new TokenBucket(options.writesPerSecond ?? 1000, options.burst ?? 1000, clock),
@@ -133,10 +216,16 @@ function setup(options: { purgeAfterMs?: number; writesPerSecond?: number; burst
     refreshBackoffMs: 60_000,
     refreshBackoffMaxMs: 600_000,
     busyRetryMs: 5_000,
-    ready: () => missing.length === 0,
+    imagesPerCache: options.imagesPerCache ?? 100,
+    batchWaitMs: options.batchWaitMs ?? 600_000,
+    ready: () => missing.length === 0 && leader,
+    schedule: (key, delayMs) => void queue.schedule(key, delayMs),
     onMissing: (e) => missing.push(e.message),
-  })
-  const queue = new WorkQueue({
+    // Distinct batch names, in a known order.
+    random: () => (names++ % 997) / 997,
+  }
+  const reconciler = new Reconciler(base)
+  const queue: WorkQueue = new WorkQueue({
     capacity: 1000,
     dedupeMs: 600_000,
     batchSize: 50,
@@ -147,7 +236,7 @@ function setup(options: { purgeAfterMs?: number; writesPerSecond?: number; burst
     backoffMaxMs: 30_000,
     clock,
     random: () => 0.5,
-    handle: (image) => reconciler.reconcile(image),
+    handle: (key) => reconciler.reconcile(key),
   })
   queue.start()
   const admit = (image: string, original: string) => {
@@ -158,57 +247,81 @@ function setup(options: { purgeAfterMs?: number; writesPerSecond?: number; burst
     const m = (await registry.getSingleMetric('mirrorhook_prepull_api_writes_total')!.get()).values
     return m.filter((v) => v.labels.verb === verb).reduce((n, v) => n + v.value, 0)
   }
-  return { clock, api, queue, usage, reconciler, admit, registry, missing, writeCount }
+  // Another reconciler on the same API and usage, with other settings.
+  const other = (settings: CacheSettings, extra: Partial<ReconcilerOptions> = {}) =>
+    new Reconciler({
+      ...base,
+      settings,
+      metrics: new PrepullMetrics(new Registry()),
+      refreshBackoffMs: 1,
+      refreshBackoffMaxMs: 1,
+      ...extra,
+    })
+  return {
+    clock,
+    api,
+    queue,
+    usage,
+    reconciler,
+    admit,
+    registry,
+    missing,
+    writeCount,
+    other,
+    setLeader: (v: boolean) => (leader = v),
+  }
 }
 
-t.test('an admitted image becomes one ImageCache kube-fledged accepts', async (t) => {
+t.test('admitted images become one ImageCache of many images that kube-fledged accepts', async (t) => {
   const { clock, api, admit } = setup()
+  const redis = 'm.daocloud.io/docker.io/library/redis:7'
   admit(IMAGE, 'nginx:1.25')
+  admit(redis, 'redis:7')
   await clock.advance(100)
-  const obj = api.get(imageCacheName(IMAGE))!
-  t.ok(obj, 'created')
-  t.match(imageCacheName(IMAGE), /^mirrorhook-[0-9a-f]{32}$/)
-  t.ok(`${imageCacheName(IMAGE)}-abcde-fghij`.length <= 63, "kube-fledged's Job and Pod names stay valid label values")
-  t.same(obj.spec, { cacheSpec: [{ images: [IMAGE], nodeSelector: { pool: 'apps' } }], imagePullSecrets: [{ name: 'mirror-pull' }] })
+  t.equal(api.objects.size, 1, 'one batch')
+  const [name, obj] = [...api.objects][0]!
+  t.match(name, /^mirrorhook-[0-9a-z]+-[0-9a-z]{5}$/)
+  t.ok(`${name}-abcde-fghij`.length <= 63, "kube-fledged's Job and Pod names stay valid label values")
+  t.same(obj.spec, { cacheSpec: [{ images: [IMAGE, redis], nodeSelector: { pool: 'apps' } }], imagePullSecrets: [{ name: 'mirror-pull' }] })
   t.same(obj.metadata.labels, { 'app.kubernetes.io/managed-by': 'mirrorhook' })
-  t.equal(obj.metadata.annotations?.[ORIGINAL_IMAGE_ANNOTATION], 'nginx:1.25', 'why it exists')
+  t.same(
+    JSON.parse(obj.metadata.annotations?.[ORIGINALS_ANNOTATION] ?? ''),
+    { [IMAGE]: 'nginx:1.25', [redis]: 'redis:7' },
+    'why each image is there',
+  )
   t.equal(obj.status, undefined, 'no status sent')
   t.same(api.violations, [])
 })
 
-t.test('several replicas: the same name, AlreadyExists counts as success, nothing retried', async (t) => {
-  const a = setup()
-  a.admit(IMAGE, 'nginx:1.25')
-  await a.clock.advance(100)
-  // A second replica with its own queue and an empty store, writing to the same API.
-  const b = setup()
-  const bRec = new Reconciler({
-    api: a.api,
-    store: { get: () => undefined },
-    usage: b.usage,
-    settings: SETTINGS,
-    limiter: new TokenBucket(1000, 1000, b.clock),
-    clock: b.clock,
-    metrics: new PrepullMetrics(new Registry()),
-    logger: pino({ level: 'silent' }),
-    purgeAfterMs: 0,
-    refreshBackoffMs: 60_000,
-    refreshBackoffMaxMs: 600_000,
-    ready: () => true,
-    onMissing: () => t.fail('not missing'),
-  })
-  b.usage.touch(IMAGE, 'docker.io/library/nginx:1.25', b.clock.now())
-  t.same(await bRec.reconcile(IMAGE), { kind: 'done' })
-  t.equal(a.api.objects.size, 1)
+t.test('one writer: without the Lease nothing is written; a create whose answer was lost is retried under the same name', async (t) => {
+  const { clock, api, admit, queue, setLeader } = setup()
+  setLeader(false)
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(10_000)
+  t.equal(api.writes.length, 0, 'not the writer: nothing sent')
+  t.ok(queue.isBlocked, 'the queue waits for the Lease')
+  t.equal(queue.size, 1, 'the image kept')
+  setLeader(true)
+  // The create goes through, its answer does not.
+  api.lostAnswers.push(new ApiError(0, 'socket hang up'))
+  queue.resume()
+  await clock.advance(100)
+  t.equal(api.objects.size, 1)
+  await clock.advance(60_000)
   t.same(
-    a.api.writes.map((w) => w.verb),
-    ['create', 'create'],
+    api.writes.map((w) => [w.verb, w.name]),
+    [
+      ['create', [...api.objects.keys()][0]],
+      ['create', [...api.objects.keys()][0]],
+    ],
+    'the retry keeps the name: AlreadyExists is success',
   )
-  t.equal(a.api.get(imageCacheName(IMAGE))!.metadata.annotations?.[ORIGINAL_IMAGE_ANNOTATION], 'nginx:1.25', 'the first writer kept')
+  t.equal(api.objects.size, 1, 'the image is in one batch, never two')
+  t.ok(queue.idle)
 })
 
 t.test('429 with Retry-After, 5xx and no answer are retried with backoff; nothing is lost', async (t) => {
-  const { clock, api, admit, queue } = setup()
+  const { clock, api, admit, queue } = setup({ imagesPerCache: 1, batchWaitMs: 0 })
   api.failures.push(
     new ApiError(429, 'too many requests', 'TooManyRequests', 3_000),
     new ApiError(503, 'unavailable', 'ServiceUnavailable'),
@@ -222,8 +335,8 @@ t.test('429 with Retry-After, 5xx and no answer are retried with backoff; nothin
   t.equal(api.writes.length, 1, 'Retry-After honoured')
   await clock.advance(1)
   t.equal(api.writes.length, 2)
-  await clock.advance(60_000)
-  t.same([...api.objects.values()].map((o) => o.spec.cacheSpec[0]!.images[0]).sort(), images.sort(), 'every image written')
+  await clock.advance(120_000)
+  t.same([...api.objects.values()].flatMap((o) => imagesOf(o)!).sort(), images.sort(), 'every image written, once')
   t.equal(queue.stats().retries, 3)
   t.ok(queue.idle)
 })
@@ -238,40 +351,107 @@ t.test('a permanent refusal is not retried in a loop', async (t) => {
   t.equal(admit(IMAGE, 'nginx:1.25'), 'duplicate', 'not before the dedupe time')
 })
 
-t.test('a 404 on create (no CRD) blocks the queue without losing the image', async (t) => {
-  const { clock, api, admit, queue, missing } = setup()
+t.test('a 404 on create (no CRD) blocks the queue without losing the images', async (t) => {
+  const { clock, api, admit, queue, missing, reconciler } = setup()
   api.failures.push(new ApiError(404, 'the server could not find the requested resource', 'NotFound'))
   admit(IMAGE, 'nginx:1.25')
   admit('m.daocloud.io/docker.io/library/redis:7', 'redis:7')
   await clock.advance(100)
   t.equal(missing.length, 1)
   t.ok(queue.isBlocked)
-  t.equal(queue.size, 2)
+  t.equal(queue.size, 1, 'the placement waits')
+  t.equal(reconciler.waitingCount, 2, 'both images wait for it')
   missing.length = 0
   queue.resume()
   await clock.advance(100)
-  t.equal(api.objects.size, 2)
+  t.equal(api.objects.size, 1)
+  t.same(imagesOf([...api.objects.values()][0]!), [IMAGE, 'm.daocloud.io/docker.io/library/redis:7'])
 })
 
 t.test('writes are rate-limited', async (t) => {
-  const { clock, api, admit } = setup({ writesPerSecond: 10, burst: 2 })
+  // One image per batch and no wait between batches, so that each image is one write.
+  const { clock, api, admit } = setup({ writesPerSecond: 10, burst: 2, imagesPerCache: 1, batchWaitMs: 0 })
   for (let i = 0; i < 12; i++) admit(`m.daocloud.io/docker.io/library/app${i}:1`, `app${i}:1`)
-  await clock.advance(5_000)
+  await clock.advance(60_000)
   t.equal(api.objects.size, 12)
   const times = api.writes.map((w) => w.at).sort((a, b) => a - b)
   const first = times[0]!
-  // A burst of two, then one every 100 ms.
+  // A burst of two, then one every 100 ms (or later: the next batch is placed once the previous is seen).
+  t.equal(times.length, 12)
   t.same(
-    times.map((x) => x - first),
-    [0, 0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000],
+    times.slice(0, 3).map((x) => x - first),
+    [0, 0, 100],
+  )
+  t.ok(
+    times.every((x, i) => i < 2 || x - times[i - 1]! >= 100),
+    'never faster than the rate after the burst',
   )
 })
 
-t.test('a failed cache: a refresh after the backoff, never while processing, doubling', async (t) => {
+t.test('one batch at a time: new images wait while kube-fledged has not finished the last one, at most batchWaitMs', async (t) => {
+  const { clock, api, admit, queue } = setup({ batchWaitMs: 600_000 })
+  const redis = 'm.daocloud.io/docker.io/library/redis:7'
+  const pg = 'm.daocloud.io/docker.io/library/postgres:17'
+  admit(IMAGE, 'nginx:1.25')
+  await clock.advance(100)
+  t.equal(api.objects.size, 1)
+  admit(redis, 'redis:7')
+  admit(pg, 'postgres:17')
+  await clock.advance(10_000)
+  t.equal(api.objects.size, 1, 'the first batch was not taken by kube-fledged yet: the new images wait')
+  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  await clock.advance(10_000)
+  t.equal(api.objects.size, 1, 'nor while it is Processing')
+  api.setStatus(IMAGE, ok(clock.now()))
+  await clock.advance(5_000)
+  t.equal(api.objects.size, 2, 'a second batch once the first is done')
+  const second = [...api.objects.values()][1]!
+  t.same(imagesOf(second), [redis, pg], 'with every image that waited')
+  t.same(imagesOf(api.get(api.nameOf(IMAGE))!), [IMAGE], 'nothing added to the first one')
+  // kube-fledged never takes the second batch: a third waits batchWaitMs, then goes anyway.
+  const mysql = 'm.daocloud.io/docker.io/library/mysql:8'
+  admit(mysql, 'mysql:8')
+  await clock.advance(590_000)
+  t.equal(api.objects.size, 2)
+  await clock.advance(15_000)
+  t.equal(api.objects.size, 3)
+  t.same(api.violations, [])
+  t.ok(queue.idle)
+})
+
+t.test('decidePlacement(): at most imagesPerCache images per new batch; busy batches and their age', async (t) => {
+  const T = 1_700_000_000_000
+  const timing = { now: T, busyRetryMs: 5_000, batchWaitMs: 600_000, imagesPerCache: 2 }
+  const untouched = buildImageCache('mirrorhook-a', [IMAGE], new Map(), SETTINGS)
+  untouched.metadata.creationTimestamp = new Date(T - 1_000).toISOString()
+  t.same(decidePlacement([], [], timing), { kind: 'none' })
+  t.same(decidePlacement(['a', 'b', 'c'], [], timing), { kind: 'create', images: ['a', 'b'] })
+  t.same(decidePlacement(['a'], [untouched], timing), { kind: 'wait', ms: 5_000 })
+  t.same(decidePlacement(['a'], [untouched], { ...timing, now: T + 597_000 }), { kind: 'wait', ms: 2_000 }, 'not past batchWaitMs')
+  t.same(decidePlacement(['a'], [untouched], { ...timing, now: T + 599_000 }), { kind: 'create', images: ['a'] }, 'then anyway')
+  const done = { ...untouched, status: ok(T) }
+  t.same(decidePlacement(['a'], [done], timing), { kind: 'create', images: ['a'] }, 'a finished batch is idle')
+  const refresh = structuredClone(done)
+  refresh.metadata.annotations![REFRESH_ANNOTATION] = new Date(T - 10).toISOString()
+  t.same(decidePlacement(['a'], [refresh], timing), { kind: 'wait', ms: 5_000 }, 'a refresh asked for and not taken yet')
+  // A purge of a finished batch no Pod uses, asked for and not taken yet: new batches wait for it,
+  // at most batchWaitMs from the request, and not at all once kube-fledged has purged.
+  const purge = structuredClone(done)
+  purge.metadata.annotations![PURGE_ANNOTATION] = new Date(T - 10).toISOString()
+  t.same(decidePlacement(['a'], [purge], timing), { kind: 'wait', ms: 5_000 }, 'a purge asked for and not taken yet')
+  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_980 }), { kind: 'wait', ms: 10 }, 'not past batchWaitMs')
+  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_990 }), { kind: 'create', images: ['a'] }, 'then anyway')
+  const purged = structuredClone(purge)
+  purged.status = ok(T + 100, 'ImageCachePurge')
+  delete purged.metadata.annotations![PURGE_ANNOTATION]
+  t.same(decidePlacement(['a'], [purged], { ...timing, now: T + 200 }), { kind: 'create', images: ['a'] }, 'a purged batch is idle')
+})
+
+t.test('a failed batch: a refresh after the backoff, never while processing, doubling', async (t) => {
   const { clock, api, admit, reconciler, queue } = setup()
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  const name = imageCacheName(IMAGE)
+  const name = api.nameOf(IMAGE)
   const failed = (at: number) => ({
     status: 'Failed',
     reason: 'ImageCacheCreate',
@@ -281,8 +461,8 @@ t.test('a failed cache: a refresh after the backoff, never while processing, dou
     completionTime: new Date(at).toISOString(),
   })
   api.setStatus(IMAGE, failed(clock.now()))
-  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 60_000 })
-  queue.schedule(IMAGE, 60_000)
+  t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 60_000 })
+  queue.schedule(batchKey(name), 60_000)
   await clock.advance(59_999)
   t.notOk(REFRESH_ANNOTATION in (api.get(name)!.metadata.annotations ?? {}))
   await clock.advance(1)
@@ -290,102 +470,211 @@ t.test('a failed cache: a refresh after the backoff, never while processing, dou
 
   // kube-fledged picks it up: Processing, annotation still there. Nothing may be sent now.
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(reconciler.plan(IMAGE), { kind: 'none' })
+  t.same(reconciler.plan(batchKey(name)), { kind: 'none' })
   // Fails again; the annotation is removed by kube-fledged.
   api.setStatus(IMAGE, failed(clock.now()), [REFRESH_ANNOTATION])
-  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 120_000 }, 'the second wait is twice as long')
+  t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 120_000 }, 'the second wait is twice as long')
+  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 120_000 }, 'an image key acts for its batch')
   api.setStatus(IMAGE, { ...failed(clock.now()), status: 'Succeeded', failures: {} })
-  reconciler.resetAttempts(IMAGE)
-  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'cached: nothing to do')
+  reconciler.resetAttempts(name)
+  t.same(reconciler.plan(batchKey(name)), { kind: 'none' }, 'cached: nothing to do')
   t.same(api.violations, [])
 })
 
-t.test('a configuration change: the cache is replaced, but only when kube-fledged is not processing it', async (t) => {
-  const { clock, api, admit, usage, reconciler } = setup()
-  admit(IMAGE, 'nginx:1.25')
-  await clock.advance(100)
-  const before = api.get(imageCacheName(IMAGE))!.metadata.uid
-  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheCreate', message: '', startTime: new Date().toISOString() })
-  const moved = setup({ settings: { ...SETTINGS, nodeSelector: { pool: 'batch' } } })
-  const rec = new Reconciler({
-    api,
-    store: api,
-    usage,
-    settings: { ...SETTINGS, nodeSelector: { pool: 'batch' } },
-    limiter: new TokenBucket(1000, 1000, clock),
-    clock,
-    metrics: new PrepullMetrics(new Registry()),
-    logger: pino({ level: 'silent' }),
-    purgeAfterMs: 0,
-    refreshBackoffMs: 1,
-    refreshBackoffMaxMs: 1,
-    ready: () => true,
-    onMissing: () => undefined,
+t.test('per image inside a batch: failed on which nodes, the others cached; every terminal status for what it is', async (t) => {
+  const a = 'm.daocloud.io/docker.io/library/a:1'
+  const b = 'm.daocloud.io/docker.io/library/b:1'
+  const cache = buildImageCache('mirrorhook-x', [a, b], new Map(), SETTINGS)
+  const T = 1_700_000_000_000
+  const at = (status: ImageCache['status']) => viewOf({ ...cache, status })
+  t.same(imageStateOf(viewOf(cache), a), { state: 'pending', failed: [] }, 'no status yet')
+  const failed = at({
+    status: 'Failed',
+    reason: 'ImageCacheCreate',
+    failures: { [b]: [{ node: 'n2', reason: '', message: '' }] },
+    startTime: new Date(T).toISOString(),
   })
-  t.same(await rec.reconcile(IMAGE), { kind: 'later', afterMs: 5_000 }, 'waits while Processing')
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date().toISOString() })
-  t.same(await rec.reconcile(IMAGE), { kind: 'done' })
-  const after = api.get(imageCacheName(IMAGE))!
-  t.not(after.metadata.uid, before, 'a new object: the nodeSelector of an existing one is never changed')
-  t.same(after.spec.cacheSpec, [{ images: [IMAGE], nodeSelector: { pool: 'batch' } }])
-  t.equal(after.spec.cacheSpec.length, 1)
-  t.same(api.violations, [])
-  t.same(reconciler.plan(IMAGE), { kind: 'replace' }, 'the old configuration would want it back: replicas should share one')
-  await moved.queue.stop()
+  t.same(imageStateOf(failed, a), { state: 'cached', failed: [] }, 'the image that did not fail is on every node')
+  t.same(imageStateOf(failed, b), { state: 'failed', failed: [{ node: 'n2', reason: '', message: '' }] })
+  t.same(
+    describeFailure({ node: 'n2', reason: '', message: '' }),
+    { node: 'n2', reason: 'JobExpired', message: 'no result before the pull deadline (kube-fledged gave no reason)' },
+    'an empty reason (a lost completion) is spelled out',
+  )
+  t.same(imageStateOf(at({ status: 'NoImagesPulledOrDeleted', reason: 'ImageCacheCreate' }), a), { state: 'no-nodes', failed: [] })
+  t.same(imageStateOf(at({ status: 'Aborted', reason: 'ImagePullAborted' }), a), { state: 'aborted', failed: [] })
+  t.same(imageStateOf(at({ status: 'Unknown', reason: 'ImagePullStatusUnknown' }), b), { state: 'unknown', failed: [] })
+  t.same(
+    imageStateOf(at({ status: 'Failed', reason: 'CacheSpecValidationFailed' }), a),
+    { state: 'failed', failed: [] },
+    'no failures named: all',
+  )
+  t.same(imageStateOf(at({ status: 'Processing', reason: 'ImageCacheCreate' }), a), { state: 'pending', failed: [] })
+  t.same(imageStateOf(at(ok(T)), b), { state: 'cached', failed: [] })
+  // Retried with backoff like a failure while the images are in use: nodes may appear, kube-fledged may come back.
+  const used = { inUse: true, usageKnown: true, recentlyUsed: true }
+  const timing = {
+    now: T,
+    purgeAfterMs: 0,
+    busyRetryMs: 1,
+    refreshDueAt: T,
+    purgeAttempts: 0,
+    maxPurgeAttempts: 3,
+    purgeAnnotationGraceMs: 0,
+  }
+  for (const status of ['NoImagesPulledOrDeleted', 'Aborted', 'Unknown']) {
+    t.same(
+      decideBatch({ ...cache, status: { status } }, () => used, SETTINGS, timing),
+      { kind: 'refresh' },
+      status,
+    )
+  }
+  t.same(
+    decideBatch(
+      { ...cache, status: { status: 'Failed', failures: { [b]: [{ node: 'n2', reason: '', message: '' }] } } },
+      (i) => ({ ...used, inUse: i === a }),
+      SETTINGS,
+      timing,
+    ),
+    { kind: 'none' },
+    'only the failing image is not in use: no refresh',
+  )
 })
+
+t.test(
+  'a configuration change: the batch is deleted, only when kube-fledged is not processing it, and its images go into a new one',
+  async (t) => {
+    const { clock, api, admit, reconciler, other } = setup()
+    admit(IMAGE, 'nginx:1.25')
+    await clock.advance(100)
+    const before = api.get(api.nameOf(IMAGE))!.metadata.uid
+    api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheCreate', message: '', startTime: new Date().toISOString() })
+    const rec = other({ ...SETTINGS, nodeSelector: { pool: 'batch' } })
+    t.same(await rec.reconcile(IMAGE), { kind: 'later', afterMs: 5_000 }, 'waits while Processing')
+    api.setStatus(IMAGE, ok(clock.now()))
+    t.same(await rec.reconcile(IMAGE), { kind: 'done' }, 'deleted')
+    t.equal(api.objects.size, 0)
+    t.same(rec.plan(IMAGE), { kind: 'place' }, 'in use, in no batch')
+    t.same(await rec.reconcile(IMAGE), { kind: 'done' })
+    t.same(await rec.reconcile(PLACE_KEY), { kind: 'done' })
+    const after = api.get(api.nameOf(IMAGE))!
+    t.not(after.metadata.uid, before, 'a new object: the nodeSelector of an existing one is never changed')
+    t.same(after.spec.cacheSpec, [{ images: [IMAGE], nodeSelector: { pool: 'batch' } }])
+    t.same(api.violations, [])
+    t.same(
+      reconciler.plan(IMAGE),
+      { kind: 'delete', reason: 'settings' },
+      'the old configuration would delete it again: replicas should share one',
+    )
+  },
+)
 
 t.test('unused images: marked, purged after the configured time, deleted once the purge is done', async (t) => {
   const purgeAfterMs = 3_600_000
   const { clock, api, admit, usage, reconciler, queue } = setup({ purgeAfterMs })
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  const name = imageCacheName(IMAGE)
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date().toISOString() })
+  const name = api.nameOf(IMAGE)
+  const key = batchKey(name)
+  api.setStatus(IMAGE, ok(clock.now()))
 
   // A Pod sweep still sees it: nothing to do.
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'none' })
+  t.same(reconciler.plan(key), { kind: 'none' })
 
   // The Pods are gone; a recent admission still counts for three sweep intervals.
   await clock.advance(60_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
+  t.same(reconciler.plan(key), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
   await clock.advance(140_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'mark-unused' }, 'the clock starts on the object itself')
-  queue.schedule(IMAGE)
+  t.same(
+    reconciler.plan(key),
+    { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: JSON.stringify({ [IMAGE]: new Date(clock.now()).toISOString() }) } },
+    'the clock starts on the object itself',
+  )
+  queue.schedule(key)
   await clock.advance(100)
-  const since = api.get(name)!.metadata.annotations?.[UNUSED_SINCE_ANNOTATION]
+  const since = JSON.parse(api.get(name)!.metadata.annotations?.[UNUSED_SINCE_ANNOTATION] ?? '{}')[IMAGE]
   t.ok(since, 'unused-since recorded on the object (survives restarts and is shared by replicas)')
-  t.equal(Date.parse(since!), clock.now(), 'written when the round ran')
+  t.equal(Date.parse(since), clock.now(), 'written when the round ran')
 
   await clock.advance(purgeAfterMs - 1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'not unused for an hour yet')
+  t.same(reconciler.plan(key), { kind: 'none' }, 'not unused for an hour yet')
   await clock.advance(1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'purge' })
-  queue.schedule(IMAGE)
+  t.same(reconciler.plan(key), { kind: 'purge' }, 'its only image: the whole batch is purged')
+  queue.schedule(key)
   await clock.advance(100)
   t.ok(PURGE_ANNOTATION in (api.get(name)!.metadata.annotations ?? {}), 'purge asked for')
 
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() })
-  t.same(reconciler.plan(IMAGE), { kind: 'none' }, 'not deleted while purging')
+  t.same(reconciler.plan(key), { kind: 'none' }, 'not deleted while purging')
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
     PURGE_ANNOTATION,
   ])
-  t.same(reconciler.plan(IMAGE), { kind: 'delete' })
-  queue.schedule(IMAGE)
+  t.same(reconciler.plan(key), { kind: 'delete', reason: 'purged' })
+  queue.schedule(key)
   await clock.advance(100)
   t.notOk(api.get(name), 'deleted after the purge')
   t.same(api.violations, [])
 })
 
-t.test('an image used again while its cache is being purged gets a fresh cache once the purge ends', async (t) => {
+t.test('one unused image leaves its batch by a spec change when the batch is idle; the others stay', async (t) => {
+  const purgeAfterMs = 3_600_000
+  const { clock, api, admit, usage, reconciler, queue } = setup({ purgeAfterMs })
+  const redis = 'm.daocloud.io/docker.io/library/redis:7'
+  admit(IMAGE, 'nginx:1.25')
+  admit(redis, 'redis:7')
+  await clock.advance(100)
+  const name = api.nameOf(IMAGE)
+  const key = batchKey(name)
+  const uid = api.get(name)!.metadata.uid
+  api.setStatus(IMAGE, ok(clock.now()))
+  await clock.advance(200_000)
+  usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
+  queue.schedule(key)
+  await clock.advance(100)
+  const marked = clock.now()
+  t.same(
+    JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!),
+    { [IMAGE]: new Date(marked).toISOString() },
+    'only nginx marked',
+  )
+  await clock.advance(purgeAfterMs)
+  usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
+  // kube-fledged is refreshing the batch (its own 15-minute cycle): nothing is sent.
+  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(reconciler.plan(key), { kind: 'wait', ms: 5_000 })
+  queue.schedule(key)
+  await clock.advance(4_000)
+  t.equal(api.writes.filter((w) => w.verb === 'update').length, 0, 'not while Processing')
+  api.setStatus(IMAGE, ok(clock.now(), 'ImageCacheRefresh'))
+  await clock.advance(2_000)
+  const after = api.get(name)!
+  t.equal(after.metadata.uid, uid, 'the same batch')
+  t.same(
+    after.spec.cacheSpec,
+    [{ images: [redis], nodeSelector: { pool: 'apps' } }],
+    'nginx removed: kube-fledged deletes it from the nodes',
+  )
+  t.notOk(UNUSED_SINCE_ANNOTATION in after.metadata.annotations!, 'no mark left')
+  t.same(JSON.parse(after.metadata.annotations![ORIGINALS_ANNOTATION]!), { [redis]: 'redis:7' })
+  t.notOk(PURGE_ANNOTATION in after.metadata.annotations!, 'no purge of the batch')
+  t.same(
+    api.writes.map((w) => w.verb),
+    ['create', 'annotate', 'update'],
+  )
+  t.same(api.violations, [])
+})
+
+t.test('an image used again while its batch is being purged gets a new batch once the purge ends', async (t) => {
   const { clock, api, admit, reconciler, queue } = setup({ purgeAfterMs: 1_000 })
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  api.get(imageCacheName(IMAGE))!.metadata.annotations![PURGE_ANNOTATION] = 'now'
+  const name = api.nameOf(IMAGE)
+  api.get(name)!.metadata.annotations![PURGE_ANNOTATION] = 'now'
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() })
   queue.forget(IMAGE)
   admit(IMAGE, 'nginx:1.25')
@@ -394,9 +683,11 @@ t.test('an image used again while its cache is being purged gets a fresh cache o
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
     PURGE_ANNOTATION,
   ])
-  t.same(reconciler.plan(IMAGE), { kind: 'replace' })
+  t.same(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
   await clock.advance(5_000)
-  const obj = api.get(imageCacheName(IMAGE))!
+  t.notOk(api.get(name), 'the purged batch is gone')
+  await clock.advance(100)
+  const obj = api.get(api.nameOf(IMAGE))!
   t.equal(obj.status, undefined, 'a new object, waiting for kube-fledged')
   t.same(
     api.writes.map((w) => w.verb),
@@ -405,8 +696,7 @@ t.test('an image used again while its cache is being purged gets a fresh cache o
   t.same(api.violations, [])
 })
 
-t.test('decide(): a cache holding another image is never touched', async (t) => {
-  const other = buildImageCache('m.daocloud.io/docker.io/library/other:1', undefined, SETTINGS)
+t.test('decideBatch(): a cache not in the layout is never touched; nothing without usage or purging', async (t) => {
   const usage = { inUse: true, usageKnown: true, recentlyUsed: true }
   const timing = {
     now: 0,
@@ -417,14 +707,31 @@ t.test('decide(): a cache holding another image is never touched', async (t) => 
     maxPurgeAttempts: 3,
     purgeAnnotationGraceMs: 0,
   }
-  t.same(decide(IMAGE, other, usage, SETTINGS, timing), { kind: 'foreign' })
-  t.same(decide(IMAGE, undefined, { ...usage, inUse: false }, SETTINGS, timing), { kind: 'none' }, 'no cache for an unused image')
-  const mine = buildImageCache(IMAGE, undefined, SETTINGS)
-  t.same(decide(IMAGE, mine, { ...usage, inUse: false }, SETTINGS, timing), { kind: 'none' }, 'purging disabled (0)')
+  const two = buildImageCache('mirrorhook-x', [IMAGE], new Map(), SETTINGS)
+  two.spec.cacheSpec.push({ images: ['m.daocloud.io/docker.io/library/other:1'] })
   t.same(
-    decide(IMAGE, mine, { ...usage, inUse: false, usageKnown: false }, SETTINGS, { ...timing, purgeAfterMs: 1 }),
+    decideBatch(two, () => usage, SETTINGS, timing),
+    { kind: 'foreign' },
+    'two lists: not mirrorhook’s',
+  )
+  const mine = buildImageCache('mirrorhook-x', [IMAGE], new Map(), SETTINGS)
+  t.same(
+    decideBatch(mine, () => ({ ...usage, inUse: false }), SETTINGS, timing),
+    { kind: 'none' },
+    'purging disabled (0)',
+  )
+  t.same(
+    decideBatch(mine, () => ({ ...usage, inUse: false, usageKnown: false }), SETTINGS, { ...timing, purgeAfterMs: 1 }),
     { kind: 'none' },
     'no purge decision while the Pod list is unknown',
+  )
+  // The one-image layout of earlier versions is a batch of one.
+  const old = buildImageCache('mirrorhook-0123456789abcdef0123456789abcdef', [IMAGE], new Map(), SETTINGS)
+  old.metadata.annotations = { 'mirrorhook.io/original-image': 'nginx:1.25', [UNUSED_SINCE_ANNOTATION]: new Date(0).toISOString() }
+  t.same(
+    decideBatch(old, () => usage, SETTINGS, timing),
+    { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: null } },
+    'its plain unused mark is read',
   )
 })
 
@@ -439,23 +746,27 @@ t.test('an image used again after it was marked unused loses the mark, on the sa
   const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs: 3_600_000 })
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  const name = imageCacheName(IMAGE)
+  const name = api.nameOf(IMAGE)
   const uid = api.get(name)!.metadata.uid
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  api.setStatus(IMAGE, ok(clock.now()))
   await clock.advance(200_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
   t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-  t.equal(api.get(name)!.metadata.annotations?.['mirrorhook.io/unused-since'], new Date(clock.now()).toISOString(), 'marked unused')
+  t.same(
+    JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!),
+    { [IMAGE]: new Date(clock.now()).toISOString() },
+    'marked unused',
+  )
 
   // A Pod runs it again; kube-fledged is busy with the cache at first.
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
   t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 5_000 }, 'not while kube-fledged processes it')
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(reconciler.plan(IMAGE), { kind: 'mark-used' })
+  api.setStatus(IMAGE, ok(clock.now(), 'ImageCacheRefresh'))
+  t.same(reconciler.plan(IMAGE), { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: null } })
   t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
   const after = api.get(name)!
-  t.notOk('mirrorhook.io/unused-since' in (after.metadata.annotations ?? {}), 'the unused mark is removed')
+  t.notOk(UNUSED_SINCE_ANNOTATION in (after.metadata.annotations ?? {}), 'the unused mark is removed')
   t.equal(after.metadata.uid, uid, 'the same ImageCache: nothing re-pulled')
   t.same(reconciler.plan(IMAGE), { kind: 'none' })
   t.same(api.violations, [])
@@ -466,16 +777,16 @@ t.test('a failed purge is retried with a growing backoff, then the cache is dele
   const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  const name = imageCacheName(IMAGE)
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  const name = api.nameOf(IMAGE)
+  api.setStatus(IMAGE, ok(clock.now()))
   const unused = async () => {
     usage.sweepDone(clock.now(), new Map(), clock.now())
-    return reconciler.reconcile(IMAGE)
+    return reconciler.reconcile(batchKey(name))
   }
   await clock.advance(200_000)
   t.same(await unused(), { kind: 'done' }, 'marked unused')
   await clock.advance(purgeAfterMs)
-  t.same(reconciler.plan(IMAGE), { kind: 'purge' })
+  t.same(reconciler.plan(batchKey(name)), { kind: 'purge' })
   t.same(await unused(), { kind: 'done' })
   const purgeFailed = () =>
     api.setStatus(
@@ -500,18 +811,18 @@ t.test('a failed purge is retried with a growing backoff, then the cache is dele
   ] as const) {
     purgeFailed()
     usage.sweepDone(clock.now(), new Map(), clock.now())
-    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
+    t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
     await clock.advance(waitMs - 1)
     usage.sweepDone(clock.now(), new Map(), clock.now())
-    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
+    t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
     await clock.advance(1)
     t.same(await unused(), { kind: 'done' })
     t.ok(purgeAsked(), `attempt ${attempt}: purge asked for again`)
   }
   purgeFailed()
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'delete' }, 'three failed retries: give up and delete')
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.same(reconciler.plan(batchKey(name)), { kind: 'delete', reason: 'purge-failed' }, 'three failed retries: give up and delete')
+  t.same(await reconciler.reconcile(batchKey(name)), { kind: 'done' })
   t.notOk(api.get(name), 'deleted')
   t.same(
     api.writes.map((w) => w.verb),
@@ -524,6 +835,7 @@ t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs 
   const { clock, api, admit, usage, reconciler } = setup()
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
+  const name = api.nameOf(IMAGE)
   const failed = () =>
     api.setStatus(
       IMAGE,
@@ -545,7 +857,7 @@ t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs 
     await clock.advance(waitMs)
     usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
     t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-    t.ok('kubefledged.io/refresh-imagecache' in (api.get(imageCacheName(IMAGE))!.metadata.annotations ?? {}), 'refresh asked for')
+    t.ok('kubefledged.io/refresh-imagecache' in (api.get(name)!.metadata.annotations ?? {}), 'refresh asked for')
   }
   t.same(api.violations, [])
 })
@@ -553,18 +865,20 @@ t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs 
 t.test('write results: conflicts and vanished objects are looked at again in a second, never counted as failures', async (t) => {
   const purgeAfterMs = 1_000
   const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
-  const name = imageCacheName(IMAGE)
   // create: a 409 that is not AlreadyExists (a conflict) → later.
   api.failures.push(new ApiError(409, 'conflict', 'Conflict'))
   usage.touch(IMAGE, 'nginx:1.25', clock.now())
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'create conflict')
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'waits for a batch')
+  t.same(await reconciler.reconcile(PLACE_KEY), { kind: 'later', afterMs: 1_000 }, 'create conflict')
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
+  t.same(await reconciler.reconcile(PLACE_KEY), { kind: 'done' })
+  const name = api.nameOf(IMAGE)
   t.ok(api.get(name), 'created on the next try')
-  api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCacheCreate', message: '', startTime: new Date(clock.now()).toISOString() })
+  api.setStatus(IMAGE, ok(clock.now()))
   await clock.advance(200_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(IMAGE), { kind: 'mark-unused' })
+  t.match(reconciler.plan(IMAGE), { kind: 'annotate' })
   // annotate: 409 Conflict, 404 gone → later; a permanent refusal → failed.
   api.failures.push(new ApiError(409, 'the object has been modified', 'Conflict'))
   t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate conflict')
@@ -575,7 +889,7 @@ t.test('write results: conflicts and vanished objects are looked at again in a s
   api.failures.push(new ApiError(503, 'unavailable', 'ServiceUnavailable', 2_000))
   t.same(await reconciler.reconcile(IMAGE), { kind: 'retry', afterMs: 2_000 }, 'annotate transient')
   t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-  t.equal(api.get(name)!.metadata.annotations?.['mirrorhook.io/unused-since'], new Date(clock.now()).toISOString())
+  t.same(JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!), { [IMAGE]: new Date(clock.now()).toISOString() })
 
   // Purged: delete; a 404 there means someone else deleted it (done), a conflict means look again.
   await clock.advance(purgeAfterMs)
@@ -585,38 +899,54 @@ t.test('write results: conflicts and vanished objects are looked at again in a s
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date(clock.now()).toISOString() }, [
     'kubefledged.io/purge-imagecache',
   ])
-  t.same(reconciler.plan(IMAGE), { kind: 'delete' })
+  t.same(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
   api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
   t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'delete conflict')
   api.failures.push(new ApiError(404, 'not found', 'NotFound'))
   t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'already deleted by someone else')
   t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
   t.notOk(api.get(name), 'deleted')
+  // update: the same answers (a spec change that removes an image).
   t.same(api.violations, [])
 })
 
-t.test('replace: a conflicting delete is looked at again; not ready means blocked; a foreign cache fails without a write', async (t) => {
-  const { clock, api, admit, reconciler, missing } = setup({ settings: SETTINGS })
+t.test('a spec change refused or in conflict: looked at again or failed, never sent while Processing', async (t) => {
+  const purgeAfterMs = 1_000
+  const { clock, api, admit, usage, reconciler } = setup({ purgeAfterMs })
+  const redis = 'm.daocloud.io/docker.io/library/redis:7'
+  admit(IMAGE, 'nginx:1.25')
+  admit(redis, 'redis:7')
+  await clock.advance(100)
+  const key = batchKey(api.nameOf(IMAGE))
+  api.setStatus(IMAGE, ok(clock.now()))
+  await clock.advance(200_000)
+  usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
+  t.same(await reconciler.reconcile(key), { kind: 'done' }, 'marked')
+  await clock.advance(purgeAfterMs)
+  usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
+  t.match(reconciler.plan(key), { kind: 'update', keep: [redis], removed: [IMAGE] })
+  api.failures.push(new ApiError(409, 'the object has been modified', 'Conflict'))
+  t.same(await reconciler.reconcile(key), { kind: 'later', afterMs: 1_000 }, 'update conflict')
+  api.failures.push(new ApiError(400, 'denied by the webhook', 'BadRequest'))
+  t.same(await reconciler.reconcile(key), { kind: 'failed' }, 'update refused')
+  api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
+  t.same(await reconciler.reconcile(key), { kind: 'later', afterMs: 5_000 }, 'Processing: waits')
+  api.setStatus(IMAGE, ok(clock.now(), 'ImageCacheRefresh'))
+  t.same(await reconciler.reconcile(key), { kind: 'done' })
+  t.same(imagesOf(api.get(api.nameOf(redis))!), [redis])
+  t.same(api.violations, [])
+})
+
+t.test('delete: a conflicting delete is looked at again; not ready means blocked; a foreign cache fails without a write', async (t) => {
+  const { clock, api, admit, reconciler, missing, other } = setup({ settings: SETTINGS })
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  const moved = new Reconciler({
-    api,
-    store: api,
-    usage: { usage: () => ({ inUse: true, usageKnown: true, recentlyUsed: true }), original: () => 'nginx:1.25' },
-    settings: { ...SETTINGS, nodeSelector: { pool: 'batch' } },
-    limiter: new TokenBucket(1000, 1000, clock),
-    clock,
-    metrics: new PrepullMetrics(new Registry()),
-    logger: pino({ level: 'silent' }),
-    purgeAfterMs: 0,
-    refreshBackoffMs: 1,
-    refreshBackoffMaxMs: 1,
-    ready: () => true,
-    onMissing: () => undefined,
-  })
+  const name = api.nameOf(IMAGE)
+  api.setStatus(IMAGE, ok(clock.now()))
+  const moved = other({ ...SETTINGS, nodeSelector: { pool: 'batch' } })
   api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
   t.same(await moved.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 })
-  t.equal(api.get(imageCacheName(IMAGE))!.spec.cacheSpec[0]!.nodeSelector?.pool, 'apps', 'not replaced yet')
+  t.equal(api.get(name)!.spec.cacheSpec[0]!.nodeSelector?.pool, 'apps', 'not deleted yet')
 
   missing.push('no CRD')
   const writes = api.writes.length
@@ -624,14 +954,14 @@ t.test('replace: a conflicting delete is looked at again; not ready means blocke
   t.equal(api.writes.length, writes, 'no write while blocked')
   missing.length = 0
 
-  api.get(imageCacheName(IMAGE))!.spec.cacheSpec[0]!.images = ['m.daocloud.io/docker.io/library/other:1']
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'a cache holding another image')
+  api.get(name)!.spec.cacheSpec.push({ images: ['m.daocloud.io/docker.io/library/other:1'] })
+  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'a cache with two lists')
   t.equal(api.writes.length, writes, 'left alone')
 })
 
 t.test('a finished purge whose annotation kube-fledged keeps counts as done after a minute', async (t) => {
   const cache = (completedAt: number): ImageCache => {
-    const c = buildImageCache(IMAGE, undefined, SETTINGS)
+    const c = buildImageCache('mirrorhook-x', [IMAGE], new Map(), SETTINGS)
     c.metadata.annotations = { ...c.metadata.annotations, 'kubefledged.io/purge-imagecache': 'x' }
     c.status = {
       status: 'Succeeded',
@@ -652,17 +982,21 @@ t.test('a finished purge whose annotation kube-fledged keeps counts as done afte
     maxPurgeAttempts: 3,
     purgeAnnotationGraceMs: 60_000,
   }
-  const unused = { inUse: false, usageKnown: true, recentlyUsed: false }
-  const used = { inUse: true, usageKnown: true, recentlyUsed: true }
-  t.same(decide(IMAGE, cache(T), unused, SETTINGS, timing), { kind: 'none' }, 'just finished: wait for kube-fledged')
-  t.same(decide(IMAGE, cache(T - 59_999), unused, SETTINGS, timing), { kind: 'none' }, 'within the minute')
-  t.same(decide(IMAGE, cache(T - 60_000), unused, SETTINGS, timing), { kind: 'delete' }, 'a minute later: done')
-  t.same(decide(IMAGE, cache(T - 59_999), used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'in use again: wait for it')
-  t.same(decide(IMAGE, cache(T - 60_000), used, SETTINGS, timing), { kind: 'replace' }, 'in use again, a minute later: a new cache')
+  const unused = () => ({ inUse: false, usageKnown: true, recentlyUsed: false })
+  const used = () => ({ inUse: true, usageKnown: true, recentlyUsed: true })
+  t.same(decideBatch(cache(T), unused, SETTINGS, timing), { kind: 'none' }, 'just finished: wait for kube-fledged')
+  t.same(decideBatch(cache(T - 59_999), unused, SETTINGS, timing), { kind: 'none' }, 'within the minute')
+  t.same(decideBatch(cache(T - 60_000), unused, SETTINGS, timing), { kind: 'delete', reason: 'purged' }, 'a minute later: done')
+  t.same(decideBatch(cache(T - 59_999), used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'in use again: wait for it')
+  t.same(
+    decideBatch(cache(T - 60_000), used, SETTINGS, timing),
+    { kind: 'delete', reason: 'purged' },
+    'in use again, a minute later: deleted, then a new batch',
+  )
   const noTime = cache(T - 120_000)
   delete noTime.status!.completionTime
-  t.same(decide(IMAGE, noTime, unused, SETTINGS, timing), { kind: 'none' }, 'no completion time: never assumed done')
+  t.same(decideBatch(noTime, unused, SETTINGS, timing), { kind: 'none' }, 'no completion time: never assumed done')
   const processing = cache(T - 120_000)
   processing.status!.status = 'Processing'
-  t.same(decide(IMAGE, processing, used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'processing: wait')
+  t.same(decideBatch(processing, used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'processing: wait')
 })

@@ -84,6 +84,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (include "mirrorhook.remediationEnabled" .) (or (eq (dig "remediation" "method" "evict" .Values.config) "patch") (eq (dig "remediation" "barePods" "leave" .Values.config) "patch")) }}true{{ end -}}
 {{- end -}}
 
+{{- define "mirrorhook.prepullLease" -}}
+{{- dig "kubeFledged" "lease" "mirrorhook-prepull" .Values.config -}}
+{{- end -}}
+
 {{- define "mirrorhook.remediationLease" -}}
 {{- dig "remediation" "lease" "mirrorhook-remediation" .Values.config -}}
 {{- end -}}

@@ -1,12 +1,14 @@
-// One actor across replicas: a coordination.k8s.io Lease in mirrorhook's namespace, taken and
+// One actor across replicas: a coordination.k8s.io Lease (remediation: in mirrorhook's
+// namespace; pre-pull: beside the ImageCaches it writes), taken and
 // renewed with the API server's optimistic concurrency (resourceVersion), as client-go's
 // leaderelection does. A replica acts only while it holds an unexpired Lease; a new holder
-// waits one full Lease duration after a takeover, so the old holder's last writes are visible
-// in its Pod cache before it looks at the same Pods.
+// waits one full Lease duration after taking over an expired one, so the old holder's last
+// writes are visible in its caches before it looks at the same objects (a Lease handed over
+// on stop is acted on at once).
 import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
-import { apiClient } from '../kube/client.js'
-import { statusOf } from '../kube/errors.js'
+import { apiClient } from './client.js'
+import { statusOf } from './errors.js'
 
 export interface LeaseOptions {
   kubeConfig: KubeConfig
@@ -15,14 +17,20 @@ export interface LeaseOptions {
   identity: string
   durationSeconds: number
   logger: Logger
+  // What the Lease is for, in log lines (e.g. 'remediation').
+  what: string
   now?: () => number
   onChange?: (leader: boolean) => void
+  // This replica may act from now on (after the wait that follows a takeover).
+  onActing?: () => void
 }
 
 export class LeaseElector {
   private readonly api: CoordinationV1Api
   private readonly now: () => number
   private timer?: NodeJS.Timeout
+  private actingTimer?: NodeJS.Timeout
+  private announced = false
   private heldUntil = 0
   private actingFrom = Infinity
   private stopped = false
@@ -47,6 +55,7 @@ export class LeaseElector {
   async stop(): Promise<void> {
     this.stopped = true
     if (this.timer) clearTimeout(this.timer)
+    if (this.actingTimer) clearTimeout(this.actingTimer)
     if (this.leader) {
       // Handing over: an expired renew time lets another replica take it at once.
       await this.write((lease) => {
@@ -61,7 +70,7 @@ export class LeaseElector {
     try {
       await this.tryAcquireOrRenew()
     } catch (error) {
-      this.o.logger.warn({ err: (error as Error).message, lease: this.o.name }, 'remediation lease: cannot read or write it; retrying')
+      this.o.logger.warn({ err: (error as Error).message, lease: this.o.name }, `${this.o.what} lease: cannot read or write it; retrying`)
       if (this.now() >= this.heldUntil) this.setLeader(false)
     }
     if (this.stopped) return
@@ -122,8 +131,9 @@ export class LeaseElector {
       }
       throw error
     }
-    // Taken over from another holder (or after losing it): wait out one duration before acting.
-    this.took(now, !mine || !this.leader)
+    // Taken over from another holder (or after losing it): wait out one duration before acting,
+    // unless the holder handed it over on stop (renew time 0): its work is finished.
+    this.took(now, renewed > 0 && (!mine || !this.leader))
   }
 
   private took(now: number, fresh: boolean): void {
@@ -131,6 +141,22 @@ export class LeaseElector {
     if (fresh) this.actingFrom = now + this.o.durationSeconds * 1000
     else if (!this.leader) this.actingFrom = now
     this.setLeader(true)
+    this.armActing()
+  }
+
+  private armActing(): void {
+    if (this.announced || this.actingTimer || !this.o.onActing) return
+    const wait = this.actingFrom - this.now()
+    if (wait <= 0) {
+      this.announced = true
+      this.o.onActing()
+      return
+    }
+    this.actingTimer = setTimeout(() => {
+      this.actingTimer = undefined
+      if (this.leader && !this.stopped) this.armActing()
+    }, wait)
+    this.actingTimer.unref()
   }
 
   private async write(change: (lease: V1Lease) => void): Promise<void> {
@@ -143,10 +169,15 @@ export class LeaseElector {
   private setLeader(leader: boolean): void {
     if (leader === this.leader) return
     this.leader = leader
-    if (!leader) this.actingFrom = Infinity
+    if (!leader) {
+      this.actingFrom = Infinity
+      this.announced = false
+      if (this.actingTimer) clearTimeout(this.actingTimer)
+      this.actingTimer = undefined
+    }
     this.o.logger.info(
       { lease: `${this.o.namespace}/${this.o.name}`, identity: this.o.identity },
-      leader ? 'remediation lease taken' : 'remediation lease lost',
+      leader ? `${this.o.what} lease taken` : `${this.o.what} lease lost`,
     )
     this.o.onChange?.(leader)
   }
