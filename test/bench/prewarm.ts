@@ -1,7 +1,7 @@
 // Pre-warm at scale against a real kube-apiserver and a real OCI registry (distribution): 200
 // Deployments over 50 repositories with 300 tags each. One run (the scheduled run's code, started
 // directly): its time, the registry requests per repository, the ImageCaches created, memory.
-// Run: flock /work/wt/heavy.lock npx tsx test/bench/prewarm.ts [workloads] [repositories] [tags] [requestsPerSecond]
+// Run: npx tsx test/bench/prewarm.ts [workloads] [repositories] [tags] [requestsPerSecond]
 import https from 'node:https'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
