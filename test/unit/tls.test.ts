@@ -103,6 +103,10 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
 
   // Traffic during the rotation: every request must be answered.
   let stop = false
+  // Ends the traffic loop even when an assertion below throws, so the file cannot hang.
+  t.teardown(() => {
+    stop = true
+  })
   const failures: unknown[] = []
   let answered = 0
   const second = await issue(dir, 'second')
