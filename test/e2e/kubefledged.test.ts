@@ -6,13 +6,12 @@ import t from 'tap'
 import https from 'node:https'
 import { fileURLToPath } from 'node:url'
 import { KubeConfig } from '@kubernetes/client-node'
-import { pino, type Logger } from 'pino'
-import type { RunningServer } from '../../server/serve.js'
+import type { Logger } from 'pino'
 import { KubeImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { cleanupRestartedApiservers, stopApiserver } from '../support/apiserver-outage.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
-import { podReview, waitFor } from '../support/helpers.js'
+import { capturingLogger, metric, podReview, waitFor } from '../support/helpers.js'
 import { imageCacheHolding, managedImageCaches } from '../support/kubefledged.js'
 import { applyObject, createNamespace, registerWebhook, startTestWebhook } from '../support/webhook.js'
 
@@ -22,22 +21,6 @@ const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
 const mirror = (ref: string) => `m.daocloud.io/docker.io/library/${ref}`
 
 const cp = await withControlPlane(t)
-
-type Line = Record<string, unknown> & { msg?: string }
-
-function capturingLogger(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = []
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) })
-  return { logger, lines }
-}
-
-async function metric(server: RunningServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = server.metrics.registry.getSingleMetric(name)
-  if (!m) return 0
-  return (await m.get()).values
-    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
-    .reduce((n, v) => n + v.value, 0)
-}
 
 if (cp) {
   const c: ControlPlane = cp

@@ -3,10 +3,9 @@
 // refreshes the ImageCaches it should hold, and the stand-in pulls them onto it within seconds.
 import t from 'tap'
 import { Watch } from '@kubernetes/client-node'
-import { pino, type Logger } from 'pino'
 import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
 import { withCluster } from '../support/tap-cluster.js'
-import { waitFor } from '../support/helpers.js'
+import { capturingLogger, waitFor } from '../support/helpers.js'
 import { startTestWebhook } from '../support/webhook.js'
 
 const NS = 'kube-fledged'
@@ -24,14 +23,6 @@ const cluster = await withCluster(t, {
     criClientImage: 'mirror.example/docker.io/senthilrch/kubefledged-cri-client:v0.10.0',
   },
 })
-
-type Line = Record<string, unknown> & { msg?: string }
-
-function capturingLogger(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = []
-  const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) })
-  return { logger, lines }
-}
 
 if (cluster) {
   const { cp, kwok } = cluster
@@ -73,7 +64,7 @@ if (cluster) {
   const cpu = await create('mirror.example/docker.io/library/redis:7', { pool: 'cpu' })
   const gpu = await create('mirror.example/docker.io/library/cuda-app:1', { pool: 'gpu' })
   const first = kwok.nodes[0]!
-  const log = capturingLogger()
+  const log = capturingLogger('info')
   // Stopped before the cluster (teardowns run last-registered first).
   let stopWebhook: (() => Promise<unknown>) | undefined
   t.teardown(async () => {

@@ -3,12 +3,10 @@
 // ImageCaches' status is written the way kube-fledged writes it (a full update, no status subresource).
 import t from 'tap'
 import { fileURLToPath } from 'node:url'
-import { pino, type Logger } from 'pino'
-import type { RunningServer } from '../../server/serve.js'
 import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
-import { waitFor } from '../support/helpers.js'
+import { capturingLogger, metric, waitFor } from '../support/helpers.js'
 import { createNamespace, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
@@ -17,22 +15,6 @@ const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
 const mirror = (ref: string) => `m.daocloud.io/docker.io/library/${ref}`
 
 const cp = await withControlPlane(t)
-
-type Line = Record<string, unknown> & { msg?: string }
-
-function capturingLogger(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = []
-  const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Line) })
-  return { logger, lines }
-}
-
-async function metric(server: RunningServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = server.metrics.registry.getSingleMetric(name)
-  if (!m) return 0
-  return (await m.get()).values
-    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
-    .reduce((n, v) => n + v.value, 0)
-}
 
 if (cp) {
   const c: ControlPlane = cp

@@ -1,5 +1,8 @@
-// Small helpers shared by the tests: the CLI as a child process, polling, and AdmissionReviews.
+// Small helpers shared by the tests: the CLI as a child process, polling, AdmissionReviews, captured
+// log lines and metric values of an in-process server.
 import { spawn } from 'node:child_process'
+import { pino, type Logger } from 'pino'
+import type { RunningServer } from '../../server/serve.js'
 
 const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
 
@@ -76,4 +79,22 @@ export function podReview(uid: string, images: readonly string[], options: { nam
       object: { metadata: { name: options.name ?? uid }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } },
     },
   }
+}
+
+export type LogLine = Record<string, unknown> & { msg?: string }
+
+/** A logger whose JSON lines are kept in memory, parsed. */
+export function capturingLogger(level: 'debug' | 'info' = 'debug'): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = []
+  const logger = pino({ level }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) })
+  return { logger, lines }
+}
+
+/** The sum of a metric's values whose labels include `labels` (0 when the metric is not registered). */
+export async function metric(server: RunningServer, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = server.metrics.registry.getSingleMetric(name)
+  if (!m) return 0
+  return (await m.get()).values
+    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+    .reduce((n, v) => n + v.value, 0)
 }
