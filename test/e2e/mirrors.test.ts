@@ -79,6 +79,12 @@ if (cp) {
     if (r.code !== 0) throw new Error(r.stderr)
     return { image: JSON.parse(r.stdout).spec.containers[0].image, warnings: r.stderr }
   }
+  // kubectl's line for one mirrorhook warning; the webhook cuts a warning at 256 characters with '…'.
+  const warning = (text: string) => {
+    const full = `mirrorhook: ${text}`
+    return `Warning: ${full.length <= 256 ? full : `${full.slice(0, 255)}…`}\n`
+  }
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
   const health = (host: string) => webhook.server.reachability!.view().status(host).state
   const waitHealth = (host: string, state: string) =>
     until(`${host} ${state}`, async () => (health(host) === state ? true : undefined), 30_000)
@@ -88,9 +94,9 @@ if (cp) {
     await waitHealth(second.host, 'reachable')
     const pod = await createPod('quay.io/acme/app:1')
     t.equal(pod.image, `${first.host}/quay.io/acme/app:1`)
-    t.match(
+    t.equal(
       pod.warnings,
-      `quay.io/acme/app:1 -> ${first.host}/quay.io/acme/app:1 (registry quay.io is unreachable (listed in config unreachable))`,
+      `Warning: mirrorhook: app: quay.io/acme/app:1 -> ${first.host}/quay.io/acme/app:1 (registry quay.io is unreachable (listed in config unreachable))\n`,
     )
   })
 
@@ -100,9 +106,15 @@ if (cp) {
     await waitHealth(first.host, 'unreachable')
     const during = await createPod('quay.io/acme/app:2')
     t.equal(during.image, `${second.host}/quay.io/acme/app:2`)
-    t.match(
+    // The time the first mirror went down is the one free part of the warning.
+    const since = /, since (\S+)\)\); /.exec(during.warnings)?.[1]
+    t.match(since, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'since when the first mirror is down')
+    t.equal(
       during.warnings,
-      new RegExp(`mirror ${second.host} chosen \\(mirror ${first.host} is unreachable \\(probe: no answer within 3 s`),
+      warning(
+        `app: quay.io/acme/app:2 -> ${second.host}/quay.io/acme/app:2 (mirror ${second.host} chosen (mirror ${first.host} is unreachable ` +
+          `(probe: no answer within 3 s, since ${since})); registry quay.io is unreachable (listed in config unreachable))`,
+      ),
     )
 
     process.kill(first.pid, 'SIGCONT')
@@ -115,13 +127,22 @@ if (cp) {
   t.test("an image off the first mirror's allowlist goes to the second; off both, it is kept with the reason", async (t) => {
     const shared = await createPod('quay.io/shared/tool:1')
     t.equal(shared.image, `${second.host}/quay.io/shared/tool:1`)
-    t.match(shared.warnings, `quay.io/shared/tool is not on the allowlist of mirror ${first.host} (${firstList}, 1 patterns)`)
+    t.equal(
+      shared.warnings,
+      warning(
+        `app: quay.io/shared/tool:1 -> ${second.host}/quay.io/shared/tool:1 (mirror ${second.host} chosen (quay.io/shared/tool is not ` +
+          `on the allowlist of mirror ${first.host} (${firstList}, 1 patterns)); registry quay.io is unreachable (listed in config unreachable))`,
+      ),
+    )
 
     const kept = await createPod('quay.io/private/app:1')
     t.equal(kept.image, 'quay.io/private/app:1', 'not rewritten')
-    t.match(
+    t.equal(
       kept.warnings,
-      `quay.io/private/app:1 left unchanged: no mirror can serve it: quay.io/private/app is not on the allowlist of mirror ${first.host}`,
+      warning(
+        `app: quay.io/private/app:1 left unchanged: no mirror can serve it: quay.io/private/app is not on the allowlist of mirror ` +
+          `${first.host} (${firstList}, 1 patterns); quay.io/private/app is not on the allowlist of mirror ${second.host} (${secondList}, 2 patterns)`,
+      ),
     )
 
     // The list changes on disk: the next Pod follows it.
@@ -138,25 +159,34 @@ if (cp) {
     const url = `http://127.0.0.1:${webhook.server.metricsPort}`
     const state = await runCli(['state', '--url', url, '-c', configFile])
     t.equal(state.code, 0, state.stderr)
-    t.match(state.stdout, /^MIRROR\s+FOR\s+HEALTH\s+REFUSALS\s+ALLOWLIST$/m)
+    // The whole output, anchored: times, ages, probe counts and latencies (and the column widths they set) are the free parts.
+    const T = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ'
+    const probed = [first.host, second.host]
+      .sort((a, b) => a.localeCompare(b))
+      .map((h) => `${esc(h)} +reachable +${T} \\(\\d+[sm] ago\\) +${T} +probe: HTTP 200 in \\d+ ms, \\d+x, since ${T}\\n`)
+      .join('')
+    const list = (host: string, file: string) =>
+      `${esc(host)} +prefix +reachable +0 +${esc(file)}: 2 patterns, 33 bytes, loaded \\d+[sm] ago\\n`
     t.match(
       state.stdout,
-      new RegExp(`^${first.host}\\s+prefix\\s+reachable\\s+0\\s+${firstList}: 2 patterns, 33 bytes, loaded \\d+s ago$`, 'm'),
-    )
-    t.match(
-      state.stdout,
-      new RegExp(`^${second.host}\\s+prefix\\s+reachable\\s+0\\s+${secondList}: 2 patterns, 33 bytes, loaded \\d+s ago$`, 'm'),
+      new RegExp(
+        '^REGISTRY +STATE +SINCE +EXPIRES +EVIDENCE\\n' +
+          'quay\\.io +unreachable +- +never +listed in config unreachable\\n' +
+          probed +
+          '\\nMIRROR +FOR +HEALTH +REFUSALS +ALLOWLIST\\n' +
+          list(first.host, firstList) +
+          list(second.host, secondList) +
+          `\\nsource: ${esc(url)}/state, written ${T.replace('Z', '\\.\\d{3}Z')} by \\S+\\n$`,
+      ),
     )
 
     const rewrite = await runCli(['rewrite', '-c', configFile, '--url', url, 'quay.io/private/app:1', 'quay.io/acme/app:4'])
     t.equal(rewrite.code, 0, rewrite.stderr)
-    t.match(
+    t.equal(
       rewrite.stdout,
-      `quay.io/private/app:1 kept: no mirror can serve it: quay.io/private/app is not on the allowlist of mirror ${first.host}`,
-    )
-    t.match(
-      rewrite.stdout,
-      `quay.io/acme/app:4 -> ${first.host}/quay.io/acme/app:4 (registry quay.io is unreachable (listed in config unreachable))`,
+      `quay.io/private/app:1 kept: no mirror can serve it: quay.io/private/app is not on the allowlist of mirror ${first.host} ` +
+        `(${firstList}, 2 patterns); quay.io/private/app is not on the allowlist of mirror ${second.host} (${secondList}, 2 patterns)\n` +
+        `quay.io/acme/app:4 -> ${first.host}/quay.io/acme/app:4 (registry quay.io is unreachable (listed in config unreachable))\n`,
     )
   })
 }
