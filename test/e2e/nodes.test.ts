@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
-import { capturingLogger, metric, waitFor } from '../support/helpers.js'
+import { capturingLogger, type LogLine, metric, waitFor } from '../support/helpers.js'
 import { createNamespace, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
@@ -113,6 +113,11 @@ if (cp) {
   })
   t.teardown(() => w.stop())
   await waitFor('pre-pull synced', () => w.server.prepull?.synced)
+  // A log line without pino's own fields (level, time, pid, hostname).
+  const fields = ({ level: _level, time: _time, pid: _pid, hostname: _hostname, ...rest }: LogLine) => rest
+  // The refresh annotation's value is the time mirrorhook asked (an ISO timestamp): asked at or after `since`.
+  const refreshedSince = (value: string | undefined, since: number) =>
+    /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(value ?? '') && Date.parse(value!) >= since
   const bursts = () => log.lines.filter((l) => /nodes changed: asked kube-fledged to refresh/.test(l.msg ?? ''))
 
   t.test('two Nodes becoming Ready: one refresh of each cache they should hold, none while Processing', async (t) => {
@@ -123,7 +128,16 @@ if (cp) {
     await nodeStatus('gpu-2', true)
     await waitFor('the refresh of the gpu cache', () => refreshOf(gpu))
     const [burst] = await waitFor('the burst handled', () => (bursts().length > 0 ? bursts() : undefined))
-    t.match(burst, { nodes: ['gpu-1', 'gpu-2'], nodeCount: 2, nodesReady: 2, refreshed: { 'node-ready': 1 }, waiting: 1 })
+    t.same(fields(burst!), {
+      component: 'prepull-nodes',
+      nodes: ['gpu-1', 'gpu-2'],
+      nodeCount: 2,
+      nodesReady: 2,
+      nodesLostImages: 0,
+      refreshed: { 'node-ready': 1 },
+      waiting: 1,
+      msg: 'nodes changed: asked kube-fledged to refresh the ImageCaches they should hold',
+    })
     t.equal(await refreshOf(cpu), undefined, 'a cache whose nodeSelector does not match the nodes: not refreshed')
     t.equal(await refreshOf(all), undefined, 'a cache kube-fledged is processing: not refreshed yet')
     // kube-fledged finishes: the cache that was Processing gets its refresh now.
@@ -143,7 +157,16 @@ if (cp) {
     await nodeStatus('gpu-1', true, [[allImage]])
     await waitFor('the refresh of the collected image', () => refreshOf(gpu))
     await waitFor('the burst handled', () => bursts().length === 2)
-    t.match(bursts()[1], { nodes: ['gpu-1'], nodesLostImages: 1, refreshed: { 'image-collected': 1 } })
+    t.same(fields(bursts()[1]!), {
+      component: 'prepull-nodes',
+      nodes: ['gpu-1'],
+      nodeCount: 1,
+      nodesReady: 0,
+      nodesLostImages: 1,
+      refreshed: { 'image-collected': 1 },
+      waiting: 0,
+      msg: 'nodes changed: asked kube-fledged to refresh the ImageCaches they should hold',
+    })
     t.equal(await refreshOf(all), undefined, 'the image still listed: its cache is not refreshed')
     t.equal(await metric(w.server, 'mirrorhook_prepull_node_refreshes_total', { reason: 'image-collected' }), 1)
   })
@@ -157,7 +180,16 @@ if (cp) {
     await nodeStatus('gpu-1', true, [])
     await waitFor('the refresh of the collected image', () => refreshOf(all))
     await waitFor('the burst handled', () => bursts().length === 3)
-    t.match(bursts()[2], { nodes: ['gpu-1'], nodeCount: 1, nodesLostImages: 1, refreshed: { 'image-collected': 1 } })
+    t.same(fields(bursts()[2]!), {
+      component: 'prepull-nodes',
+      nodes: ['gpu-1'],
+      nodeCount: 1,
+      nodesReady: 0,
+      nodesLostImages: 1,
+      refreshed: { 'image-collected': 1 },
+      waiting: 0,
+      msg: 'nodes changed: asked kube-fledged to refresh the ImageCaches they should hold',
+    })
     t.equal(await refreshOf(gpu), undefined, 'the image gpu-2 no longer lists at the cap: not refreshed')
   })
 
@@ -169,14 +201,24 @@ if (cp) {
     t.teardown(() => w2.stop())
     await waitFor('pre-pull synced', () => w2.server.prepull?.synced)
     await waitFor('Nodes listed', () => w2.server.nodes?.synced)
+    const asked = Date.now()
     await nodeStatus('gpu-2', false)
     await nodeStatus('gpu-2', true)
     const burst = await waitFor('the burst handled', () =>
       log2.lines.find((l) => /nodes changed: asked kube-fledged to refresh/.test(l.msg ?? '')),
     )
-    t.match(burst, { nodes: ['gpu-2'], nodeCount: 1, nodesReady: 1, refreshed: { 'node-ready': 2 } })
-    t.ok(await refreshOf(gpu))
-    t.ok(await refreshOf(all))
+    t.same(fields(burst), {
+      component: 'prepull-nodes',
+      nodes: ['gpu-2'],
+      nodeCount: 1,
+      nodesReady: 1,
+      nodesLostImages: 0,
+      refreshed: { 'node-ready': 2 },
+      waiting: 0,
+      msg: 'nodes changed: asked kube-fledged to refresh the ImageCaches they should hold',
+    })
+    t.ok(refreshedSince(await refreshOf(gpu), asked), 'the gpu cache: refreshed after the Node became Ready again')
+    t.ok(refreshedSince(await refreshOf(all), asked), 'the cache for every node: refreshed after the Node became Ready again')
     t.equal(await refreshOf(cpu), undefined)
   })
 }
