@@ -4,6 +4,7 @@
 import t from 'tap'
 import { Watch } from '@kubernetes/client-node'
 import { startKubeFledged } from '../support/kubefledged.js'
+import { waitFor as waitForWithin } from '../support/helpers.js'
 import { UNREACHABLE_IP } from '../support/kwok-stages.js'
 import { withCluster } from '../support/tap-cluster.js'
 
@@ -25,15 +26,7 @@ const cluster = await withCluster(t, {
   },
 })
 
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await check()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-}
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> => waitForWithin(what, check, ms)
 
 if (cluster) {
   const { cp, kwok } = cluster
@@ -81,7 +74,12 @@ if (cluster) {
         [n, 'mirror.example/docker.io/library/redis:7'],
       ]),
     )
-    const j = jobs[0]
+    // The first node's nginx Job.
+    const j = jobs.find(
+      (x) =>
+        x.spec.template.spec.nodeSelector['kubernetes.io/hostname'] === nodes[0] &&
+        x.spec.template.spec.containers[0].image.endsWith('nginx:1.25'),
+    )
     t.match(j.metadata.name, /^reachable-[a-z0-9]{5}$/, 'generateName <imagecache>-')
     t.same(j.metadata.labels, {
       app: 'kubefledged',
@@ -89,27 +87,56 @@ if (cluster) {
       imagecache: 'reachable',
       controller: 'kubefledged-controller',
     })
-    t.match(j.metadata.ownerReferences, [
-      { apiVersion: 'kubefledged.io/v1alpha2', kind: 'ImageCache', name: 'reachable', controller: true },
+    t.same(j.metadata.ownerReferences, [
+      {
+        apiVersion: 'kubefledged.io/v1alpha2',
+        kind: 'ImageCache',
+        name: 'reachable',
+        uid: (await get('reachable')).metadata.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
     ])
     t.same([j.spec.backoffLimit, j.spec.activeDeadlineSeconds, j.spec.template.spec.restartPolicy], [0, 3600, 'Never'])
     t.same(j.spec.template.spec.tolerations, [{ operator: 'Exists' }])
-    t.match(j.spec.template.spec.initContainers, [
-      { name: 'busybox', image: 'mirror.example/docker.io/senthilrch/busybox:1.35.0', command: ['cp', '/bin/echo', '/tmp/bin'] },
+    // As the API server stores them: its defaults (resources, termination message) included.
+    const stored = {
+      resources: {},
+      terminationMessagePath: '/dev/termination-log',
+      terminationMessagePolicy: 'File',
+      imagePullPolicy: 'IfNotPresent',
+    }
+    const tmpBin = [{ name: 'tmp-bin', mountPath: '/tmp/bin' }]
+    t.same(j.spec.template.spec.initContainers, [
+      {
+        name: 'busybox',
+        image: 'mirror.example/docker.io/senthilrch/busybox:1.35.0',
+        command: ['cp', '/bin/echo', '/tmp/bin'],
+        volumeMounts: tmpBin,
+        ...stored,
+      },
     ])
-    t.match(j.spec.template.spec.containers, [
-      { name: 'imagepuller', command: ['/tmp/bin/echo', 'Image pulled successfully!'], imagePullPolicy: 'IfNotPresent' },
+    t.same(j.spec.template.spec.containers, [
+      {
+        name: 'imagepuller',
+        image: 'mirror.example/docker.io/library/nginx:1.25',
+        command: ['/tmp/bin/echo', 'Image pulled successfully!'],
+        volumeMounts: tmpBin,
+        ...stored,
+      },
     ])
 
     const done = await terminal('reachable')
-    t.match(done.status, {
-      status: 'Succeeded',
-      reason: 'ImageCacheCreate',
-      message: 'All requested images pulled succesfully to respective nodes',
-      startTime: /Z$/,
-      completionTime: /Z$/,
-    })
-    t.notOk('failures' in done.status, 'no failures map (omitempty)')
+    const { startTime, completionTime, ...status } = done.status
+    t.same(
+      status,
+      { status: 'Succeeded', reason: 'ImageCacheCreate', message: 'All requested images pulled succesfully to respective nodes' },
+      'no failures map (omitempty)',
+    )
+    // metav1.Time: RFC 3339 in seconds, UTC.
+    t.match(startTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+    t.match(completionTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+    t.equal(Date.parse(completionTime) >= Date.parse(startTime), true, 'completed after it started')
     await waitFor('the Jobs deleted', async () => (await jobsOf('reachable')).length === 0)
     t.same(await eventsOf('reachable'), [
       ['Normal', 'ImageCacheCreate', 'All requested images pulled succesfully to respective nodes', 'kubefledged-controller'],
@@ -167,14 +194,29 @@ if (cluster) {
       const js = await jobsOf('reachable')
       return js.length === 4 ? js : undefined
     })
-    t.match(purgeJobs[0].spec.template.spec.containers, [
+    const purge = (image: string) => [
       {
         name: 'docker-cri-client',
         image: 'mirror.example/docker.io/senthilrch/kubefledged-cri-client:v0.10.0',
         command: ['/bin/bash'],
-        args: ['-c', /^exec \/usr\/bin\/docker image rm -f mirror\.example/],
+        args: ['-c', `exec /usr/bin/docker image rm -f ${image} > /dev/termination-log 2>&1`],
+        resources: {},
+        volumeMounts: [{ name: 'runtime-sock', mountPath: '/var/run/docker.sock' }],
+        terminationMessagePath: '/dev/termination-log',
+        terminationMessagePolicy: 'File',
+        imagePullPolicy: 'IfNotPresent',
       },
-    ])
+    ]
+    t.same(
+      purgeJobs
+        .map((pj) => [pj.spec.template.spec.nodeSelector['kubernetes.io/hostname'], pj.spec.template.spec.containers])
+        .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+      nodes.flatMap((n) => [
+        [n, purge('mirror.example/docker.io/library/nginx:1.25')],
+        [n, purge('mirror.example/docker.io/library/redis:7')],
+      ]),
+      'one purge Job per image and node',
+    )
     const purged = await waitFor('purged and the annotation removed', async () => {
       const o = await get('reachable')
       return o.status?.reason === 'ImageCachePurge' &&
