@@ -29,6 +29,10 @@ const CONFIG = {
   kubeFledged: { enabled: false },
   remediation: { enabled: false },
 }
+// What the chart's ValidatingAdmissionPolicy answers, as kubectl prints it.
+const POLICY_DENIAL = (name: string) =>
+  `The secrets "${name}" is invalid: : ValidatingAdmissionPolicy 'mirrorhook-pull-secret-copies' with binding 'mirrorhook-pull-secret-copies' ` +
+  'denied request: mirrorhook may write only copies of its mirror pull Secrets outside its own namespace, and never their sources'
 const DOCKER_CONFIG = (user: string) =>
   Buffer.from(JSON.stringify({ auths: { 'harbor.corp.example': { auth: Buffer.from(`${user}:secret`).toString('base64') } } })).toString(
     'base64',
@@ -114,6 +118,21 @@ if (cp) {
   await waitFor('the pull Secret copied to shop', async () => (webhook.server.pullSecrets?.has('shop', 'harbor-pull') ? true : undefined))
   await registerWebhook(cp, webhook, 'shop')
 
+  // `mirrorhook state` from the server, anchored whole: `registries` is its first part (a pattern), times, ages and
+  // column widths are free. The one refusal is the 401 learned below.
+  const T = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ'
+  const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  const stateOutput = (registries: string) =>
+    new RegExp(
+      `^${registries}\\n` +
+        'MIRROR +FOR +HEALTH +REFUSALS +ALLOWLIST\\n' +
+        `m\\.daocloud\\.io +prefix +unknown +1 +${esc('none (every repository; refusals are learned)')}\\n` +
+        `harbor\\.corp\\.example/quay +quay\\.io +unknown +0 +${esc('none (every repository; refusals are learned)')}\\n` +
+        '\\nNOT SERVED BY THE MIRROR +SINCE +COUNT +EVIDENCE\\n' +
+        `m\\.daocloud\\.io/docker\\.io/acme/app +${T} \\(\\d+[sm] ago\\) +1 +${esc('unauthorized (pod learn/denied)')}\\n` +
+        `\\nsource: ${esc(stateUrl)}/state, written ${T.replace('Z', '\\.\\d{3}Z')} by \\S+\\n$`,
+    )
+
   async function create(object: unknown): Promise<any> {
     const r = await cp!.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(object) })
     if (r.code !== 0) throw new Error(r.stderr)
@@ -159,29 +178,28 @@ if (cp) {
       const r = await asMirrorhook(['create', '--dry-run=server', '-f', '-'], JSON.stringify(token))
       return r.code !== 0 && /ValidatingAdmissionPolicy/.test(r.stderr) ? r.stderr : undefined
     })
-    t.match(denied, /mirrorhook may write only copies of its mirror pull Secrets outside its own namespace/)
+    t.equal(denied, `${POLICY_DENIAL('admin-token')}\n`)
     const unlabelled = { ...token, metadata: { name: 'harbor-pull', namespace: 'learn' }, type: 'kubernetes.io/dockerconfigjson' }
     const r = await asMirrorhook(
       ['create', '--dry-run=server', '-f', '-'],
       JSON.stringify({ ...unlabelled, data: { '.dockerconfigjson': DOCKER_CONFIG('x') } }),
     )
-    t.not(r.code, 0, 'an unlabelled Secret of the right name is refused too')
+    t.same([r.code, r.stderr], [1, `${POLICY_DENIAL('harbor-pull')}\n`], 'an unlabelled Secret of the right name is refused too')
     // RBAC's update by name holds in every namespace, the source's too; the policy keeps the source read-only.
     t.equal(await can('update', 'secrets/harbor-pull', NS), 'yes')
     const source = JSON.parse(await must(cp.kubectl(['get', 'secret', 'harbor-pull', '-n', NS, '-o', 'json']), 'source'))
     const overwrite = await asMirrorhook(['replace', '--dry-run=server', '-f', '-'], JSON.stringify(source))
-    t.not(overwrite.code, 0)
-    t.match(overwrite.stderr, /mirrorhook may write only copies of its mirror pull Secrets/)
+    t.same([overwrite.code, overwrite.stderr], [1, `${POLICY_DENIAL('harbor-pull')}\n`])
     t.equal(await can('delete', 'secrets/harbor-pull', NS), 'yes')
     const remove = await asMirrorhook(['delete', 'secret', 'harbor-pull', '-n', NS, '--dry-run=server'])
-    t.not(remove.code, 0)
-    t.match(remove.stderr, /mirrorhook may write only copies of its mirror pull Secrets/)
+    t.same([remove.code, remove.stderr], [1, `${POLICY_DENIAL('harbor-pull')}\n`])
   })
 
   t.test('the copy: labelled, equal to its source, updated with it', async (t) => {
     const copy = await secretIn('shop')
-    t.equal(copy.metadata.labels['mirrorhook.io/pull-secret-copy'], 'true')
-    t.equal(copy.metadata.annotations['mirrorhook.io/pull-secret-source'], `${NS}/harbor-pull`)
+    t.same(copy.metadata.labels, { 'app.kubernetes.io/managed-by': 'mirrorhook', 'mirrorhook.io/pull-secret-copy': 'true' })
+    t.same(copy.metadata.annotations, { 'mirrorhook.io/pull-secret-source': `${NS}/harbor-pull` })
+    t.same(Object.keys(copy.data), ['.dockerconfigjson'])
     t.equal(copy.type, 'kubernetes.io/dockerconfigjson')
     t.equal(copy.data['.dockerconfigjson'], DOCKER_CONFIG('robot'))
     await applyObject(cp, {
@@ -214,13 +232,10 @@ if (cp) {
     )
     t.same(created.spec.imagePullSecrets, [{ name: 'harbor-pull' }])
     t.equal(created.spec.containers[1].imagePullPolicy, 'Never')
-    t.match(
+    t.equal(
       created.warnings,
-      /mirrorhook: local: nginx:1\.25 left unchanged: imagePullPolicy is Never: the node must already have the image under this name/,
-    )
-    t.match(
-      created.warnings,
-      /mirrorhook: app: quay\.io\/org\/app:1 -> harbor\.corp\.example\/quay\/org\/app:1 \(mode always; pull Secret harbor-pull\)/,
+      'Warning: mirrorhook: app: quay.io/org/app:1 -> harbor.corp.example/quay/org/app:1 (mode always; pull Secret harbor-pull)\n' +
+        'Warning: mirrorhook: local: nginx:1.25 left unchanged: imagePullPolicy is Never: the node must already have the image under this name\n',
     )
   })
 
@@ -239,9 +254,11 @@ if (cp) {
       ['acme/private-app:3', 'harbor.corp.example/quay/org/app:1'],
     )
     t.same(created.spec.imagePullSecrets, [{ name: 'dockerhub-login' }, { name: 'harbor-pull' }])
-    t.match(
+    t.equal(
       created.warnings,
-      /app: acme\/private-app:3 left unchanged: the Pod has imagePullSecrets and mirror m\.daocloud\.io has no pull Secret of its own/,
+      'Warning: mirrorhook: app: acme/private-app:3 left unchanged: the Pod has imagePullSecrets and mirror m.daocloud.io has no pull Secret ' +
+        'of its own (pull.privateImages is keep)\n' +
+        'Warning: mirrorhook: quay: quay.io/org/app:1 -> harbor.corp.example/quay/org/app:1 (mode always; pull Secret harbor-pull)\n',
     )
   })
 
@@ -333,13 +350,14 @@ if (cp) {
       const r = await runCli(['state', '--url', stateUrl], { env: { HOME: process.env.HOME ?? '' } })
       return r.stdout.includes('m.daocloud.io/docker.io/acme/app') ? r.stdout : undefined
     })
-    t.match(state, /NOT SERVED BY THE MIRROR/)
-    t.match(state, /m\.daocloud\.io\/docker\.io\/acme\/app .*unauthorized \(pod learn\/denied\)/)
+    t.match(state, stateOutput('no registry state known yet\n'))
     const next = await create(pod('learn', 'next', { containers: [{ name: 'app', image: 'acme/app:1' }] }))
     t.equal(next.spec.containers[0].image, 'acme/app:1')
     t.match(
       next.warnings,
-      /acme\/app:1 left unchanged: mirror refused m\.daocloud\.io\/docker\.io\/acme\/app \(unauthorized \(pod learn\/denied\), since /,
+      new RegExp(
+        `^${esc('Warning: mirrorhook: app: acme/app:1 left unchanged: mirror refused m.daocloud.io/docker.io/acme/app (unauthorized (pod learn/denied), since ')}${T}\\)\\n$`,
+      ),
     )
   })
 
@@ -386,7 +404,14 @@ if (cp) {
     })
     t.match(
       state,
-      /docker\.io\s+unreachable.*i\/o timeout pulling senthilrch\/busybox:1\.35\.0 \(kube-fledged pull Job pod kube-fledged\/ic-db-q9z8w-fghij, init image\)/,
+      stateOutput(
+        'REGISTRY +STATE +SINCE +EXPIRES +EVIDENCE\\n' +
+          `docker\\.io +unreachable +${T} \\(\\d+[sm] ago\\) +${T} +` +
+          esc(
+            'pod status: i/o timeout pulling senthilrch/busybox:1.35.0 (kube-fledged pull Job pod kube-fledged/ic-db-q9z8w-fghij, init image)',
+          ) +
+          `, since ${T}\\n`,
+      ),
     )
   })
 
@@ -394,7 +419,7 @@ if (cp) {
     await createNamespace(cp, 'shop', false)
     await waitFor('the copy deleted', async () => ((await secretIn('shop')) === undefined ? true : undefined))
     t.equal(webhook.server.pullSecrets?.has('shop', 'harbor-pull'), false)
-    t.not(await secretIn(NS), undefined, 'the source stays')
-    t.not(await secretIn('learn'), undefined, 'other namespaces keep theirs')
+    t.equal((await secretIn(NS))?.data['.dockerconfigjson'], DOCKER_CONFIG('rotated'), 'the source stays')
+    t.equal((await secretIn('learn'))?.data['.dockerconfigjson'], DOCKER_CONFIG('rotated'), 'other namespaces keep theirs')
   })
 }
