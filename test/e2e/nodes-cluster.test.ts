@@ -107,7 +107,17 @@ if (cluster) {
     t.equal((await terminal(all)).status.status, 'Succeeded')
     t.equal((await terminal(cpu)).status.status, 'Succeeded')
     const burst = await waitFor('the burst line', () => log.lines.find((l) => /nodes changed/.test(l.msg ?? '')))
-    t.match(burst, { nodes: ['scale-1'], nodeCount: 1, refreshed: { 'node-ready': 2 } })
+    const { level: _level, time: _time, pid: _pid, hostname: _hostname, ...fields } = burst
+    t.same(fields, {
+      component: 'prepull-nodes',
+      nodes: ['scale-1'],
+      nodeCount: 1,
+      nodesReady: 1,
+      nodesLostImages: 0,
+      refreshed: { 'node-ready': 2 },
+      waiting: 0,
+      msg: 'nodes changed: asked kube-fledged to refresh the ImageCaches they should hold',
+    })
     const gpuNow = await get(gpu)
     t.same(
       [gpuNow.metadata.annotations?.[REFRESH_ANNOTATION], gpuNow.status.reason],
