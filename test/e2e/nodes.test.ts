@@ -3,7 +3,7 @@
 // ImageCaches' status is written the way kube-fledged writes it (a full update, no status subresource).
 import t from 'tap'
 import { fileURLToPath } from 'node:url'
-import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
+import { batchName, buildImageCache } from '../../server/prepull/imagecache.js'
 import type { ControlPlane } from '../support/controlplane.js'
 import { withControlPlane } from '../support/tap-cluster.js'
 import { capturingLogger, type LogLine, metric, waitFor } from '../support/helpers.js'
@@ -11,6 +11,8 @@ import { createNamespace, startTestWebhook } from '../support/webhook.js'
 
 const CRD = fileURLToPath(new URL('../fixtures/kubefledged/imagecache-crd.yaml', import.meta.url))
 const NS = 'kube-fledged'
+// kube-fledged's refresh annotation.
+const REFRESH_ANNOTATION = 'kubefledged.io/refresh-imagecache'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
 const mirror = (ref: string) => `m.daocloud.io/docker.io/library/${ref}`
 
