@@ -3,12 +3,14 @@
 // refreshes the ImageCaches it should hold, and the stand-in pulls them onto it within seconds.
 import t from 'tap'
 import { Watch } from '@kubernetes/client-node'
-import { batchName, buildImageCache, REFRESH_ANNOTATION } from '../../server/prepull/imagecache.js'
+import { batchName, buildImageCache } from '../../server/prepull/imagecache.js'
 import { withCluster } from '../support/tap-cluster.js'
 import { capturingLogger, waitFor } from '../support/helpers.js'
 import { startTestWebhook } from '../support/webhook.js'
 
 const NS = 'kube-fledged'
+// kube-fledged's refresh annotation.
+const REFRESH_ANNOTATION = 'kubefledged.io/refresh-imagecache'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${NS}/imagecaches`
 const HOSTNAME = 'kubernetes.io/hostname'
 
