@@ -17,7 +17,6 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
 import { kubeFledgedSchema } from '../../server/prepull/config.js'
 import { Prepull } from '../../server/prepull/prepull.js'
-import { LAST_SCHEDULED_ANNOTATION } from '../../server/prewarm/lease.js'
 import { Prewarmer } from '../../server/prewarm/prewarmer.js'
 import { createTagResolver } from '../../server/prewarm/registry-api.js'
 import { ManualClock } from '../support/clock.js'
@@ -32,6 +31,8 @@ const KF = 'kube-fledged'
 const OWN = 'mirrorhook'
 const CACHES = `/apis/kubefledged.io/v1alpha2/namespaces/${KF}/imagecaches`
 const HOUR = 3_600_000
+// Where the Lease records the last scheduled time.
+const LAST_SCHEDULED_ANNOTATION = 'mirrorhook.io/prewarm-last-scheduled'
 
 type Line = Record<string, unknown> & { msg?: string }
 
