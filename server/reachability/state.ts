@@ -169,13 +169,9 @@ export class StateTable {
     const now = observation.at
 
     if (observation.outcome === 'fail') {
-      record.consecutiveFailures += 1
-      record.consecutiveSuccesses = 0
-      if (isPassive(observation)) record.holdUntil = Math.max(record.holdUntil ?? 0, now + p.holdMs)
-      if (record.state === 'unreachable') this.confirm(record, observation)
-      else if (record.state === 'unknown' || isPassive(observation) || record.consecutiveFailures >= p.failureThreshold) {
-        this.enter(record, 'unreachable', observation)
-      }
+      // A failure seen before the success that last decided or confirmed a working state (reported
+      // late: an older Event, a Pod status read late) is recorded, but changes neither state, streaks nor hold.
+      if (!workedSince(record, now)) this.failed(record, observation)
     } else if (observation.outcome === 'ok') {
       record.consecutiveSuccesses += 1
       record.consecutiveFailures = 0
@@ -266,6 +262,17 @@ export class StateTable {
     return changed
   }
 
+  private failed(record: RegistryRecord, observation: Observation): void {
+    const p = this.params
+    record.consecutiveFailures += 1
+    record.consecutiveSuccesses = 0
+    if (isPassive(observation)) record.holdUntil = Math.max(record.holdUntil ?? 0, observation.at + p.holdMs)
+    if (record.state === 'unreachable') this.confirm(record, observation)
+    else if (record.state === 'unknown' || isPassive(observation) || record.consecutiveFailures >= p.failureThreshold) {
+      this.enter(record, 'unreachable', observation)
+    }
+  }
+
   private enter(record: RegistryRecord, state: RegistryState, observation: Observation): void {
     const from = record.state
     record.state = state
@@ -315,6 +322,11 @@ export class StateTable {
     for (const r of this.refusals.values()) if (!oldest || r.at < oldest.at) oldest = r
     if (oldest) this.refusals.delete(oldest.repository)
   }
+}
+
+/** True when the record's working state (reachable or slow) was decided or confirmed after `at`. */
+function workedSince(r: RegistryRecord, at: number): boolean {
+  return (r.state === 'reachable' || r.state === 'slow') && r.updatedAt > at
 }
 
 function heldUnreachable(r: RegistryRecord, now: number): boolean {
