@@ -88,7 +88,9 @@ export default {
   reporters: ['clear-text', 'progress', 'json'],
   jsonReporter: { fileName: `reports/mutation/${name}.json` },
   clearTextReporter: { allowColor: false, logTests: false },
-  timeoutMS: 10000,
+  // A shared, loaded 2-core machine: a slow test run must not count as a killed mutant.
+  timeoutMS: 60000,
+  timeoutFactor: 3,
   tempDirName: `.stryker-tmp/${name}`,
   cleanTempDir: 'always',
 }
