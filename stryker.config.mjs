@@ -48,6 +48,10 @@ const groups = {
       'test/unit/allowlist-edges.test.ts',
       'test/unit/rewrite-edges.test.ts',
       'test/unit/policy-edges.test.ts',
+      'test/unit/config-edges.test.ts',
+      'test/unit/noproxy-edges.test.ts',
+      'test/unit/reference-edges.test.ts',
+      'test/unit/rewrite-decision-edges.test.ts',
     ],
   },
 }
