@@ -102,3 +102,8 @@ t.test('noProxy always excludes every mirror host, named "mirror"', async (t) =>
   )
   t.strictSame(policy.noProxy.entries, ['corp.example'])
 })
+
+t.test("a prefix the kubelet would normalise (Docker Hub's library/) is not canonical", async (t) => {
+  t.strictSame(problems({ mirror: { prefix: 'docker.io' } }), ['mirror.prefix: "docker.io" must be written in lowercase canonical form'])
+  t.strictSame(problems({ mirror: { prefix: 'docker.io/mirror' } }), [])
+})
