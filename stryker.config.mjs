@@ -33,9 +33,18 @@ const groups = {
   core: {
     // The rest of server/core: the reference grammar, noProxy, the policy, the rewrite decision
     // (including mode auto's use of registry state, several mirrors per registry and their
-    // allowlists) and the configuration.
+    // allowlists) and the configuration. The edge tables run first here: they target the
+    // mutants the module tables leave, so a re-run of those mutants stops at the first file.
     mutate: ['server/core/**/*.ts', '!server/core/pod.ts', '!server/core/pullrules.ts', '!server/core/manifests.ts'],
     testFiles: [
+      'test/unit/rewrite-decision-edges.test.ts',
+      'test/unit/noproxy-edges.test.ts',
+      'test/unit/reference-edges.test.ts',
+      'test/unit/config-edges.test.ts',
+      'test/unit/policy-compile-edges.test.ts',
+      'test/unit/rewrite-edges.test.ts',
+      'test/unit/policy-edges.test.ts',
+      'test/unit/allowlist-edges.test.ts',
       'test/unit/reference/regexp.test.ts',
       'test/unit/reference/reference.test.ts',
       'test/unit/reference/normalize.test.ts',
@@ -45,9 +54,6 @@ const groups = {
       'test/unit/allowlist.test.ts',
       'test/unit/mirrors-decision.test.ts',
       'test/unit/config.test.ts',
-      'test/unit/allowlist-edges.test.ts',
-      'test/unit/rewrite-edges.test.ts',
-      'test/unit/policy-edges.test.ts',
     ],
   },
 }

@@ -93,6 +93,8 @@ export function compilePolicy<C extends PolicyConfig>(config: C, source?: string
   const secrets = new Map<string, string>()
   for (const [host, name] of Object.entries(config.mirror.pullSecrets ?? {})) {
     const key = registryName(host, `mirror.pullSecrets.${host}`, problems)
+    // A Secret holds one registry's credentials: no wildcard, or it would be dropped unused.
+    if (key === '*') problems.push(`mirror.pullSecrets.${host}: a pull Secret is for one mirror host, not "*"`)
     if (!SECRET_NAME.test(name) || name.length > 253) problems.push(`mirror.pullSecrets.${host}: "${name}" is not a Secret name`)
     else if (key && key !== '*') secrets.set(key, name)
   }
