@@ -65,11 +65,11 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   const bins = checkClusterBinaries(opts.binDir)
   if (!bins.ok) throw new Error(bins.message)
   const cp = await startControlPlane(opts)
-  let controllers: Controllers | null = null
-  let kwok: Kwok | null = null
-  let kubeFledged: KubeFledged | null = null
-  let kubeFledgedProc: Spawned | null = null
-  let registry: Registry | null = null
+  let controllers = null as Controllers | null
+  let kwok = null as Kwok | null
+  let kubeFledged = null as KubeFledged | null
+  let kubeFledgedProc = null as Spawned | null
+  let registry = null as Registry | null
   const stopParts = async () => {
     await kubeFledged?.stop().catch(() => {})
     if (kubeFledgedProc) await stopSpawned(kubeFledgedProc).catch(() => {})
@@ -78,24 +78,26 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     await registry?.stop().catch(() => {})
   }
   try {
+    // Everything after the control plane starts at once: the controllers, kwok (whose Nodes
+    // wait for the node-lifecycle controller to lift their not-ready taint), the registry and
+    // the ImageCache CRD with the stand-in.
     const regP =
       opts.registry === false
         ? Promise.resolve(null)
         : startRegistry({ binDir: cp.binDir, dir: path.join(cp.workDir, 'registry'), logsDir: cp.logsDir, detach: opts.detach })
-    controllers = await startControllers(cp, { ...opts.controllers, detach: opts.detach })
-    kwok = await startKwok(cp, {
+    const controllersP = startControllers(cp, { ...opts.controllers, detach: opts.detach })
+    const kwokP = startKwok(cp, {
       ...opts.kwok,
       nodes: opts.nodes ?? 2,
       unreachable: opts.unreachable,
       timing: opts.timing,
       detach: opts.detach,
     })
-    registry = await regP
-    if (opts.kubeFledged !== false) {
-      const crd = await cp.kubectl(['apply', '-f', IMAGECACHE_CRD])
-      if (crd.code !== 0) throw new Error(`ImageCache CRD: ${crd.stderr}`)
+    const kubeFledgedP = (async () => {
+      if (opts.kubeFledged === false) return
       const ns = opts.kubeFledged?.namespace ?? 'kube-fledged'
-      const r = await cp.kubectl(['create', 'namespace', ns])
+      const [crd, r] = await Promise.all([cp.kubectl(['apply', '-f', IMAGECACHE_CRD]), cp.kubectl(['create', 'namespace', ns])])
+      if (crd.code !== 0) throw new Error(`ImageCache CRD: ${crd.stderr}`)
       if (r.code !== 0 && !/AlreadyExists/.test(r.stderr)) throw new Error(`namespace ${ns}: ${r.stderr}`)
       const established = await cp.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/imagecaches.kubefledged.io'])
       if (established.code !== 0) throw new Error(`ImageCache CRD not established: ${established.stderr}`)
@@ -123,7 +125,16 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
           ...opts.kubeFledged,
           kubeconfigPath: cp.kubeconfigPath,
         })
-    }
+    })()
+    // Every part is kept as it comes up, so that a failure of one stops the others.
+    const parts = await Promise.allSettled([
+      controllersP.then((c) => (controllers = c)),
+      kwokP.then((k) => (kwok = k)),
+      regP.then((r) => (registry = r)),
+      kubeFledgedP,
+    ])
+    const failed = parts.find((p) => p.status === 'rejected')
+    if (failed) throw failed.reason
   } catch (e) {
     await stopParts()
     await cp.stop({ keepLogs: true, reason: 'the cluster did not come up' })
@@ -131,8 +142,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
   return {
     cp,
-    controllers,
-    kwok,
+    controllers: controllers!,
+    kwok: kwok!,
     kubeFledged,
     registry,
     kubeFledgedPid: kubeFledgedProc?.child.pid ?? null,

@@ -8,7 +8,7 @@
 // Binaries come from test/k8s/build.sh (`npm run k8s:build`): $MIRRORHOOK_K8S_BIN or
 // ~/.cache/mirrorhook/k8s/<kubernetes version>/.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { generateKeyPair, randomBytes, type KeyPairKeyObjectResult } from 'node:crypto'
 import { existsSync, openSync, closeSync, readFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs'
 import https from 'node:https'
 import http from 'node:http'
@@ -408,7 +408,7 @@ export async function waitFor(what: string, timeoutMs: number, check: () => Prom
     } catch (e) {
       lastErr = String((e as Error).message ?? e)
     }
-    await sleep(250)
+    await sleep(100)
   }
   throw new Error(`${what}: not ready after ${timeoutMs / 1000} s${lastErr ? ` (last error: ${lastErr})` : ''}`)
 }
@@ -450,14 +450,18 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
   if (!detach) installExitHooks()
 
   // --- PKI, tokens -------------------------------------------------------------------------
+  // Service-account token signing wants RSA: generated while the CA is made.
+  const saP = new Promise<KeyPairKeyObjectResult>((resolve, reject) =>
+    generateKeyPair('rsa', { modulusLength: 2048 }, (e, publicKey, privateKey) => (e ? reject(e) : resolve({ publicKey, privateKey }))),
+  )
   const ca = await createCa('mirrorhook-e2e-apiserver-ca', 7)
   const serving = await issueServing(ca, {
     dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
     ipAddresses: ['127.0.0.1', '::1', '10.0.0.1'],
     validDays: 7,
   })
-  // Service-account token signing wants RSA.
-  const sa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  const sa = await saP
+  debug('certificates and keys made')
   const adminToken = randomBytes(24).toString('hex')
   const userToken = randomBytes(24).toString('hex')
   const f = (name: string, content: string) => {
@@ -477,23 +481,17 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
   let stopped = false
 
   async function stopProcesses(): Promise<void> {
-    // kube-apiserver first (it wants etcd while it shuts down), then etcd: SIGTERM each whole
-    // process group, SIGKILL what is left after a short grace period. The data is thrown away,
-    // so there is nothing to gain from waiting long.
+    // The data is thrown away, so there is nothing to gain from a graceful shutdown: SIGKILL
+    // both process groups at once (kube-apiserver first, then etcd) and wait until they are gone.
     for (const s of [...started].reverse()) {
       const g = s.child.pid
+      if (g && groupAlive(g)) killGroup(g, 'SIGKILL')
+    }
+    for (const s of started) {
+      const g = s.child.pid
       if (!g) continue
-      if (groupAlive(g)) {
-        killGroup(g, 'SIGTERM')
-        const deadline = Date.now() + 5_000
-        while (Date.now() < deadline && groupAlive(g)) await sleep(50)
-        if (groupAlive(g)) {
-          debug(`group ${g} still alive 5 s after SIGTERM: SIGKILL`)
-          killGroup(g, 'SIGKILL')
-          const hard = Date.now() + 5_000
-          while (Date.now() < hard && groupAlive(g)) await sleep(50)
-        }
-      }
+      const hard = Date.now() + 5_000
+      while (Date.now() < hard && groupAlive(g)) await sleep(20)
       await Promise.race([s.exited, sleep(2_000)])
       liveGroups.delete(g)
     }
@@ -542,12 +540,15 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
       detach,
     )
     started.push(etcd)
-    await waitFor(
+    // kube-apiserver starts at once: its etcd client retries until etcd listens, which saves
+    // the round of waiting for one and then the other.
+    const etcdUp = waitFor(
       'etcd',
       30_000,
       async () => (await httpRequest(`${etcdUrl}/health`, { timeoutMs: 2_000 })).status === 200,
       died('etcd', etcd, etcdLog),
     )
+    etcdUp.catch(() => {})
 
     // --- kube-apiserver ----------------------------------------------------------------------
     const server = `https://127.0.0.1:${apiPort}`
@@ -580,15 +581,18 @@ async function startOnce(opts: StartOptions): Promise<ControlPlane> {
     if (!detach && etcd.child.pid && api.child.pid) watchdog = startWatchdog(process.pid, [etcd.child.pid, api.child.pid])
 
     const auth = { Authorization: `Bearer ${adminToken}` }
+    await etcdUp
+    debug('etcd healthy')
     await waitFor(
       `kube-apiserver at ${server}`,
       opts.readyTimeoutMs ?? 90_000,
       async () => (await httpRequest(`${server}/readyz`, { ca: ca.certPem, headers: auth, timeoutMs: 5_000 })).status === 200,
-      died('kube-apiserver', api, apiLog),
+      () => died('etcd', etcd, etcdLog)() ?? died('kube-apiserver', api, apiLog)(),
     ).catch((e: Error) => {
       e.message += `\n--- last lines of ${apiLog}:\n${tail(apiLog)}\n--- last lines of ${etcdLog}:\n${tail(etcdLog, 15)}`
       throw e
     })
+    debug('kube-apiserver ready')
     if (opts.waitForDefaultNamespace ?? true) {
       await waitFor(
         'namespace "default"',

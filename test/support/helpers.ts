@@ -1,10 +1,42 @@
 // Small helpers shared by the tests: the CLI as a child process, polling, AdmissionReviews, captured
 // log lines and metric values of an in-process server.
 import { spawn } from 'node:child_process'
+import { readdirSync, statSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { pino, type Logger } from 'pino'
 import type { RunningServer } from '../../server/serve.js'
 
-const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
+const SOURCES = new URL('../../server/', import.meta.url).pathname
+const BUILT = new URL('../../dist/server/', import.meta.url).pathname
+let command: string[] | undefined
+
+/** Whether dist/server holds a build of every file in server/ as it is now. */
+function builtFromSources(dir = SOURCES): boolean {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const file = join(dir, entry.name)
+    if (entry.isDirectory()) {
+      if (!builtFromSources(file)) return false
+    } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) {
+      const built = join(BUILT, relative(SOURCES, file)).replace(/\.ts$/, '.js')
+      try {
+        if (statSync(built).mtimeMs < statSync(file).mtimeMs) return false
+      } catch {
+        return false
+      }
+    }
+  }
+  return true
+}
+
+/**
+ * The command (after `node`) that starts `mirrorhook`: the built CLI, which the package's `bin`
+ * runs, when `npm run build` (npm test's pretest) made it from the sources as they are now;
+ * otherwise the sources through tsx. The built CLI starts in half the CPU time.
+ */
+export function cliCommand(): string[] {
+  command ??= builtFromSources() ? [join(BUILT, 'cli.js')] : ['--import', 'tsx', join(SOURCES, 'cli.ts')]
+  return command
+}
 
 export interface CliResult {
   code: number
@@ -18,7 +50,7 @@ export interface CliResult {
  */
 export function runCli(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    const child = spawn(process.execPath, [...cliCommand(), ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', NODE_OPTIONS: process.env.NODE_OPTIONS ?? '', ...options.env },
     })
     let stdout = ''

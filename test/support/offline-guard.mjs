@@ -119,4 +119,12 @@ if (!globalThis[GUARD]) {
   if (!(process.env.NODE_OPTIONS ?? '').includes(self)) {
     process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} ${self}`.trim()
   }
+  // ...but not tap's process-info hook when coverage is off: it records every module each
+  // process loads, for coverage only, and costs a Node.js process about 1.5 s of CPU to start
+  // the CLI (the tests start hundreds).
+  if (process.env.TAP_DISABLE_COVERAGE === '1') {
+    process.env.NODE_OPTIONS = process.env.NODE_OPTIONS.split(/\s+/)
+      .filter((arg) => !/^"?--(import|loader)=\S*@tapjs[\\/]processinfo[\\/]/.test(arg))
+      .join(' ')
+  }
 }

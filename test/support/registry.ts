@@ -62,9 +62,12 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
   const ca = opts.ca ?? (await createCa('mirrorhook-e2e-registry-ca', 7))
   const serving = await issueServing(ca, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], validDays: 7 })
   const caFile = path.join(dir, 'ca.crt')
-  writeFileSync(caFile, ca.certPem)
-  writeFileSync(path.join(dir, 'tls.crt'), serving.certPem)
-  writeFileSync(path.join(dir, 'tls.key'), serving.keyPem, { mode: 0o600 })
+  // A PEM file ends with a newline (x509's toString('pem') leaves it off): tools that append
+  // one bundle to another, or read line by line, need it.
+  const pem = (text: string) => (text.endsWith('\n') ? text : `${text}\n`)
+  writeFileSync(caFile, pem(ca.certPem))
+  writeFileSync(path.join(dir, 'tls.crt'), pem(serving.certPem))
+  writeFileSync(path.join(dir, 'tls.key'), pem(serving.keyPem), { mode: 0o600 })
   // distribution's configuration (docs/content/about/configuration.md): filesystem storage,
   // deletes allowed (purges), TLS on loopback, no auth.
   const config = {

@@ -1,6 +1,7 @@
-// `mirrorhook serve` from source as a child process, the way a kubelet runs and stops it: its
-// configuration written to a temporary directory, development certificates there, TLS and
-// metrics on free loopback ports, JSON log lines read from stdout. Used by the SIGTERM tests
+// `mirrorhook serve` as a child process (the built CLI when it is up to date: helpers.ts
+// cliCommand), the way a kubelet runs and stops it: its configuration written to a temporary
+// directory, development certificates there, TLS and metrics on free loopback ports, JSON log
+// lines read from stdout. Used by the SIGTERM tests
 // (test/unit/shutdown-signal.test.ts without a cluster, test/e2e/shutdown.test.ts with one).
 import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -12,9 +13,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { Test } from 'tap'
 import { stringify } from 'yaml'
-import { until } from './helpers.js'
-
-const CLI = new URL('../../server/cli.ts', import.meta.url).pathname
+import { cliCommand, until } from './helpers.js'
 
 export interface Logged {
   msg: string
@@ -53,7 +52,7 @@ export async function startServe(
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   await writeFile(join(dir, 'config.yaml'), stringify(options.config))
   const args = ['serve', '--config', join(dir, 'config.yaml'), '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0']
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--dev-cert-dir', dir], {
+  const child = spawn(process.execPath, [...cliCommand(), ...args, '--dev-cert-dir', dir], {
     env: { PATH: process.env.PATH ?? '', HOME: dir, NODE_OPTIONS: process.env.NODE_OPTIONS ?? '', LOG_LEVEL: 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
