@@ -65,12 +65,12 @@ t.test('the mirror references of init and regular containers are queued; kept im
       ephemeralContainers: [{ name: 'debug', image: 'alpine:3' }],
     }),
   )
-  t.same(p.queue.stats().ready, 2)
+  t.strictSame(p.queue.stats().ready, 2)
   t.ok(p.queue.has('m.daocloud.io/docker.io/library/busybox:1.36'))
   t.ok(p.queue.has('m.daocloud.io/docker.io/library/nginx:1.25'))
   t.notOk(p.queue.has('m.daocloud.io/docker.io/library/redis:7'), 'not rewritten by this Pod: not its business')
   t.notOk(p.queue.has('m.daocloud.io/docker.io/library/alpine:3'), 'ephemeral debug containers are not pre-pulled')
-  t.same(await offers(registry), { queued: 2, duplicate: 1 })
+  t.strictSame(await offers(registry), { queued: 2, duplicate: 1 })
   t.equal(p.usage.original('m.daocloud.io/docker.io/library/nginx:1.25'), 'nginx:1.25')
 })
 
@@ -110,9 +110,9 @@ t.test('past the queue bound admissions are dropped and counted, admission goes 
   })
   p.onAdmitted(event({ containers: ['a', 'b', 'c', 'd'].map((n) => ({ name: n, image: `${n}:1` })) }))
   t.equal(p.queue.size, 2)
-  t.same(await offers(registry), { queued: 2, dropped: 2 })
+  t.strictSame(await offers(registry), { queued: 2, dropped: 2 })
   const dropped = (await registry.getSingleMetric('mirrorhook_prepull_dropped_total')!.get()).values
-  t.same(
+  t.strictSame(
     dropped.map((v) => [v.labels.source, v.value]),
     [['admission', 2]],
   )
@@ -193,14 +193,14 @@ t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images 
       ],
     },
   }
-  t.same(
+  t.strictSame(
     [...rewrittenImagesOf(pod)],
     [
       ['m.daocloud.io/docker.io/library/busybox:1.36', 'busybox:1.36'],
       ['m.daocloud.io/docker.io/library/nginx:1.25', 'nginx:1.25'],
     ],
   )
-  t.same(
+  t.strictSame(
     [
       ...rewrittenImagesOf({
         ...pod,
@@ -209,6 +209,6 @@ t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images 
     ],
     [],
   )
-  t.same([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
-  t.same([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
+  t.strictSame([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
+  t.strictSame([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
 })

@@ -24,7 +24,7 @@ t.test('parseVersion', async (t) => {
   ]
   for (const [tag, numbers, pre, family] of rows) {
     const v = parseVersion(tag)
-    t.same(v && { numbers: v.numbers, pre: v.pre, family: v.family }, { numbers, pre, family }, tag)
+    t.strictSame(v && { numbers: v.numbers, pre: v.pre, family: v.family }, { numbers, pre, family }, tag)
   }
   for (const tag of [
     'latest',
@@ -125,7 +125,7 @@ t.test('pickSemver', async (t) => {
   ]
   for (const [tags, current, o, tag, reason] of rows) {
     const pick = pickSemver(tags, current, { exclude, ...o })
-    t.same({ tag: pick.tag, reason: pick.reason }, { tag, reason }, `${tags.join(',')} from ${current}`)
+    t.strictSame({ tag: pick.tag, reason: pick.reason }, { tag, reason }, `${tags.join(',')} from ${current}`)
   }
   t.equal(pickSemver(['1.0.0', '1.2.0', 'x'], undefined, { exclude }).evidence, 'version 1.2.0 (2 of 3 tags compared)')
 })
@@ -164,7 +164,7 @@ t.test('pickByTime', async (t) => {
   ]
   for (const [current, o, tag, reason, evidence] of rows) {
     const pick = pickByTime(items, current, { ...opts, ...o })
-    t.same(
+    t.strictSame(
       { tag: pick.tag, reason: pick.reason, evidence: pick.evidence },
       { tag, reason, evidence },
       `from ${current} ${JSON.stringify(o)}`,
@@ -187,7 +187,7 @@ t.test('pickByTime', async (t) => {
 })
 
 t.test('inspectionOrder: highest versions first, then reverse ASCII, capped', async (t) => {
-  t.same(inspectionOrder(['1.2.0', 'abc', '1.10.0', 'zeta', '1.9.0', '2.0.0-rc.1'], 4), ['2.0.0-rc.1', '1.10.0', '1.9.0', '1.2.0'])
-  t.same(inspectionOrder(['b', 'a', 'c'], 10), ['c', 'b', 'a'])
-  t.same(inspectionOrder(['1.0.0'], 0), [])
+  t.strictSame(inspectionOrder(['1.2.0', 'abc', '1.10.0', 'zeta', '1.9.0', '2.0.0-rc.1'], 4), ['2.0.0-rc.1', '1.10.0', '1.9.0', '1.2.0'])
+  t.strictSame(inspectionOrder(['b', 'a', 'c'], 10), ['c', 'b', 'a'])
+  t.strictSame(inspectionOrder(['1.0.0'], 0), [])
 })

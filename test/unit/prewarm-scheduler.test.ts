@@ -137,9 +137,9 @@ t.test('runs at 02:30 in Shanghai (18:30 UTC), not before; the first start owes 
   await advance(0, a.p)
   t.equal(iso(lease.last!), '2030-11-27T18:30:00.000Z', 'baseline: the time just passed')
   await advance(MIN - 1, a.p)
-  t.same(runs, [])
+  t.strictSame(runs, [])
   await advance(1, a.p)
-  t.same(runs, [
+  t.strictSame(runs, [
     {
       by: 'a',
       at: '2030-11-28T18:30:00.000Z',
@@ -156,7 +156,7 @@ t.test('runs at 02:30 in Shanghai (18:30 UTC), not before; the first start owes 
   t.match(a.p.lastRun(), { result: 'ok', scheduledFor: '2030-11-28T18:30:00.000Z', images: 3, newerTags: 1 })
   // The next day, again; hourly checks in between run nothing.
   for (let h = 0; h < 24; h++) await advance(HOUR, a.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:30:00.000Z', '2030-11-29T18:30:00.000Z'],
   )
@@ -182,7 +182,7 @@ t.test('two replicas: one run per scheduled time; the other takes over only when
   await advance(20_999, a.p, b.p)
   t.equal(runs.length, 1, 'not before its Lease expired (and a second more)')
   await advance(1, a.p, b.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:30:00.000Z', '2030-11-29T18:30:21.000Z'],
     'run by the replica that looked again a second after the Lease expired',
@@ -200,7 +200,7 @@ t.test('missed times while no replica ran: one catch-up run at start-up, for the
   const b = replica('b')
   b.p.start()
   await advance(0, b.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => [r.by, r.at]),
     [
       ['a', '2030-11-28T18:30:00.000Z'],
@@ -223,9 +223,9 @@ t.test('a failed run is not recorded and is tried again a minute later', async (
   t.equal(lease.holder, undefined, 'released')
   failLists(false)
   await advance(MIN - 1, a.p)
-  t.same(runs, [])
+  t.strictSame(runs, [])
   await advance(1, a.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:31:00.000Z'],
   )

@@ -54,7 +54,7 @@ t.test('waiting containers with a pull error, in both waiting reasons', async (t
     { name: 'd', image: 'nginx', waiting: { reason: 'ContainerCreating' } },
     { name: 'e', image: 'nginx' },
   ])
-  t.same(
+  t.strictSame(
     pullFailures(p).map((f) => [f.container, f.reason, f.error === TIMEOUT]),
     [
       ['a', 'ErrImagePull', true],
@@ -65,7 +65,7 @@ t.test('waiting containers with a pull error, in both waiting reasons', async (t
 
 t.test("a network failure marks the image's registry; not-found marks nothing", async (t) => {
   const pol = policy()
-  t.same(findingForFailure({ image: 'quay.io/acme/app:1', error: TIMEOUT, where: 'pod shop/web' }, 'pod', pol, AT), {
+  t.strictSame(findingForFailure({ image: 'quay.io/acme/app:1', error: TIMEOUT, where: 'pod shop/web' }, 'pod', pol, AT), {
     kind: 'registry',
     registry: 'quay.io',
     observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling quay.io/acme/app:1 (pod shop/web)' },
@@ -81,7 +81,7 @@ t.test("a network failure marks the image's registry; not-found marks nothing", 
 
 t.test('a refusal by the mirror marks that one repository; by a source registry, nothing', async (t) => {
   const pol = policy()
-  t.same(findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: ALLOWLIST, where: 'pod shop/web' }, 'pod', pol, AT), {
+  t.strictSame(findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: ALLOWLIST, where: 'pod shop/web' }, 'pod', pol, AT), {
     kind: 'refusal',
     repository: 'm.daocloud.io/quay.io/acme/app',
     detail: 'not in the mirror allowlist (pod shop/web)',
@@ -234,7 +234,7 @@ t.test("a mirror's 401 or 404 for a repository is a refusal of that repository; 
   ]
   for (const [image, error, detail] of table) {
     const f = findingForFailure({ image, error, where: 'pod shop/web' }, 'pod', pol, AT)
-    t.same(f, detail === undefined ? undefined : { kind: 'refusal', repository: image.replace(/:1$/, ''), detail, at: AT }, image)
+    t.strictSame(f, detail === undefined ? undefined : { kind: 'refusal', repository: image.replace(/:1$/, ''), detail, at: AT }, image)
   }
 })
 
@@ -289,7 +289,7 @@ t.test("kube-fledged's pull Jobs are learned from in its namespace, opted in or 
   }
   // Not started: the learner's Pod handler as the shared watch calls it.
   ;(learner as unknown as { podChanged(p: V1Pod): void }).podChanged(job)
-  t.same(findings, [
+  t.strictSame(findings, [
     {
       kind: 'refusal',
       repository: 'm.daocloud.io/docker.io/senthilrch/busybox',

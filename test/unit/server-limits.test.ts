@@ -231,7 +231,7 @@ t.test('shutdown: idle keep-alive connections closed, in-flight review answered 
   t.match(inFlight.received, /"uid":"limits-1","allowed":true/)
   await closing
   const stopped = lines.find((l) => l.msg === 'stopped')
-  t.same(stopped?.steps, [], 'no cluster: no final steps configured')
+  t.strictSame(stopped?.steps, [], 'no cluster: no final steps configured')
   t.notOk(
     lines.some((l) => l.msg.startsWith('drain timeout reached')),
     'finished before the drain timeout',
