@@ -61,8 +61,8 @@ t.test('compareVersions: semver precedence', async (t) => {
     ['v1.2', 'v1.2.1'],
   ]
   for (const [a, b] of ascending) {
-    t.ok(compareVersions(parseVersion(a)!, parseVersion(b)!) < 0, `${a} < ${b}`)
-    t.ok(compareVersions(parseVersion(b)!, parseVersion(a)!) > 0, `${b} > ${a}`)
+    t.equal(Math.sign(compareVersions(parseVersion(a)!, parseVersion(b)!)), -1, `${a} < ${b}`)
+    t.equal(Math.sign(compareVersions(parseVersion(b)!, parseVersion(a)!)), 1, `${b} > ${a}`)
   }
   for (const [a, b] of [
     ['1.2', '1.2.0'],
