@@ -1,8 +1,7 @@
 // A certificate handed to the HTTPS server in memory, after cert-manager's
 // dynamic_source.go: whoever produces the pair (the self-managed TLS loop) calls set(),
 // with no file written and read back in between.
-import { createSecureContext } from 'node:tls'
-import { type KeyPair, type ReloaderEvents, type SecureContextTarget, TLS_OPTIONS } from './reloader.js'
+import { checkKeyPair, type KeyPair, type ReloaderEvents, type SecureContextTarget, TLS_OPTIONS } from './reloader.js'
 import type { CertificateSource } from './source.js'
 
 export class DynamicCertificateSource implements CertificateSource {
@@ -24,8 +23,7 @@ export class DynamicCertificateSource implements CertificateSource {
   set(next: KeyPair): boolean {
     if (next.cert === this.current.cert && next.key === this.current.key) return false
     try {
-      // Throws when the key does not match the certificate or either is malformed.
-      createSecureContext({ ...next, ...TLS_OPTIONS })
+      checkKeyPair(next)
     } catch (error) {
       this.events.onError?.(error as Error)
       return false

@@ -31,10 +31,21 @@ export interface KeyPair {
   key: string
 }
 
+/**
+ * Throws unless `pair` is a certificate with its matching key. createSecureContext alone lets an
+ * empty certificate or key through (it sets only what is given): a file caught between being
+ * truncated and written would then be served as a context without a certificate.
+ */
+export function checkKeyPair(pair: KeyPair): void {
+  if (pair.cert.trim() === '') throw new Error('the certificate is empty')
+  if (pair.key.trim() === '') throw new Error('the key is empty')
+  // Throws when the key does not match the certificate or either is malformed.
+  createSecureContext({ ...pair, ...TLS_OPTIONS })
+}
+
 export async function readKeyPair(certFile: string, keyFile: string): Promise<KeyPair> {
   const [cert, key] = await Promise.all([readFile(certFile, 'utf8'), readFile(keyFile, 'utf8')])
-  // Throws when the key does not match the certificate or either is malformed.
-  createSecureContext({ cert, key, ...TLS_OPTIONS })
+  checkKeyPair({ cert, key })
   return { cert, key }
 }
 

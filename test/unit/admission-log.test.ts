@@ -59,7 +59,7 @@ t.test('a mutated review: one line with the uid, the Pod and per image only what
   t.equal(lines.length, 1)
   const { time, ...line } = JSON.parse(lines[0]!)
   t.type(time, 'number')
-  t.same(line, {
+  t.strictSame(line, {
     level: 30,
     uid: 'u-1',
     namespace: 'shop',
@@ -77,7 +77,7 @@ t.test('a review with nothing to rewrite writes nothing at the default level', a
   const { app, lines } = await harness()
   t.teardown(() => app.close())
   await app.inject({ method: 'POST', url: '/mutate', payload: review([{ name: 'internal', image: 'harbor.corp.example/team/api:2.1' }]) })
-  t.same(lines, [])
+  t.strictSame(lines, [])
 })
 
 t.test('a hostile Pod cannot produce a huge log line', async (t) => {

@@ -15,6 +15,12 @@ import { until } from '../support/helpers.js'
 const logger = pino({ level: 'silent' })
 const M = 'm.daocloud.io'
 
+// status() with its wall-clock times (loadedAt, checkedAt) written as '<time>' once seen to be ISO times.
+function timesMasked(status: readonly object[]): object[] {
+  const mask = (v: unknown) => (typeof v === 'string' && new Date(v).toISOString() === v ? '<time>' : v)
+  return status.map((s) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, k === 'loadedAt' || k === 'checkedAt' ? mask(v) : v])))
+}
+
 t.test('a file: read at start, again when it changes; a bad read keeps the last good list', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mirrorhook-allowlist-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -39,7 +45,18 @@ t.test('a file: read at start, again when it changes; a bad read keeps the last 
   await until('the empty file noticed', async () => (store.status()[0]?.error ? true : undefined), 5000)
   t.equal(store.version, v2, 'no new list')
   t.equal(store.get(M)?.list.patterns, 3, 'the last good list stays')
-  t.hasStrict(store.status(), [{ source: file, mirrors: [M], patterns: 3, error: 'no patterns in it' }])
+  t.strictSame(timesMasked(store.status()), [
+    {
+      source: file,
+      mirrors: [M],
+      patterns: 3,
+      bytes: 51,
+      ignoredLines: 0,
+      loadedAt: '<time>',
+      checkedAt: '<time>',
+      error: 'no patterns in it',
+    },
+  ])
 
   rmSync(file)
   await until('the missing file noticed', async () => (store.status()[0]?.error === 'no such file' ? true : undefined), 5000)
@@ -51,7 +68,18 @@ t.test('a missing file at start: no list (every repository), said in the status'
   await store.start()
   await store.stop()
   t.equal(store.get(M), undefined)
-  t.hasStrict(store.status(), [{ source: '/nonexistent/allows.txt', mirrors: [M], patterns: undefined, error: 'no such file' }])
+  t.strictSame(timesMasked(store.status()), [
+    {
+      source: '/nonexistent/allows.txt',
+      mirrors: [M],
+      patterns: undefined,
+      bytes: undefined,
+      ignoredLines: undefined,
+      loadedAt: undefined,
+      checkedAt: '<time>',
+      error: 'no such file',
+    },
+  ])
 })
 
 t.test('an https URL: fetched with the configured CA, a timeout and a size cap', async (t) => {
@@ -75,31 +103,61 @@ t.test('an https URL: fetched with the configured CA, a timeout and a size cap',
   await store.refreshAll()
   t.equal(store.get(M)?.list.patterns, 1)
   t.equal(store.get(M)?.list.allows('quay.io/prometheus/node-exporter'), true)
+  const loaded = { source: url, mirrors: [M], patterns: 1, bytes: 21, ignoredLines: 0, loadedAt: '<time>', checkedAt: '<time>' }
+  const firstLoadedAt = store.status()[0]?.loadedAt
 
   answer = { status: 500, body: 'oops' }
   await store.refreshAll()
-  t.hasStrict(store.status(), [{ source: url, patterns: 1, error: 'HTTP 500' }], 'a failed fetch keeps the last good list')
+  t.strictSame(timesMasked(store.status()), [{ ...loaded, error: 'HTTP 500' }], 'a failed fetch keeps the last good list')
+  t.equal(store.status()[0]?.loadedAt, firstLoadedAt, 'loaded when it was')
 
   answer = { status: 200, body: 'docker.io/library/nginx\n'.repeat(100) }
   await store.refreshAll()
-  t.hasStrict(store.status(), [{ patterns: 1, error: 'larger than 1000 bytes' }])
+  t.strictSame(timesMasked(store.status()), [{ ...loaded, error: 'larger than 1000 bytes' }])
   answer = { ...answer, length: true }
   await store.refreshAll()
-  t.hasStrict(store.status(), [{ patterns: 1, error: 'larger than 1000 bytes (2400)' }], 'refused by its declared length')
+  t.strictSame(timesMasked(store.status()), [{ ...loaded, error: 'larger than 1000 bytes (2400)' }], 'refused by its declared length')
+  t.equal(store.status()[0]?.loadedAt, firstLoadedAt, 'still the first list')
 
   answer = 'hang'
   const impatient = new AllowlistStore({ sources: new Map([[M, url]]), logger, ca: ca.certPem, timeoutMs: 300, env: {} })
   await impatient.refreshAll()
-  t.hasStrict(impatient.status(), [{ patterns: undefined, error: 'no answer within 300 ms' }])
+  t.strictSame(timesMasked(impatient.status()), [
+    {
+      source: url,
+      mirrors: [M],
+      patterns: undefined,
+      bytes: undefined,
+      ignoredLines: undefined,
+      loadedAt: undefined,
+      checkedAt: '<time>',
+      error: 'no answer within 300 ms',
+    },
+  ])
 
   answer = { status: 200, body: 'quay.io/**\n' }
   await store.refreshAll()
-  t.hasStrict(store.status(), [{ patterns: 1, error: undefined }])
+  t.strictSame(timesMasked(store.status()), [{ ...loaded, bytes: 11, error: undefined }])
   t.equal(store.get(M)?.list.allows('quay.io/acme/app'), true, 'the new list')
 
   const untrusting = new AllowlistStore({ sources: new Map([[M, url]]), logger, timeoutMs: 10_000, env: {} })
   await untrusting.refreshAll()
-  t.match(untrusting.status(), [{ error: /^TLS: / }], 'without the CA the certificate is not trusted')
+  t.strictSame(
+    timesMasked(untrusting.status()),
+    [
+      {
+        source: url,
+        mirrors: [M],
+        patterns: undefined,
+        bytes: undefined,
+        ignoredLines: undefined,
+        loadedAt: undefined,
+        checkedAt: '<time>',
+        error: 'TLS: unable to verify the first certificate',
+      },
+    ],
+    'without the CA the certificate is not trusted',
+  )
 })
 
 t.test('the admission view changes generation when a list changes', async (t) => {

@@ -47,7 +47,23 @@ if (!existsSync(HELM)) {
   t.test('pre-warm off (the default): no pre-warm Role, no workload reads', async (t) => {
     const ms = await render({})
     t.equal(named(ms, 'Role', 'mirrorhook-prewarm'), undefined)
-    t.notMatch(JSON.stringify(named(ms, 'ClusterRole', 'mirrorhook')?.rules), /deployments|cronjobs/)
+    t.strictSame(
+      named(ms, 'ClusterRole', 'mirrorhook')?.rules,
+      [
+        {
+          apiGroups: ['admissionregistration.k8s.io'],
+          resources: ['mutatingwebhookconfigurations'],
+          resourceNames: ['mirrorhook'],
+          verbs: ['get', 'patch'],
+        },
+        { apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] },
+        { apiGroups: [''], resources: ['nodes'], verbs: ['list', 'watch'] },
+        { apiGroups: [''], resources: ['namespaces', 'events'], verbs: ['list', 'watch'] },
+        { apiGroups: [''], resources: ['pods/eviction'], verbs: ['create'] },
+        { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+      ],
+      'no deployments, statefulsets, daemonsets or cronjobs',
+    )
   })
 
   // The first rule is the webhook configuration's caBundle (self-managed TLS, the chart's default).
@@ -67,17 +83,30 @@ if (!existsSync(HELM)) {
         },
       },
     })
-    t.same(named(ms, 'ClusterRole', 'mirrorhook')?.rules?.slice(1), [
+    t.strictSame(named(ms, 'ClusterRole', 'mirrorhook')?.rules?.slice(1), [
       { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'daemonsets'], verbs: ['list'] },
       { apiGroups: ['batch'], resources: ['cronjobs'], verbs: ['list'] },
       { apiGroups: [''], resources: ['namespaces'], verbs: ['list'] },
     ])
-    t.same(named(ms, 'Role', 'mirrorhook-prewarm')?.rules, [
+    t.strictSame(named(ms, 'Role', 'mirrorhook-prewarm')?.rules, [
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['warm'], verbs: ['get', 'update'] },
       { apiGroups: [''], resources: ['secrets'], resourceNames: ['harbor-robot'], verbs: ['get'] },
     ])
-    t.ok(named(ms, 'RoleBinding', 'mirrorhook-prewarm'))
-    t.ok(named(ms, 'ClusterRoleBinding', 'mirrorhook'))
+    const subjects = [{ kind: 'ServiceAccount', name: 'mirrorhook', namespace: 'mirrorhook' }]
+    const roleBinding = named(ms, 'RoleBinding', 'mirrorhook-prewarm') as unknown as Record<string, unknown> | undefined
+    t.strictSame(
+      {
+        namespace: (roleBinding?.metadata as { namespace?: string })?.namespace,
+        roleRef: roleBinding?.roleRef,
+        subjects: roleBinding?.subjects,
+      },
+      { namespace: 'mirrorhook', roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'mirrorhook-prewarm' }, subjects },
+    )
+    const clusterBinding = named(ms, 'ClusterRoleBinding', 'mirrorhook') as unknown as Record<string, unknown> | undefined
+    t.strictSame(
+      { roleRef: clusterBinding?.roleRef, subjects: clusterBinding?.subjects },
+      { roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'mirrorhook' }, subjects },
+    )
   })
 }

@@ -48,18 +48,19 @@ if (!existsSync(HELM)) {
     const r = await template({})
     t.equal(r.code, 0, r.stderr)
     const pod = podSpec(r.stdout)
-    t.same(pod.containers[0].resources, { requests: { cpu: '50m', memory: '256Mi' }, limits: { memory: '640Mi' } })
+    t.strictSame(pod.containers[0].resources, { requests: { cpu: '50m', memory: '256Mi' }, limits: { memory: '640Mi' } })
     // 5 s shutdown delay + 10 s drain (default) + 2 × 5 s final steps = 25 s.
     t.equal(pod.terminationGracePeriodSeconds, 30)
   })
 
   t.test('a drain timeout the grace period cannot cover is refused at install', async (t) => {
     const refused = await template({ config: { server: { drainTimeoutSeconds: 20 } } })
-    t.not(refused.code, 0)
-    t.match(
+    t.equal(refused.code, 1)
+    t.equal(
       refused.stderr,
-      'terminationGracePeriodSeconds (30) must exceed the longest shutdown, 35 s: the 5 s shutdown delay, config.server.drainTimeoutSeconds (20) and 10 s of final steps',
+      'Error: execution error at (mirrorhook/templates/deployment.yaml:8:4): terminationGracePeriodSeconds (30) must exceed the longest shutdown, 35 s: the 5 s shutdown delay, config.server.drainTimeoutSeconds (20) and 10 s of final steps\n\nUse --debug flag to render out invalid YAML\n',
     )
+    t.equal(refused.stdout, '', 'nothing rendered')
     const longer = await template({ config: { server: { drainTimeoutSeconds: 20 } }, terminationGracePeriodSeconds: 40 })
     t.equal(longer.code, 0, longer.stderr)
     t.equal(podSpec(longer.stdout).terminationGracePeriodSeconds, 40)

@@ -115,37 +115,33 @@ const stages = stagesOf(parseDockerfile(dockerfile))
 const runtime = stages.at(-1)!
 
 t.test('stages: build, production dependencies, a small non-root runtime', async (t) => {
-  t.same(
+  t.strictSame(
     stages.map((s) => s.name),
     ['build', 'prod-deps', 'runtime'],
   )
   const runs = (s: Stage) => s.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args)
-  t.ok(
-    runs(stages[0]!).some((r) => r.startsWith('npm ci')),
-    'build stage installs the full set',
-  )
-  t.ok(runs(stages[0]!).includes('npm run build'), 'build stage compiles')
-  t.ok(
-    runs(stages[1]!).some((r) => /^npm ci\b.*--omit=dev/.test(r)),
-    'runtime dependencies without dev ones',
-  )
-  t.match(runtime.from, /^(gcr\.io\/distroless\/nodejs20-debian12:nonroot|node:20-(bookworm-)?slim)$/)
-  t.same(runs(runtime), [], 'nothing runs in the runtime stage (distroless has no shell)')
+  t.strictSame(runs(stages[0]!), ['npm ci --no-audit --no-fund', 'npm run build'], 'build stage installs the full set and compiles')
+  t.strictSame(runs(stages[1]!), ['npm ci --omit=dev --ignore-scripts --no-audit --no-fund'], 'runtime dependencies without dev ones')
+  t.equal(runtime.from, 'gcr.io/distroless/nodejs20-debian12:nonroot')
+  t.strictSame(runs(runtime), [], 'nothing runs in the runtime stage (distroless has no shell)')
   const user = runtime.instructions.find((i) => i.keyword === 'USER')?.args ?? ''
-  t.match(user, /^[1-9]\d*(:[1-9]\d*)?$/, 'numeric non-root user, so runAsNonRoot can be enforced')
+  t.equal(user, '65532:65532', 'numeric non-root user, so runAsNonRoot can be enforced')
 })
 
 t.test('every path copied from the build context exists and is not excluded by .dockerignore', async (t) => {
   const fromContext = stages.flatMap(copiesOf).filter((c) => !c.from)
-  t.ok(fromContext.length > 0)
+  t.strictSame(
+    fromContext.map((c) => c.sources),
+    [['package.json', 'package-lock.json'], ['tsconfig.json'], ['server'], ['package.json', 'package-lock.json'], ['package.json']],
+  )
   for (const copy of fromContext) {
     for (const source of copy.sources) {
       await t.resolves(stat(join(ROOT, source)), `${source} exists`)
-      t.notOk(ignoredBy(dockerignore, source.replace(/^\.\//, '')), `${source} reaches the builder`)
+      t.equal(ignoredBy(dockerignore, source.replace(/^\.\//, '')), false, `${source} reaches the builder`)
     }
   }
   for (const heavy of ['node_modules', 'dist', 'test', '.git', '.dev-certs', 'charts']) {
-    t.ok(ignoredBy(dockerignore, heavy), `${heavy} stays out of the build context`)
+    t.equal(ignoredBy(dockerignore, heavy), true, `${heavy} stays out of the build context`)
   }
 })
 
@@ -153,7 +149,7 @@ t.test('stages copy only from earlier stages', async (t) => {
   for (const [index, stage] of stages.entries()) {
     for (const copy of copiesOf(stage).filter((c) => c.from)) {
       const source = stages.findIndex((s) => s.name === copy.from)
-      t.ok(source >= 0 && source < index, `${stage.name} copies from ${copy.from}`)
+      t.equal(source >= 0 && source < index, true, `${stage.name} copies from ${copy.from}`)
     }
   }
 })
@@ -188,7 +184,7 @@ t.test('the entrypoint starts from a production-only install', async (t) => {
 
   const entrypoint = JSON.parse(runtime.instructions.find((i) => i.keyword === 'ENTRYPOINT')?.args ?? '[]') as string[]
   const cmd = JSON.parse(runtime.instructions.find((i) => i.keyword === 'CMD')?.args ?? '[]') as string[]
-  t.same(cmd, ['serve'])
+  t.strictSame(cmd, ['serve'])
   const script = entrypoint[1] ?? ''
   t.equal(script, 'dist/server/cli.js')
 
@@ -236,7 +232,7 @@ t.test('the entrypoint starts from a production-only install', async (t) => {
     child.stderr.on('data', onData)
     child.on('exit', () => resolvePromise(false))
   })
-  t.ok(listening, 'serve starts and listens', { log: log.slice(-2000) })
+  t.equal(listening, true, 'serve starts and listens', { log: log.slice(-2000) })
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)))
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'stops cleanly on SIGTERM')

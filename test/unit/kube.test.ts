@@ -8,14 +8,14 @@ import { slimPod } from '../../server/kube/pods.js'
 
 t.test('backoff: doubles from the start value up to the cap', async (t) => {
   const o = { initialMs: 500, maxMs: 8_000 }
-  t.same(
+  t.strictSame(
     [1, 2, 3, 4, 5, 6, 7].map((n) => backoffMs(o, n)),
     [500, 1000, 2000, 4000, 8000, 8000, 8000],
   )
   t.equal(backoffMs(o, 0), 500, 'attempt 0 counts as the first')
   t.equal(backoffMs({ initialMs: 1000, maxMs: 60_000 }, 10_000), 60_000, 'no overflow past the cap')
   const b = new Backoff({ initialMs: 1000, maxMs: 30_000 })
-  t.same([b.next(), b.next(), b.next()], [1000, 2000, 4000])
+  t.strictSame([b.next(), b.next(), b.next()], [1000, 2000, 4000])
   t.equal(b.attempts, 3)
   b.reset()
   t.equal(b.next(), 1000, 'starts over after a success')
@@ -35,7 +35,7 @@ t.test('errors: client-node exceptions, watch errors and network failures read t
   )
   t.equal(statusOf(conflict), 409)
   const e = apiErrorOf(conflict, 'POST /apis/kubefledged.io/v1alpha2/namespaces/kf/imagecaches')
-  t.same(
+  t.strictSame(
     { status: e.status, reason: e.reason, details: e.details, transient: e.transient, message: e.message },
     {
       status: 409,
@@ -49,14 +49,14 @@ t.test('errors: client-node exceptions, watch errors and network failures read t
     new ApiException(429, 'Too Many Requests', '{"reason":"TooManyRequests"}', { 'retry-after': '3' }),
     'PATCH x',
   )
-  t.same(
+  t.strictSame(
     { status: throttled.status, retryAfterMs: throttled.retryAfterMs, transient: throttled.transient },
     { status: 429, retryAfterMs: 3000, transient: true },
   )
   const watchError = Object.assign(new Error('Not Found'), { statusCode: 404 })
   t.equal(statusOf(watchError), 404)
   const refused = apiErrorOf(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }), 'GET x')
-  t.same(
+  t.strictSame(
     { status: refused.status, transient: refused.transient, message: refused.message },
     { status: 0, transient: true, message: 'GET x: connect ECONNREFUSED 127.0.0.1:1' },
   )
@@ -65,8 +65,11 @@ t.test('errors: client-node exceptions, watch errors and network failures read t
 })
 
 t.test('labels: one shape, with the component when there is one', async (t) => {
-  t.same(managedLabels(), { 'app.kubernetes.io/managed-by': 'mirrorhook' })
-  t.same(managedLabels('reachability'), { 'app.kubernetes.io/managed-by': 'mirrorhook', 'app.kubernetes.io/component': 'reachability' })
+  t.strictSame(managedLabels(), { 'app.kubernetes.io/managed-by': 'mirrorhook' })
+  t.strictSame(managedLabels('reachability'), {
+    'app.kubernetes.io/managed-by': 'mirrorhook',
+    'app.kubernetes.io/component': 'reachability',
+  })
   t.equal(MANAGED_SELECTOR, 'app.kubernetes.io/managed-by=mirrorhook')
 })
 
@@ -118,7 +121,7 @@ t.test('the Pod transform keeps what mirrorhook reads and nothing else', async (
       ],
     },
   } as unknown as V1Pod
-  t.same(slimPod(pod), {
+  t.strictSame(slimPod(pod), {
     metadata: {
       name: 'web-1',
       namespace: 'shop',

@@ -81,12 +81,12 @@ t.test('admission metrics: 600 reviews naming 1,200 made-up registries add no se
   await round(300, 600)
   t.equal(seriesCount(await metrics.registry.metrics()), before, 'the second 300 reviews, all new registries, add no series')
   const rewrites = (await metrics.rewrites.get()).values.map((v) => [v.labels.registry, v.value])
-  t.same(rewrites, [
+  t.strictSame(rewrites, [
     ['other', 600],
     ['ghcr.io', 600],
   ])
   const kept = (await metrics.kept.get()).values.map((v) => [v.labels.reason, v.value])
-  t.same(kept, [['inexpressible', 600]], 'registries with a port cannot be expressed under a prefix: counted by code')
+  t.strictSame(kept, [['inexpressible', 600]], 'registries with a port cannot be expressed under a prefix: counted by code')
 })
 
 t.test('reachability metrics: registries learned from Pods are counted as other', async (t) => {
@@ -97,7 +97,7 @@ t.test('reachability metrics: registries learned from Pods are counted as other'
   service.observe('quay.io', { at, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
   for (let i = 0; i < 300; i++) service.observe(`made-up-${i}.example`, { at, source: 'pod', outcome: 'fail', detail: 'i/o timeout' })
   const state = (await registry.getSingleMetric('mirrorhook_registry_state')!.get()).values
-  t.same(
+  t.strictSame(
     state.map((v) => [v.labels.registry, v.labels.state, v.value]),
     [
       ['quay.io', 'reachable', 0],
@@ -120,7 +120,7 @@ t.test('pre-pull per-image gauges export at most MAX_IMAGE_SERIES images', async
   t.equal((await gauge.get()).values.length, MAX_IMAGE_SERIES)
   bounded.remove({ image: 'm.daocloud.io/docker.io/u/app-0:1', state: 'pending' })
   bounded.set({ image: 'm.daocloud.io/docker.io/u/app-999:1', state: 'failed' }, 1)
-  t.same(
+  t.strictSame(
     (await gauge.get()).values.filter((v) => /app-(0|999):/.test(v.labels.image as string)).map((v) => [v.labels.image, v.labels.state]),
     [['m.daocloud.io/docker.io/u/app-999:1', 'failed']],
     'a removed image frees its place',

@@ -5,7 +5,10 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 
-function node(script: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
+// The guard's own lines in a child's stderr, without the stacks that follow them.
+const headlines = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('*** '))
+
+function node(script: string): Promise<{ code: number | null; stderr: string; stdout: string; pid: number | undefined }> {
   return new Promise((resolve, reject) => {
     // The environment as a test's child gets it: NODE_OPTIONS carries the guard.
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -14,7 +17,7 @@ function node(script: string): Promise<{ code: number | null; stderr: string; st
     child.stdout.on('data', (d) => (stdout += d))
     child.stderr.on('data', (d) => (stderr += d))
     child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.on('close', (code) => resolve({ code, stdout, stderr, pid: child.pid }))
   })
 }
 
@@ -30,9 +33,15 @@ t.test('a connection to a public address is refused and fails the process, even 
     s.on('error', (e) => console.log('caught:', e.message))
   `)
   t.equal(r.code, 1, 'exit code 1 although the program handled the error')
-  t.match(r.stdout, /^caught: offline guard: refused a connection to 192\.0\.2\.1:443/)
-  t.match(r.stderr, /\*\*\* offline guard: refused a connection to 192\.0\.2\.1:443/)
-  t.match(r.stderr, /offline guard: 1 non-loopback attempt\(s\) in pid \d+; failing the process/)
+  t.equal(
+    r.stdout,
+    'caught: offline guard: refused a connection to 192.0.2.1:443: tests may only reach loopback (127.0.0.0/8, ::1) (test/support/offline-guard.mjs)\n',
+  )
+  // Each refusal is followed by its stack (paths vary); the headline lines are exact, the pid is the child's.
+  t.strictSame(headlines(r.stderr), [
+    '*** offline guard: refused a connection to 192.0.2.1:443: tests may only reach loopback (127.0.0.0/8, ::1) (test/support/offline-guard.mjs)',
+    `*** offline guard: 1 non-loopback attempt(s) in pid ${r.pid}; failing the process`,
+  ])
 })
 
 t.test('DNS lookups of names other than localhost are refused, through fetch and node:dns alike', async (t) => {
@@ -44,12 +53,15 @@ t.test('DNS lookups of names other than localhost are refused, through fetch and
     await promises.resolve4('quay.io').catch((e) => console.log('resolve4:', e.code))
   `)
   t.equal(r.code, 1)
-  t.match(r.stdout, /fetch: ENOTFOUND/)
-  t.match(r.stdout, /lookup: ENOTFOUND/)
-  t.match(r.stdout, /resolve4: ECONNREFUSED/)
-  t.match(r.stderr, /refused a DNS lookup of registry\.example\.invalid/)
-  t.match(r.stderr, /refused a DNS lookup of docker\.io/)
-  t.match(r.stderr, /refused a DNS query \(resolve4\) for quay\.io/)
+  // The three calls run concurrently; their lines come in the order they end.
+  t.strictSame(r.stdout.split('\n').sort(), ['', 'fetch: ENOTFOUND', 'lookup: ENOTFOUND', 'resolve4: ECONNREFUSED'])
+  const suffix = ': tests may only reach loopback (127.0.0.0/8, ::1) (test/support/offline-guard.mjs)'
+  t.strictSame(headlines(r.stderr).sort(), [
+    `*** offline guard: 3 non-loopback attempt(s) in pid ${r.pid}; failing the process`,
+    `*** offline guard: refused a DNS lookup of docker.io${suffix}`,
+    `*** offline guard: refused a DNS lookup of registry.example.invalid${suffix}`,
+    `*** offline guard: refused a DNS query (resolve4) for quay.io${suffix}`,
+  ])
 })
 
 t.test('loopback by address and by the name localhost works', async (t) => {

@@ -65,12 +65,12 @@ t.test('the mirror references of init and regular containers are queued; kept im
       ephemeralContainers: [{ name: 'debug', image: 'alpine:3' }],
     }),
   )
-  t.same(p.queue.stats().ready, 2)
-  t.ok(p.queue.has('m.daocloud.io/docker.io/library/busybox:1.36'))
-  t.ok(p.queue.has('m.daocloud.io/docker.io/library/nginx:1.25'))
-  t.notOk(p.queue.has('m.daocloud.io/docker.io/library/redis:7'), 'not rewritten by this Pod: not its business')
-  t.notOk(p.queue.has('m.daocloud.io/docker.io/library/alpine:3'), 'ephemeral debug containers are not pre-pulled')
-  t.same(await offers(registry), { queued: 2, duplicate: 1 })
+  t.strictSame(p.queue.stats().ready, 2)
+  t.equal(p.queue.has('m.daocloud.io/docker.io/library/busybox:1.36'), true)
+  t.equal(p.queue.has('m.daocloud.io/docker.io/library/nginx:1.25'), true)
+  t.equal(p.queue.has('m.daocloud.io/docker.io/library/redis:7'), false, 'not rewritten by this Pod: not its business')
+  t.equal(p.queue.has('m.daocloud.io/docker.io/library/alpine:3'), false, 'ephemeral debug containers are not pre-pulled')
+  t.strictSame(await offers(registry), { queued: 2, duplicate: 1 })
   t.equal(p.usage.original('m.daocloud.io/docker.io/library/nginx:1.25'), 'nginx:1.25')
 })
 
@@ -110,9 +110,9 @@ t.test('past the queue bound admissions are dropped and counted, admission goes 
   })
   p.onAdmitted(event({ containers: ['a', 'b', 'c', 'd'].map((n) => ({ name: n, image: `${n}:1` })) }))
   t.equal(p.queue.size, 2)
-  t.same(await offers(registry), { queued: 2, dropped: 2 })
+  t.strictSame(await offers(registry), { queued: 2, dropped: 2 })
   const dropped = (await registry.getSingleMetric('mirrorhook_prepull_dropped_total')!.get()).values
-  t.same(
+  t.strictSame(
     dropped.map((v) => [v.labels.source, v.value]),
     [['admission', 2]],
   )
@@ -159,12 +159,33 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
     },
     { KUBE_FLEDGED_NAMESPACE: 'kf' },
   ).kubeFledged
-  t.hasStrict(file, {
+  t.strictSame(file, {
     enabled: false,
     namespace: 'kf',
     nodeSelector: { 'node-role.kubernetes.io/worker': '' },
+    nodes: {
+      enabled: true,
+      quietSeconds: 5,
+      maxWaitSeconds: 30,
+      nodeStatusMaxImages: 50,
+      collectedRefreshSeconds: 600,
+      busyRetrySeconds: 5,
+    },
     imagePullSecrets: ['pull'],
+    dedupeSeconds: 600,
     writesPerSecond: 2,
+    writeBurst: 10,
+    queueSize: 10000,
+    batchSize: 50,
+    unusedPurgeSeconds: 604800,
+    podSweepSeconds: 300,
+    refreshBackoffSeconds: 60,
+    refreshBackoffMaxSeconds: 3600,
+    crdPollSeconds: 30,
+    imagesPerCache: 100,
+    batchWaitSeconds: 600,
+    lease: 'mirrorhook-prepull',
+    leaseDurationSeconds: 15,
   })
   const problems = (input: unknown) => {
     try {
@@ -174,10 +195,12 @@ t.test('configuration: defaults, KUBE_FLEDGED_NAMESPACE, validation', async (t) 
       return (e as ConfigError).problems
     }
   }
-  t.match(problems({ kubeFledged: { nodeSelector: { 'bad key!': 'x' } } }), [/kubeFledged\.nodeSelector/])
-  t.match(problems({ kubeFledged: { writesPerSecond: 0 } }), [/kubeFledged\.writesPerSecond/])
-  t.match(problems({ kubeFledged: { namespace: 'Not_A_Namespace' } }), [/kubeFledged\.namespace/])
-  t.match(problems({ kubeFledged: { typo: 1 } }), [/kubeFledged\.typo: unknown key/])
+  t.strictSame(problems({ kubeFledged: { nodeSelector: { 'bad key!': 'x' } } }), [
+    'kubeFledged.nodeSelector.bad key!: Invalid key in record',
+  ])
+  t.strictSame(problems({ kubeFledged: { writesPerSecond: 0 } }), ['kubeFledged.writesPerSecond: Too small: expected number to be >0'])
+  t.strictSame(problems({ kubeFledged: { namespace: 'Not_A_Namespace' } }), ['kubeFledged.namespace: must be a namespace name'])
+  t.strictSame(problems({ kubeFledged: { typo: 1 } }), ['kubeFledged.typo: unknown key'])
 })
 
 t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images annotation', async (t) => {
@@ -193,14 +216,14 @@ t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images 
       ],
     },
   }
-  t.same(
+  t.strictSame(
     [...rewrittenImagesOf(pod)],
     [
       ['m.daocloud.io/docker.io/library/busybox:1.36', 'busybox:1.36'],
       ['m.daocloud.io/docker.io/library/nginx:1.25', 'nginx:1.25'],
     ],
   )
-  t.same(
+  t.strictSame(
     [
       ...rewrittenImagesOf({
         ...pod,
@@ -209,6 +232,6 @@ t.test('images in use: what mirrorhook rewrote in a Pod, by the original-images 
     ],
     [],
   )
-  t.same([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
-  t.same([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
+  t.strictSame([...rewrittenImagesOf({ metadata: { annotations: { 'mirrorhook.io/original-images': 'not json' } }, spec: pod.spec })], [])
+  t.strictSame([...rewrittenImagesOf({ spec: pod.spec })], [], 'no annotation: not rewritten by mirrorhook')
 })

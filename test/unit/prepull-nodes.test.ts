@@ -50,14 +50,14 @@ t.test('slimNode keeps the name, labels, Ready condition and image names; viewOf
     },
   }
   const slim = slimNode(full)
-  t.same(slim, {
+  t.strictSame(slim, {
     metadata: { name: 'n1', uid: 'u1', resourceVersion: '7', labels: { pool: 'a' } },
     status: {
       conditions: [{ type: 'Ready', status: 'True' }],
       images: [{ names: [NGINX, 'm.daocloud.io/docker.io/library/nginx@sha256:abc'] }, { names: [REDIS] }],
     },
   })
-  t.same(viewOfNode(slim), {
+  t.strictSame(viewOfNode(slim), {
     name: 'n1',
     labels: { pool: 'a' },
     ready: true,
@@ -112,8 +112,8 @@ t.test('signalOf: Ready transitions, lost images, the list cap', async (t) => {
     ],
     ['images only added', { prev: node('a', { images: [] }), next: node('a', { images: [[NGINX]] }), listed: false }, undefined],
   ]
-  for (const [name, change, want] of cases) t.same(signalOf(change, cap), want, name)
-  t.same(
+  for (const [name, change, want] of cases) t.strictSame(signalOf(change, cap), want, name)
+  t.strictSame(
     signalOf(
       { prev: node('a', { images: [[NGINX], ['x'], ['y']] }), next: node('a', { images: [['x'], ['y'], ['z']] }), listed: false },
       -1,
@@ -131,10 +131,10 @@ t.test('signalOf: Ready transitions, lost images, the list cap', async (t) => {
 t.test('mergeSignals: node-ready wins, lost images add up', async (t) => {
   const ready: NodeSignal = { reason: 'node-ready', node: 'a', labels: { v: '2' } }
   const lost = (removed: string[]): NodeSignal => ({ reason: 'image-collected', node: 'a', labels: { v: '1' }, removed })
-  t.same(mergeSignals(undefined, ready), ready)
-  t.same(mergeSignals(lost([NGINX]), ready), ready)
-  t.same(mergeSignals(ready, lost([NGINX])), { reason: 'node-ready', node: 'a', labels: { v: '1' } })
-  t.same(mergeSignals(lost([NGINX]), lost([REDIS, NGINX])), {
+  t.strictSame(mergeSignals(undefined, ready), ready)
+  t.strictSame(mergeSignals(lost([NGINX]), ready), ready)
+  t.strictSame(mergeSignals(ready, lost([NGINX])), { reason: 'node-ready', node: 'a', labels: { v: '1' } })
+  t.strictSame(mergeSignals(lost([NGINX]), lost([REDIS, NGINX])), {
     reason: 'image-collected',
     node: 'a',
     labels: { v: '1' },
@@ -206,13 +206,13 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       caches,
       signals: [ready('g1', { pool: 'gpu' }), ready('g2', { pool: 'gpu' }), ready('g3', { pool: 'gpu' })],
     })
-    t.same(choice.refresh, [
+    t.strictSame(choice.refresh, [
       { cache: 'all', reason: 'node-ready' },
       { cache: 'gpu', reason: 'node-ready' },
       { cache: 'two-lists', reason: 'node-ready' },
     ])
-    t.same([...choice.waiting], [])
-    t.same(choice.dropped, [])
+    t.strictSame([...choice.waiting], [])
+    t.strictSame(choice.dropped, [])
   })
 
   t.test('never while Processing: waits busyRetryMs; refresh requested, not processed, not in use: dropped', async (t) => {
@@ -225,15 +225,15 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       cache('ok'),
     ]
     const choice = chooseRefreshes({ ...base, caches, signals: [ready('n1')] })
-    t.same(choice.refresh, [{ cache: 'ok', reason: 'node-ready' }])
-    t.same(
+    t.strictSame(choice.refresh, [{ cache: 'ok', reason: 'node-ready' }])
+    t.strictSame(
       [...choice.waiting],
       [
         ['busy', { reason: 'node-ready', notBefore: now + 5_000 }],
         ['new-busy', { reason: 'node-ready', notBefore: now + 5_000 }],
       ],
     )
-    t.same(choice.dropped, [
+    t.strictSame(choice.dropped, [
       { cache: 'asked', why: 'refresh already requested' },
       { cache: 'new', why: 'not processed yet' },
     ])
@@ -247,9 +247,9 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
     ])
     const caches = [cache('busy'), cache('still-busy', { processing: true })]
     const choice = chooseRefreshes({ ...base, waiting, caches, signals: [] })
-    t.same(choice.refresh, [{ cache: 'busy', reason: 'node-ready' }])
-    t.same([...choice.waiting], [['still-busy', { reason: 'image-collected', notBefore: now + 5_000 }]])
-    t.same(choice.dropped, [{ cache: 'gone', why: 'gone' }])
+    t.strictSame(choice.refresh, [{ cache: 'busy', reason: 'node-ready' }])
+    t.strictSame([...choice.waiting], [['still-busy', { reason: 'image-collected', notBefore: now + 5_000 }]])
+    t.strictSame(choice.dropped, [{ cache: 'gone', why: 'gone' }])
   })
 
   t.test('image-collected: the cache of an image a matching node listed and lost, under the cap, rate-limited', async (t) => {
@@ -264,12 +264,12 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       cache('nginx-new', { images: ['m.daocloud.io/docker.io/library/nginx:1.28'] }),
       cache('nginx-unprocessed', { processed: false }),
     ]
-    t.same(
+    t.strictSame(
       chooseRefreshes({ ...base, caches, signals: [lost('a', [NGINX], { pool: 'cpu' })] }).refresh,
       [{ cache: 'nginx', reason: 'image-collected' }],
       'only the cache holding the lost image, on a node its selector matches',
     )
-    t.same(
+    t.strictSame(
       chooseRefreshes({ ...base, caches, signals: [lost('a', [`${NGINX}-rc1`])] }).refresh,
       [{ cache: 'nginx', reason: 'image-collected' }],
       'a lost name that starts with the image counts (a tag or digest after it)',
@@ -281,8 +281,8 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       ['the node is gone', lost('deleted', [NGINX])],
       ['a lost name that only contains the image further in', lost('a', [`proxy.example/${NGINX}`])],
     ] as const)
-      t.same(chooseRefreshes({ ...base, caches, signals: [signal] }).refresh, [], name)
-    t.same(
+      t.strictSame(chooseRefreshes({ ...base, caches, signals: [signal] }).refresh, [], name)
+    t.strictSame(
       chooseRefreshes({
         ...base,
         caches: [
@@ -300,7 +300,7 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       'several images and lists per cache: the list whose selector matches the node holds the lost image',
     )
     const batches = [cache('redis-in-use', { images: [NGINX, REDIS], unused: [NGINX] }), cache('nginx-batch', { images: [REDIS, NGINX] })]
-    t.same(
+    t.strictSame(
       chooseRefreshes({ ...base, caches: batches, signals: [lost('a', [NGINX])] }).refresh,
       [{ cache: 'nginx-batch', reason: 'image-collected' }],
       'a batch in use whose lost image no Pod uses any more is not refreshed for it',
@@ -311,15 +311,15 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       signals: [lost('a', [NGINX])],
       lastCollectedAt: new Map([['nginx', now - 60_000]]),
     })
-    t.same(limited.refresh, [], 'refreshed for a collected image a minute ago')
-    t.same([...limited.waiting], [['nginx', { reason: 'image-collected', notBefore: now - 60_000 + 600_000 }]])
+    t.strictSame(limited.refresh, [], 'refreshed for a collected image a minute ago')
+    t.strictSame([...limited.waiting], [['nginx', { reason: 'image-collected', notBefore: now - 60_000 + 600_000 }]])
     const both = chooseRefreshes({
       ...base,
       caches,
       signals: [lost('a', [NGINX]), ready('b')],
       lastCollectedAt: new Map([['nginx', now - 60_000]]),
     })
-    t.same(
+    t.strictSame(
       both.refresh.map((r) => [r.cache, r.reason]),
       [
         ['nginx', 'node-ready'],
@@ -328,7 +328,7 @@ t.test('chooseRefreshes: which caches a burst refreshes, which wait, which are d
       ],
       'a new node wins over the rate limit of collected images',
     )
-    t.same(both.dropped, [{ cache: 'nginx-unprocessed', why: 'not processed yet' }])
+    t.strictSame(both.dropped, [{ cache: 'nginx-unprocessed', why: 'not processed yet' }])
   })
 })
 
@@ -377,10 +377,10 @@ t.test('summaryOf reads a cache', async (t) => {
     ],
   ]
   for (const [name, c, want] of cases)
-    t.same(summaryOf(c), { name: 'c', lists: [{ images: [NGINX], nodeSelector: { pool: 'a' } }], ...want }, name)
+    t.strictSame(summaryOf(c), { name: 'c', lists: [{ images: [NGINX], nodeSelector: { pool: 'a' } }], ...want }, name)
   const marks = (m: Record<string, string>) => ({ [UNUSED_SINCE_ANNOTATION]: JSON.stringify(m) })
   const batch = (annotations: Record<string, string>) => imageCache('b', { status: 'Succeeded', images: [NGINX, REDIS], annotations })
-  t.same(
+  t.strictSame(
     summaryOf(batch(marks({ [NGINX]: '2026-01-01T00:00:00.000Z' }))),
     {
       name: 'b',
@@ -393,7 +393,7 @@ t.test('summaryOf reads a cache', async (t) => {
     },
     'a batch with one image unused is in use; the unused image is named',
   )
-  t.same(
+  t.strictSame(
     summaryOf(batch(marks({ [NGINX]: '2026-01-01T00:00:00.000Z', [REDIS]: '2026-01-01T00:00:00.000Z' }))),
     {
       name: 'b',
@@ -461,11 +461,11 @@ t.test('refreshChosen: the annotation with the resourceVersion seen, rate-limite
   // The failures go to the writes in order: conflict, down, refused ('ok' succeeds first).
   api.failures.unshift(undefined as never)
   const out = await refreshChosen(deps, choose)
-  t.same(
+  t.strictSame(
     seen.map((c) => c.name),
     ['ok', 'busy', 'conflict', 'down', 'refused'],
   )
-  t.same([...out!], [
+  t.strictSame([...out!], [
     ['ok', 'refreshed'],
     ['busy', 'busy'],
     ['gone', 'gone'],
@@ -473,21 +473,21 @@ t.test('refreshChosen: the annotation with the resourceVersion seen, rate-limite
     ['down', 'retry'],
     ['refused', 'error'],
   ] satisfies [string, RefreshOutcome][])
-  t.same(api.calls[0], { name: 'ok', annotations: { [REFRESH_ANNOTATION]: new Date(clock.now()).toISOString() }, rv: '10' })
-  t.same(
+  t.strictSame(api.calls[0], { name: 'ok', annotations: { [REFRESH_ANNOTATION]: new Date(clock.now()).toISOString() }, rv: '10' })
+  t.strictSame(
     api.calls.map((c) => c.name),
     ['ok', 'conflict', 'down', 'refused'],
     'no write to a Processing cache nor a gone one',
   )
   t.equal(taken, 6, 'every chosen cache takes a token before it is looked at')
-  t.same(metrics.counts(), {
+  t.strictSame(metrics.counts(), {
     writes: { 'annotate/ok': 1, 'annotate/conflict': 1, 'annotate/transient': 1, 'annotate/error': 1 },
     retries: 1,
   })
   t.equal(await refreshChosen({ ...deps, ready: () => false }, () => t.fail('not asked when not ready') as never), undefined)
   let answers = 2
   const stopping = await refreshChosen({ ...deps, ready: () => answers-- > 0 }, () => ['ok', 'down', 'refused'])
-  t.same([...stopping!], [['ok', 'refreshed']], 'stopped while waiting for the rate limit: nothing more is written')
+  t.strictSame([...stopping!], [['ok', 'refreshed']], 'stopped while waiting for the rate limit: nothing more is written')
 })
 
 class FakeNodes {
@@ -533,21 +533,25 @@ t.test('NodeRefresher: a burst of nodes is one round, Processing caches come bac
     nodes.emit({ next: node(`n${i}`), listed: false })
     await clock.advance(1_000)
   }
-  t.same(rounds, [], 'still joining: nothing yet')
+  t.strictSame(rounds, [], 'still joining: nothing yet')
   await clock.advance(1_000)
-  t.same(rounds, [], 'quiet for 2 s, but pre-pull is not ready')
+  t.strictSame(rounds, [], 'quiet for 2 s, but pre-pull is not ready')
   ready = true
   await clock.advance(3_000)
-  t.same(rounds, [{ at: start + 9_000, chosen: ['all'] }], 'one round for five nodes, once pre-pull is ready (busyRetrySeconds later)')
+  t.strictSame(
+    rounds,
+    [{ at: start + 9_000, chosen: ['all'] }],
+    'one round for five nodes, once pre-pull is ready (busyRetrySeconds later)',
+  )
   t.equal(refresher.waitingCount, 1)
   caches = [cache('all', { refreshRequested: true }), cache('busy'), cache('gpu', { selector: { pool: 'gpu' } })]
   await clock.advance(3_000)
-  t.same(rounds.at(-1), { at: start + 12_000, chosen: ['busy'] }, 'the Processing cache, once done')
+  t.strictSame(rounds.at(-1), { at: start + 12_000, chosen: ['busy'] }, 'the Processing cache, once done')
   t.equal(refresher.waitingCount, 0)
   const metric = async (name: string) =>
     (await registry.getSingleMetric(name)!.get()).values.map((v) => [v.labels.reason, v.value] as [unknown, number])
-  t.same(await metric('mirrorhook_prepull_node_refreshes_total'), [['node-ready', 2]])
-  t.same(await metric('mirrorhook_prepull_node_events_total'), [['node-ready', 5]])
+  t.strictSame(await metric('mirrorhook_prepull_node_refreshes_total'), [['node-ready', 2]])
+  t.strictSame(await metric('mirrorhook_prepull_node_events_total'), [['node-ready', 5]])
 
   // A node joining for a long time: handled at most maxWaitSeconds after its first event.
   caches = [cache('all'), cache('busy'), cache('gpu', { selector: { pool: 'gpu' } })]
@@ -557,7 +561,7 @@ t.test('NodeRefresher: a burst of nodes is one round, Processing caches come bac
     nodes.emit({ prev: node(`n${i % 5}`, { ready: false }), next: node(`n${i % 5}`, { labels: { pool: 'gpu' } }), listed: false })
     await clock.advance(1_000)
   }
-  t.same(rounds.slice(before), [{ at: longStart + 10_000, chosen: ['all', 'busy', 'gpu'] }])
+  t.strictSame(rounds.slice(before), [{ at: longStart + 10_000, chosen: ['all', 'busy', 'gpu'] }])
   await refresher.stop()
   t.equal(clock.pendingTimers, 0, 'stopped: no timer left')
 })

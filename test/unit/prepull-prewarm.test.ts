@@ -29,9 +29,9 @@ t.test('a pinned image: placed in a batch without a Pod, kept in it until the pi
   const keepUntil = T0 + 25 * HOUR
   usage.pin(IMAGE, undefined, keepUntil)
   usage.sweepDone(T0, new Map(), T0)
-  t.same(usage.usage(IMAGE, T0), { inUse: true, usageKnown: true, recentlyUsed: true })
-  t.same(usage.usage(OTHER, T0), { inUse: false, usageKnown: true, recentlyUsed: false }, 'an image neither pinned nor run')
-  t.same(
+  t.strictSame(usage.usage(IMAGE, T0), { inUse: true, usageKnown: true, recentlyUsed: true })
+  t.strictSame(usage.usage(OTHER, T0), { inUse: false, usageKnown: true, recentlyUsed: false }, 'an image neither pinned nor run')
+  t.strictSame(
     decidePlacement([IMAGE], [], { now: T0, busyRetryMs: 5_000, batchWaitMs: 600_000, imagesPerCache: 100 }),
     { kind: 'create', images: [IMAGE] },
     'a new batch for it',
@@ -46,7 +46,7 @@ t.test('a pinned image: placed in a batch without a Pod, kept in it until the pi
     [UNUSED_SINCE_ANNOTATION]: JSON.stringify({ [OTHER]: new Date(T0).toISOString() }),
   }
   usage.sweepDone(T0 + HOUR, new Map(), T0 + HOUR)
-  t.same(
+  t.strictSame(
     decideBatch(batch, (i) => usage.usage(i, T0 + HOUR), SETTINGS, timing(T0 + HOUR, purgeAfterMs)),
     {
       kind: 'update',
@@ -61,7 +61,7 @@ t.test('a pinned image: placed in a batch without a Pod, kept in it until the pi
   // Hours of sweeps that list no Pod using it: nothing happens while pinned.
   for (const at of [T0 + HOUR, T0 + 12 * HOUR, keepUntil - 1]) {
     usage.sweepDone(at, new Map(), at)
-    t.same(
+    t.strictSame(
       decideBatch(cache, (i) => usage.usage(i, at), SETTINGS, timing(at, purgeAfterMs)),
       { kind: 'none' },
       `pinned at +${(at - T0) / HOUR}h`,
@@ -70,7 +70,7 @@ t.test('a pinned image: placed in a batch without a Pod, kept in it until the pi
   // The pin ended (the next run did not warm it again): marked unused, then purged an hour later.
   usage.sweepDone(keepUntil, new Map(), keepUntil)
   t.equal(usage.pinnedUntil(IMAGE), undefined, 'an expired pin is forgotten')
-  t.same(
+  t.strictSame(
     decideBatch(cache, (i) => usage.usage(i, keepUntil), SETTINGS, timing(keepUntil, purgeAfterMs)),
     {
       kind: 'annotate',
@@ -83,7 +83,7 @@ t.test('a pinned image: placed in a batch without a Pod, kept in it until the pi
   }
   const later = keepUntil + HOUR
   usage.sweepDone(later, new Map(), later)
-  t.same(
+  t.strictSame(
     decideBatch(cache, (i) => usage.usage(i, later), SETTINGS, timing(later, purgeAfterMs)),
     { kind: 'purge' },
   )
@@ -102,7 +102,7 @@ t.test('a pin lengthens, never shortens; an image marked unused earlier loses it
     [UNUSED_SINCE_ANNOTATION]: JSON.stringify({ [IMAGE]: new Date(T0 - HOUR).toISOString() }),
   }
   usage.sweepDone(T0, new Map(), T0)
-  t.same(
+  t.strictSame(
     decideBatch(cache, (i) => usage.usage(i, T0), SETTINGS, timing(T0, HOUR)),
     {
       kind: 'annotate',

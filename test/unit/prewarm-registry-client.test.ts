@@ -52,11 +52,11 @@ t.test('Bearer: one token request for concurrent requests of a scope; a refused 
   )
   const c = client(t, reg.host, { credentials: { username: 'u', password: 'p' } })
   const results = await Promise.all([1, 2, 3].map(() => c.get('/v2/a/tags/list', { maxBytes: 1000, scope: 'repository:a:pull' })))
-  t.same(
+  t.strictSame(
     results.map((r) => r.status),
     [200, 200, 200],
   )
-  t.same(
+  t.strictSame(
     auth.seen.map((s) => [s.path, s.authorization]),
     [['/token?service=reg&scope=repository%3Aa%3Apull&account=u', `Basic ${Buffer.from('u:p').toString('base64')}`]],
   )
@@ -75,7 +75,7 @@ t.test('a token realm on another host gets no registry credentials, but its own 
   )
   const withoutOwn = client(t, reg.host, { credentials: { username: 'u', password: 'p' } })
   t.equal((await withoutOwn.get('/v2/a/tags/list', { maxBytes: 10, scope: 'repository:a:pull' })).status, 200)
-  t.same(auth.seen, [{ path: '/token?service=reg&scope=repository%3Aa%3Apull', authorization: undefined }])
+  t.strictSame(auth.seen, [{ path: '/token?service=reg&scope=repository%3Aa%3Apull', authorization: undefined }])
   const own = client(t, reg.host, {
     credentials: { username: 'u', password: 'p' },
     credentialsForHost: (h) => (h === auth.host ? { username: 'realm-user', password: 'rp' } : undefined),
@@ -95,9 +95,9 @@ t.test('a redirect off the registry origin drops Authorization; a Link elsewhere
   )
   const c = client(t, reg.host, { credentials: { username: 'u', password: 'p' } })
   const res = await c.get('/v2/a/manifests/x', { maxBytes: 1000, scope: 'repository:a:pull' })
-  t.same([res.status, res.body.toString(), res.url.host], [200, 'blob', storage.host])
+  t.strictSame([res.status, res.body.toString(), res.url.host], [200, 'blob', storage.host])
   const basic = `Basic ${Buffer.from('u:p').toString('base64')}`
-  t.same(
+  t.strictSame(
     reg.seen.map((s) => [s.path, s.authorization]),
     [
       ['/v2/a/manifests/x', undefined],
@@ -106,7 +106,7 @@ t.test('a redirect off the registry origin drops Authorization; a Link elsewhere
     ],
     'same-origin redirects keep it',
   )
-  t.same(storage.seen, [{ path: '/signed?x=1', authorization: undefined }])
+  t.strictSame(storage.seen, [{ path: '/signed?x=1', authorization: undefined }])
   await t.rejects(c.get(`${storage.url}/v2/x`, { maxBytes: 10 }), {
     message: `${reg.host}: refusing to follow a link to ${storage.url}: only ${reg.url} is queried`,
   })
@@ -127,7 +127,7 @@ t.test('429: Retry-After waited, too long refused; size cap; timeout; refused co
   let clock = 1_000_000
   const c = client(t, reg.host, { now: () => clock, sleep: async (ms) => void (sleeps.push(ms), (clock += ms)), timeoutMs: 300 })
   t.equal((await c.get('/v2/', { maxBytes: 100 })).status, 200)
-  t.same(sleeps, [2000])
+  t.strictSame(sleeps, [2000])
   limit = 1
   await t.rejects(c.get('/long', { maxBytes: 100 }), {
     message: `${reg.host}: rate limited (HTTP 429), Retry-After 120 s is more than the 60 s waited`,

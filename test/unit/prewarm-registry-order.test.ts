@@ -24,7 +24,7 @@ t.test('parseVersion', async (t) => {
   ]
   for (const [tag, numbers, pre, family] of rows) {
     const v = parseVersion(tag)
-    t.same(v && { numbers: v.numbers, pre: v.pre, family: v.family }, { numbers, pre, family }, tag)
+    t.strictSame(v && { numbers: v.numbers, pre: v.pre, family: v.family }, { numbers, pre, family }, tag)
   }
   for (const tag of [
     'latest',
@@ -61,8 +61,8 @@ t.test('compareVersions: semver precedence', async (t) => {
     ['v1.2', 'v1.2.1'],
   ]
   for (const [a, b] of ascending) {
-    t.ok(compareVersions(parseVersion(a)!, parseVersion(b)!) < 0, `${a} < ${b}`)
-    t.ok(compareVersions(parseVersion(b)!, parseVersion(a)!) > 0, `${b} > ${a}`)
+    t.equal(Math.sign(compareVersions(parseVersion(a)!, parseVersion(b)!)), -1, `${a} < ${b}`)
+    t.equal(Math.sign(compareVersions(parseVersion(b)!, parseVersion(a)!)), 1, `${b} > ${a}`)
   }
   for (const [a, b] of [
     ['1.2', '1.2.0'],
@@ -125,7 +125,7 @@ t.test('pickSemver', async (t) => {
   ]
   for (const [tags, current, o, tag, reason] of rows) {
     const pick = pickSemver(tags, current, { exclude, ...o })
-    t.same({ tag: pick.tag, reason: pick.reason }, { tag, reason }, `${tags.join(',')} from ${current}`)
+    t.strictSame({ tag: pick.tag, reason: pick.reason }, { tag, reason }, `${tags.join(',')} from ${current}`)
   }
   t.equal(pickSemver(['1.0.0', '1.2.0', 'x'], undefined, { exclude }).evidence, 'version 1.2.0 (2 of 3 tags compared)')
 })
@@ -164,7 +164,7 @@ t.test('pickByTime', async (t) => {
   ]
   for (const [current, o, tag, reason, evidence] of rows) {
     const pick = pickByTime(items, current, { ...opts, ...o })
-    t.same(
+    t.strictSame(
       { tag: pick.tag, reason: pick.reason, evidence: pick.evidence },
       { tag, reason, evidence },
       `from ${current} ${JSON.stringify(o)}`,
@@ -187,7 +187,7 @@ t.test('pickByTime', async (t) => {
 })
 
 t.test('inspectionOrder: highest versions first, then reverse ASCII, capped', async (t) => {
-  t.same(inspectionOrder(['1.2.0', 'abc', '1.10.0', 'zeta', '1.9.0', '2.0.0-rc.1'], 4), ['2.0.0-rc.1', '1.10.0', '1.9.0', '1.2.0'])
-  t.same(inspectionOrder(['b', 'a', 'c'], 10), ['c', 'b', 'a'])
-  t.same(inspectionOrder(['1.0.0'], 0), [])
+  t.strictSame(inspectionOrder(['1.2.0', 'abc', '1.10.0', 'zeta', '1.9.0', '2.0.0-rc.1'], 4), ['2.0.0-rc.1', '1.10.0', '1.9.0', '1.2.0'])
+  t.strictSame(inspectionOrder(['b', 'a', 'c'], 10), ['c', 'b', 'a'])
+  t.strictSame(inspectionOrder(['1.0.0'], 0), [])
 })

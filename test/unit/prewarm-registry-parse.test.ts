@@ -34,20 +34,20 @@ t.test('retryAfterMs', async (t) => {
 })
 
 t.test('parseChallenges', async (t) => {
-  t.same(parseChallenges('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"'), [
+  t.strictSame(parseChallenges('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"'), [
     { scheme: 'bearer', params: { realm: 'https://auth.example/token', service: 'registry.example', scope: 'repository:a/b:pull' } },
   ])
-  t.same(parseChallenges('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }])
-  t.same(parseChallenges('Basic realm="x", Bearer realm="https://t/token", error="insufficient_scope"'), [
+  t.strictSame(parseChallenges('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }])
+  t.strictSame(parseChallenges('Basic realm="x", Bearer realm="https://t/token", error="insufficient_scope"'), [
     { scheme: 'basic', params: { realm: 'x' } },
     { scheme: 'bearer', params: { realm: 'https://t/token', error: 'insufficient_scope' } },
   ])
-  t.same(parseChallenges('BEARER Realm=https://t/token , Service=svc'), [
+  t.strictSame(parseChallenges('BEARER Realm=https://t/token , Service=svc'), [
     { scheme: 'bearer', params: { realm: 'https://t/token', service: 'svc' } },
   ])
-  t.same(parseChallenges('Bearer realm="a\\"b"'), [{ scheme: 'bearer', params: { realm: 'a"b' } }])
-  t.same(parseChallenges(''), [])
-  t.same(parseChallenges(undefined), [])
+  t.strictSame(parseChallenges('Bearer realm="a\\"b"'), [{ scheme: 'bearer', params: { realm: 'a"b' } }])
+  t.strictSame(parseChallenges(''), [])
+  t.strictSame(parseChallenges(undefined), [])
 })
 
 t.test('dockerconfigjson', async (t) => {
@@ -78,27 +78,27 @@ t.test('dockerconfigjson', async (t) => {
       },
     }),
   )
-  t.same(credentialsFor(config, 'harbor.corp.example'), { username: 'robot$shop', password: 's3cr:et' })
+  t.strictSame(credentialsFor(config, 'harbor.corp.example'), { username: 'robot$shop', password: 's3cr:et' })
   t.equal(credentialsFor(config, 'harbor.corp.example:443'), undefined, 'a key matches its own port only')
-  t.same(credentialsFor(config, '127.0.0.1:5000'), { username: 'u', password: 'p' })
+  t.strictSame(credentialsFor(config, '127.0.0.1:5000'), { username: 'u', password: 'p' })
   t.equal(credentialsFor(config, '127.0.0.1:5001'), undefined)
   t.equal(credentialsFor(config, '127.0.0.1'), undefined)
-  t.same(credentialsFor(config, 'sso.corp.example'), { identityToken: 'refresh-abc' })
-  t.same(credentialsFor(config, 'docker.io'), { username: 'hub', password: 'pw' })
+  t.strictSame(credentialsFor(config, 'sso.corp.example'), { identityToken: 'refresh-abc' })
+  t.strictSame(credentialsFor(config, 'docker.io'), { username: 'hub', password: 'pw' })
   t.equal(credentialsFor(config, 'corp.example'), undefined, 'no suffix matching')
-  t.same(config.problems, [
+  t.strictSame(config.problems, [
     'broken.example: "auth" is not base64 of user:password',
     'empty.example: no username/password, auth or identitytoken',
   ])
   // the older .dockercfg shape: the map at the top level
-  t.same(credentialsFor(parseDockerConfigJson(JSON.stringify({ 'r.example': { auth: b64('a:b') } })), 'r.example'), {
+  t.strictSame(credentialsFor(parseDockerConfigJson(JSON.stringify({ 'r.example': { auth: b64('a:b') } })), 'r.example'), {
     username: 'a',
     password: 'b',
   })
-  t.same(parseDockerConfigJson('{').problems, ['not JSON'])
-  t.same(parseDockerConfigJson('[]').problems, ['not a JSON object'])
-  t.same(parseDockerConfigJson('{"auths": 3}').problems, ['"auths" is not an object'])
-  t.same(parseDockerConfigJson('x'.repeat(1024 * 1024 + 1)).problems, ['larger than 1048576 bytes'])
+  t.strictSame(parseDockerConfigJson('{').problems, ['not JSON'])
+  t.strictSame(parseDockerConfigJson('[]').problems, ['not a JSON object'])
+  t.strictSame(parseDockerConfigJson('{"auths": 3}').problems, ['"auths" is not an object'])
+  t.strictSame(parseDockerConfigJson('x'.repeat(1024 * 1024 + 1)).problems, ['larger than 1048576 bytes'])
 })
 
 t.test('readManifest, choosePlatform and buildTime', async (t) => {
@@ -116,17 +116,28 @@ t.test('readManifest, choosePlatform and buildTime', async (t) => {
     }),
     undefined,
   )
-  t.equal(index.kind, 'index')
-  if (index.kind !== 'index') return
-  t.equal(index.manifests.length, 3, 'an entry without a valid digest is left out')
-  t.equal(choosePlatform(index.manifests, 'linux/amd64')?.digest, 'sha256:bbb')
-  t.equal(choosePlatform(index.manifests, 'linux/arm64')?.digest, 'sha256:aaa')
-  t.equal(choosePlatform(index.manifests, 'linux/arm64/v8')?.digest, 'sha256:aaa')
-  t.equal(choosePlatform(index.manifests, 'linux/arm64/v7'), undefined)
-  t.equal(choosePlatform(index.manifests, 'windows/amd64'), undefined)
+  t.strictSame(
+    index,
+    {
+      kind: 'index',
+      manifests: [
+        { mediaType: undefined, digest: 'sha256:aaa', platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+        { mediaType: undefined, digest: 'sha256:bbb', platform: { os: 'linux', architecture: 'amd64', variant: undefined } },
+        { mediaType: undefined, digest: 'sha256:ccc', platform: { os: 'unknown', architecture: 'unknown', variant: undefined } },
+      ],
+      annotations: { 'org.opencontainers.image.created': '2026-05-01T00:00:00Z' },
+    },
+    'an entry without a valid digest is left out',
+  )
+  const manifests = (index as Extract<typeof index, { kind: 'index' }>).manifests
+  t.equal(choosePlatform(manifests, 'linux/amd64')?.digest, 'sha256:bbb')
+  t.equal(choosePlatform(manifests, 'linux/arm64')?.digest, 'sha256:aaa')
+  t.equal(choosePlatform(manifests, 'linux/arm64/v8')?.digest, 'sha256:aaa')
+  t.equal(choosePlatform(manifests, 'linux/arm64/v7'), undefined)
+  t.equal(choosePlatform(manifests, 'windows/amd64'), undefined)
   // a Docker manifest list is recognised by its Content-Type too
   t.equal(readManifest('{"schemaVersion":2,"manifests":[]}', 'application/vnd.docker.distribution.manifest.list.v2+json').kind, 'index')
-  t.same(
+  t.strictSame(
     readManifest('{"schemaVersion":2,"config":{"digest":"sha256:c0"},"layers":[]}', 'application/vnd.docker.distribution.manifest.v2+json'),
     {
       kind: 'image',
@@ -134,11 +145,11 @@ t.test('readManifest, choosePlatform and buildTime', async (t) => {
       annotations: {},
     },
   )
-  t.same(readManifest('{"schemaVersion":1,"fsLayers":[]}', 'application/vnd.docker.distribution.manifest.v1+prettyjws'), {
+  t.strictSame(readManifest('{"schemaVersion":1,"fsLayers":[]}', 'application/vnd.docker.distribution.manifest.v1+prettyjws'), {
     kind: 'unknown',
     why: 'manifest of type application/vnd.docker.distribution.manifest.v1+prettyjws has no config',
   })
-  t.same(readManifest('nope', undefined), { kind: 'unknown', why: 'manifest is not JSON' })
+  t.strictSame(readManifest('nope', undefined), { kind: 'unknown', why: 'manifest is not JSON' })
 
   const ann = { 'org.opencontainers.image.created': '2026-05-01T00:00:00Z' }
   const rows: [string | undefined, Record<string, string>[], { time?: number; source: string }][] = [
@@ -156,7 +167,7 @@ t.test('readManifest, choosePlatform and buildTime', async (t) => {
     ['not json', [{}, ann], { time: Date.parse('2026-05-01T00:00:00Z'), source: 'annotation org.opencontainers.image.created' }],
     [undefined, [], { source: 'no created time in config or annotations' }],
   ]
-  for (const [config, annotations, want] of rows) t.same(buildTime(config, annotations), want, String(config))
+  for (const [config, annotations, want] of rows) t.strictSame(buildTime(config, annotations), want, String(config))
 })
 
 t.test('Harbor artifacts path and tags', async (t) => {
@@ -164,7 +175,7 @@ t.test('Harbor artifacts path and tags', async (t) => {
   t.equal(harborArtifactsPath('shop/team/api'), '/api/v2.0/projects/shop/repositories/team%252Fapi/artifacts')
   t.equal(harborArtifactsPath('shop/a/b/c', '1.0'), '/api/v2.0/projects/shop/repositories/a%252Fb%252Fc/artifacts/1.0')
   t.equal(harborArtifactsPath('api'), undefined)
-  t.same(
+  t.strictSame(
     tagsOfArtifacts([
       {
         push_time: '2026-01-01T00:00:00.000Z',
@@ -184,16 +195,16 @@ t.test('Harbor artifacts path and tags', async (t) => {
 })
 
 t.test('names', async (t) => {
-  for (const n of ['a', 'shop/api', 'a.b/c-d/e__f', 'library/nginx']) t.ok(isRepositoryName(n), n)
-  for (const n of ['', 'A', '/a', 'a/', 'a//b', '../x', 'a/b?c', 'a b', 'a/-b']) t.notOk(isRepositoryName(n), n)
-  for (const tag of ['1.0', 'v1.2.3-rc.1', 'latest', '_x', 'a'.repeat(128)]) t.ok(isTag(tag), tag)
-  for (const tag of ['', '.x', '-x', 'a/b', 'a:b', 'a'.repeat(129), '1.0+build']) t.notOk(isTag(tag), tag)
+  for (const n of ['a', 'shop/api', 'a.b/c-d/e__f', 'library/nginx']) t.equal(isRepositoryName(n), true, n)
+  for (const n of ['', 'A', '/a', 'a/', 'a//b', '../x', 'a/b?c', 'a b', 'a/-b']) t.equal(isRepositoryName(n), false, n)
+  for (const tag of ['1.0', 'v1.2.3-rc.1', 'latest', '_x', 'a'.repeat(128)]) t.equal(isTag(tag), true, tag)
+  for (const tag of ['', '.x', '-x', 'a/b', 'a:b', 'a'.repeat(129), '1.0+build']) t.equal(isTag(tag), false, tag)
 })
 
 t.test('TokenBucket: rate, burst and pause', async (t) => {
   let now = 1_000_000
   const b = new TokenBucket(2, 2, () => now)
-  t.same([b.reserve(), b.reserve(), b.reserve(), b.reserve()], [0, 0, 500, 1000], 'burst of 2, then one per 500 ms')
+  t.strictSame([b.reserve(), b.reserve(), b.reserve(), b.reserve()], [0, 0, 500, 1000], 'burst of 2, then one per 500 ms')
   now += 1000
   t.equal(b.reserve(), 500, 'reservations already made are kept')
   now += 10_000
@@ -204,7 +215,7 @@ t.test('TokenBucket: rate, burst and pause', async (t) => {
 })
 
 t.test('registryEntrySchema', async (t) => {
-  t.same(registryEntrySchema.parse({ api: 'oci', order: 'semver' }), { api: 'oci', order: 'semver', exclude: ['^latest$'] })
+  t.strictSame(registryEntrySchema.parse({ api: 'oci', order: 'semver' }), { api: 'oci', order: 'semver', exclude: ['^latest$'] })
   const bad: [unknown, string][] = [
     [{ api: 'oci', order: 'push-time' }, 'push-time needs api: harbor (the OCI API keeps no push time)'],
     [{ api: 'oci', order: 'semver', include: ['('] }, 'must be a valid regular expression'],

@@ -130,6 +130,10 @@ function setup(start: string) {
   return { clock, lease, runs, replica, advance, failLists: (v: boolean) => (listFails = v) }
 }
 
+// What one run over the fixture's workloads finds.
+const harbor = { 'harbor.corp.example': { questions: 1, requests: 1, newer: 1, same: 0, errors: 0 } }
+const counts = { namespaces: 1, workloads: 2, containers: 2, images: 3, newerTags: 1 }
+
 t.test('runs at 02:30 in Shanghai (18:30 UTC), not before; the first start owes nothing', async (t) => {
   const { runs, replica, advance, lease } = setup('2030-11-28T18:29:00Z')
   const a = replica('a')
@@ -137,9 +141,9 @@ t.test('runs at 02:30 in Shanghai (18:30 UTC), not before; the first start owes 
   await advance(0, a.p)
   t.equal(iso(lease.last!), '2030-11-27T18:30:00.000Z', 'baseline: the time just passed')
   await advance(MIN - 1, a.p)
-  t.same(runs, [])
+  t.strictSame(runs, [])
   await advance(1, a.p)
-  t.same(runs, [
+  t.strictSame(runs, [
     {
       by: 'a',
       at: '2030-11-28T18:30:00.000Z',
@@ -153,10 +157,19 @@ t.test('runs at 02:30 in Shanghai (18:30 UTC), not before; the first start owes 
     },
   ])
   t.equal(iso(lease.last!), '2030-11-28T18:30:00.000Z')
-  t.match(a.p.lastRun(), { result: 'ok', scheduledFor: '2030-11-28T18:30:00.000Z', images: 3, newerTags: 1 })
+  t.strictSame(a.p.lastRun(), {
+    scheduledFor: '2030-11-28T18:30:00.000Z',
+    startedAt: '2030-11-28T18:30:00.000Z',
+    by: 'a',
+    finishedAt: '2030-11-28T18:30:00.000Z',
+    result: 'ok',
+    ...counts,
+    keepUntil: '2030-11-29T19:30:00.000Z',
+    registries: harbor,
+  })
   // The next day, again; hourly checks in between run nothing.
   for (let h = 0; h < 24; h++) await advance(HOUR, a.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:30:00.000Z', '2030-11-29T18:30:00.000Z'],
   )
@@ -182,7 +195,7 @@ t.test('two replicas: one run per scheduled time; the other takes over only when
   await advance(20_999, a.p, b.p)
   t.equal(runs.length, 1, 'not before its Lease expired (and a second more)')
   await advance(1, a.p, b.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:30:00.000Z', '2030-11-29T18:30:21.000Z'],
     'run by the replica that looked again a second after the Lease expired',
@@ -200,7 +213,7 @@ t.test('missed times while no replica ran: one catch-up run at start-up, for the
   const b = replica('b')
   b.p.start()
   await advance(0, b.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => [r.by, r.at]),
     [
       ['a', '2030-11-28T18:30:00.000Z'],
@@ -208,7 +221,16 @@ t.test('missed times while no replica ran: one catch-up run at start-up, for the
     ],
   )
   t.equal(iso(lease.last!), '2030-12-01T18:30:00.000Z')
-  t.match(b.p.lastRun(), { scheduledFor: '2030-12-01T18:30:00.000Z' })
+  t.strictSame(b.p.lastRun(), {
+    scheduledFor: '2030-12-01T18:30:00.000Z',
+    startedAt: '2030-12-01T18:35:00.000Z',
+    by: 'b',
+    finishedAt: '2030-12-01T18:35:00.000Z',
+    result: 'ok',
+    ...counts,
+    keepUntil: '2030-12-02T19:30:00.000Z',
+    registries: harbor,
+  })
 })
 
 t.test('a failed run is not recorded and is tried again a minute later', async (t) => {
@@ -218,14 +240,27 @@ t.test('a failed run is not recorded and is tried again a minute later', async (
   failLists(true)
   await advance(MIN, a.p)
   t.equal(await a.runsBy('failed'), 1)
-  t.match(a.p.lastRun(), { result: 'failed', error: 'the API server did not answer' })
+  t.strictSame(a.p.lastRun(), {
+    scheduledFor: '2030-11-28T18:30:00.000Z',
+    startedAt: '2030-11-28T18:30:00.000Z',
+    by: 'a',
+    finishedAt: '2030-11-28T18:30:00.000Z',
+    result: 'failed',
+    namespaces: 0,
+    workloads: 0,
+    containers: 0,
+    images: 0,
+    newerTags: 0,
+    registries: {},
+    error: 'the API server did not answer',
+  })
   t.equal(iso(lease.last!), '2030-11-27T18:30:00.000Z', 'not recorded')
   t.equal(lease.holder, undefined, 'released')
   failLists(false)
   await advance(MIN - 1, a.p)
-  t.same(runs, [])
+  t.strictSame(runs, [])
   await advance(1, a.p)
-  t.same(
+  t.strictSame(
     runs.map((r) => r.at),
     ['2030-11-28T18:31:00.000Z'],
   )

@@ -115,11 +115,11 @@ t.test('copies into every opted-in namespace, labelled, and says so only once th
   t.teardown(() => c.stop())
   await new Promise((r) => setImmediate(r))
   await c.idle()
-  t.same(c.copies('harbor-pull'), ['blog', 'kube-fledged', 'shop'])
+  t.strictSame(c.copies('harbor-pull'), ['blog', 'kube-fledged', 'shop'])
   const copy = secrets.get('shop/harbor-pull')!
   t.equal(copy.metadata?.labels?.[COPY_LABEL], 'true')
   t.equal(copy.type, 'kubernetes.io/dockerconfigjson')
-  t.same(copy.data, source('robot').data)
+  t.strictSame(copy.data, source('robot').data)
   t.equal(c.has('kube-system', 'harbor-pull'), false)
 
   ns.optIn('kube-system')
@@ -149,11 +149,11 @@ t.test("someone else's Secret of that name is used but never overwritten or dele
   await new Promise((r) => setImmediate(r))
   await c.idle()
   t.equal(c.has('shop', 'harbor-pull'), true)
-  t.same(secrets.get('shop/harbor-pull')?.data, { x: 'eQ==' })
+  t.strictSame(secrets.get('shop/harbor-pull')?.data, { x: 'eQ==' })
   ns.optOut('shop')
   await c.idle()
-  t.same(secrets.get('shop/harbor-pull')?.metadata?.uid, 'theirs')
-  t.same(
+  t.strictSame(secrets.get('shop/harbor-pull')?.metadata?.uid, 'theirs')
+  t.strictSame(
     calls.filter((x) => !x.startsWith('get')),
     [],
   )
@@ -172,9 +172,9 @@ t.test('a missing source: no namespace has it; a changed source updates the copi
   secrets.set('mirrorhook/harbor-pull', source('rotated'))
   await (c as unknown as { resync(): Promise<void> }).resync()
   await c.idle()
-  t.same(secrets.get('shop/harbor-pull')?.data, source('rotated').data)
+  t.strictSame(secrets.get('shop/harbor-pull')?.data, source('rotated').data)
   secrets.set('mirrorhook/harbor-pull', source('again'))
   await (c as unknown as { resync(): Promise<void> }).resync()
   await c.idle()
-  t.same(secrets.get('shop/harbor-pull')?.data, source('again').data, 'an update of the copy')
+  t.strictSame(secrets.get('shop/harbor-pull')?.data, source('again').data, 'an update of the copy')
 })

@@ -54,7 +54,7 @@ t.test('waiting containers with a pull error, in both waiting reasons', async (t
     { name: 'd', image: 'nginx', waiting: { reason: 'ContainerCreating' } },
     { name: 'e', image: 'nginx' },
   ])
-  t.same(
+  t.strictSame(
     pullFailures(p).map((f) => [f.container, f.reason, f.error === TIMEOUT]),
     [
       ['a', 'ErrImagePull', true],
@@ -65,14 +65,18 @@ t.test('waiting containers with a pull error, in both waiting reasons', async (t
 
 t.test("a network failure marks the image's registry; not-found marks nothing", async (t) => {
   const pol = policy()
-  t.same(findingForFailure({ image: 'quay.io/acme/app:1', error: TIMEOUT, where: 'pod shop/web' }, 'pod', pol, AT), {
+  t.strictSame(findingForFailure({ image: 'quay.io/acme/app:1', error: TIMEOUT, where: 'pod shop/web' }, 'pod', pol, AT), {
     kind: 'registry',
     registry: 'quay.io',
     observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling quay.io/acme/app:1 (pod shop/web)' },
   })
-  t.hasStrict(
+  t.strictSame(
     findingForFailure({ image: 'nginx:1.25', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
-    { registry: 'docker.io' },
+    {
+      kind: 'registry',
+      registry: 'docker.io',
+      observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling nginx:1.25 (x)' },
+    },
     'short names are Docker Hub',
   )
   t.equal(findingForFailure({ image: 'ghcr.io/acme/typo:1', error: NOT_FOUND, where: 'x' }, 'pod', pol, AT), undefined)
@@ -81,7 +85,7 @@ t.test("a network failure marks the image's registry; not-found marks nothing", 
 
 t.test('a refusal by the mirror marks that one repository; by a source registry, nothing', async (t) => {
   const pol = policy()
-  t.same(findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: ALLOWLIST, where: 'pod shop/web' }, 'pod', pol, AT), {
+  t.strictSame(findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: ALLOWLIST, where: 'pod shop/web' }, 'pod', pol, AT), {
     kind: 'refusal',
     repository: 'm.daocloud.io/quay.io/acme/app',
     detail: 'not in the mirror allowlist (pod shop/web)',
@@ -100,16 +104,20 @@ t.test('a refusal by the mirror marks that one repository; by a source registry,
     ),
     undefined,
   )
-  t.hasStrict(
+  t.strictSame(
     findingForFailure({ image: 'm.daocloud.io/quay.io/acme/app:1', error: TIMEOUT, where: 'x' }, 'pod', pol, AT),
-    { kind: 'registry', registry: 'm.daocloud.io' },
+    {
+      kind: 'registry',
+      registry: 'm.daocloud.io',
+      observation: { at: AT, source: 'pod', outcome: 'fail', detail: 'i/o timeout pulling m.daocloud.io/quay.io/acme/app:1 (x)' },
+    },
     'a network failure of a mirror reference is evidence about the mirror',
   )
 })
 
 t.test('Pulled events: over the threshold is slow, under it is proof of reachability', async (t) => {
   const pol = policy()
-  t.hasStrict(
+  t.strictSame(
     findingForPulled(
       'Successfully pulled image "ghcr.io/acme/big:1" in 3m0.5s (3m0.5s including waiting). Image size: 912345678 bytes.',
       'pod shop/big',
@@ -118,16 +126,18 @@ t.test('Pulled events: over the threshold is slow, under it is proof of reachabi
       AT,
     ),
     {
+      kind: 'registry',
       registry: 'ghcr.io',
       observation: {
-        outcome: 'slow',
+        at: AT,
         source: 'event',
+        outcome: 'slow',
         durationMs: 180_500,
         detail: 'pull of ghcr.io/acme/big:1 took 180.5 s (over 120 s) (pod shop/big)',
       },
     },
   )
-  t.hasStrict(
+  t.strictSame(
     findingForPulled(
       'Successfully pulled image "ghcr.io/acme/small:1" in 1.2s (1.2s including waiting). Image size: 1234 bytes.',
       'pod shop/s',
@@ -136,7 +146,15 @@ t.test('Pulled events: over the threshold is slow, under it is proof of reachabi
       AT,
     ),
     {
-      observation: { outcome: 'ok', durationMs: 1200 },
+      kind: 'registry',
+      registry: 'ghcr.io',
+      observation: {
+        at: AT,
+        source: 'event',
+        outcome: 'ok',
+        durationMs: 1200,
+        detail: 'pull of ghcr.io/acme/small:1 took 1.2 s (pod shop/s)',
+      },
     },
   )
   t.equal(findingForPulled('Container image "ghcr.io/acme/small:1" already present on machine', 'x', pol, 120_000, AT), undefined)
@@ -205,7 +223,17 @@ t.test('the learner counts each failed pull once, whatever the relists and back-
   learner.handleEvent(event('e1', slow, 1, AT))
   learner.handleEvent(event('e1', slow, 1, AT))
   t.equal(findings.length, 4, 'one Pulled event, once')
-  t.hasStrict(findings.at(-1), { registry: 'ghcr.io', observation: { outcome: 'slow', at: AT } })
+  t.strictSame(findings.at(-1), {
+    kind: 'registry',
+    registry: 'ghcr.io',
+    observation: {
+      at: AT,
+      source: 'event',
+      outcome: 'slow',
+      durationMs: 180_000,
+      detail: 'pull of ghcr.io/acme/big:1 took 180 s (over 120 s) (pod shop/web)',
+    },
+  })
   learner.handleEvent(event('e1', slow, 2, AT + 1000))
   t.equal(findings.length, 5, 'the same event counted again by the kubelet is a new pull')
   now = AT + 3_600_000
@@ -234,7 +262,7 @@ t.test("a mirror's 401 or 404 for a repository is a refusal of that repository; 
   ]
   for (const [image, error, detail] of table) {
     const f = findingForFailure({ image, error, where: 'pod shop/web' }, 'pod', pol, AT)
-    t.same(f, detail === undefined ? undefined : { kind: 'refusal', repository: image.replace(/:1$/, ''), detail, at: AT }, image)
+    t.strictSame(f, detail === undefined ? undefined : { kind: 'refusal', repository: image.replace(/:1$/, ''), detail, at: AT }, image)
   }
 })
 
@@ -289,7 +317,7 @@ t.test("kube-fledged's pull Jobs are learned from in its namespace, opted in or 
   }
   // Not started: the learner's Pod handler as the shared watch calls it.
   ;(learner as unknown as { podChanged(p: V1Pod): void }).podChanged(job)
-  t.same(findings, [
+  t.strictSame(findings, [
     {
       kind: 'refusal',
       repository: 'm.daocloud.io/docker.io/senthilrch/busybox',
@@ -298,7 +326,15 @@ t.test("kube-fledged's pull Jobs are learned from in its namespace, opted in or 
     },
   ])
   t.equal(lines.length, 1)
-  t.match(lines[0], { pod: 'kube-fledged/ic-web-x7k2p-abcde', image: init, msg: /^kube-fledged's pull Job cannot pull its own init image/ })
+  t.strictSame(
+    { pod: lines[0]?.pod, image: lines[0]?.image, level: lines[0]?.level, msg: lines[0]?.msg },
+    {
+      pod: 'kube-fledged/ic-web-x7k2p-abcde',
+      image: init,
+      level: 40,
+      msg: "kube-fledged's pull Job cannot pull its own init image: every pre-pull on this node fails until it can (kube-fledged BUSYBOX_IMAGE, or pull.kubeFledgedBusybox with kube-fledged Pods admitted by mirrorhook)",
+    },
+  )
   // Any other Pod in a namespace that did not opt in is not looked at.
   ;(learner as unknown as { podChanged(p: V1Pod): void }).podChanged({
     ...job,

@@ -110,10 +110,7 @@ t.test('a target that stays down is probed less and less often; one that is up k
   // Down: the interval doubles with each failure, up to maxBackoffMs (160 ms).
   t.strictSame(times['down.example'], [0, 40, 120, 280, 440, 600])
   // Up: every intervalMs (40 ms).
-  t.strictSame(
-    times['up.example'],
-    Array.from({ length: 18 }, (_, i) => i * 40),
-  )
+  t.strictSame(times['up.example'], [0, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400, 440, 480, 520, 560, 600, 640, 680])
 })
 
 t.test('probeSoon moves a target to the front; unknown names are not probed', async (t) => {
@@ -133,8 +130,8 @@ t.test('probeSoon moves a target to the front; unknown names are not probed', as
   prober.start()
   await advance(30)
   t.strictSame(seen, ['a.example'])
-  t.ok(prober.probeSoon('a.example'))
-  t.notOk(prober.probeSoon('from-a-pod-spec.example'), 'only configured registries are ever probed')
+  t.equal(prober.probeSoon('a.example'), true)
+  t.equal(prober.probeSoon('from-a-pod-spec.example'), false, 'only configured registries are ever probed')
   await settle()
   t.strictSame(seen, ['a.example', 'a.example'], 'at once, not after the 10 s interval')
   await advance(9_000)

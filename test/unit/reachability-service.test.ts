@@ -78,7 +78,9 @@ await writeFile(
       unknown: 'direct',
       probes: {
         intervalSeconds: 0.3,
-        timeoutSeconds: 0.5,
+        // Down registries here refuse at once; a live one is never slower than this, even on a loaded
+        // machine (with 0.5 s a late answer from the mirror once made it unreachable mid-test).
+        timeoutSeconds: 5,
         recheckSeconds: 0.1,
         maxBackoffSeconds: 0.6,
         jitter: 0.1,
@@ -116,6 +118,21 @@ async function stateOf(name: string): Promise<any> {
   return body.registries.find((r) => r.registry === name)
 }
 
+// The Prometheus text as `name{labels}` → value, so each series is compared whole.
+function series(text: string): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const at = line.lastIndexOf(' ')
+    out.set(line.slice(0, at), Number(line.slice(at + 1)))
+  }
+  return out
+}
+
+// An ISO time as the evidence and warnings print it: to the second.
+const toSecond = (iso: string) => `${iso.slice(0, 19)}Z`
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
 async function admit(uid: string): Promise<{ image: string; warnings: string[] }> {
   const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: podReview(uid, [IMAGE]) })
   const response = res.json().response
@@ -125,19 +142,32 @@ async function admit(uid: string): Promise<{ image: string; warnings: string[] }
 }
 
 t.test('the probe set: the configured registries and the mirror, nothing else', async (t) => {
-  t.same(server.reachability?.features.probes.sort(), [MIRROR, REGISTRY, `steady.test:${steadyPort}`].sort())
+  t.strictSame(server.reachability?.features.probes.sort(), [MIRROR, REGISTRY, `steady.test:${steadyPort}`].sort())
   t.equal(server.reachability?.features.persistence, undefined, 'no API server: nothing persisted')
   t.equal(server.reachability?.features.learning, false)
 })
 
 t.test('a registry that refuses connections gets the mirror, and the warning says why', async (t) => {
-  const s = await until('registry unreachable', async () =>
-    (await stateOf(REGISTRY))?.status === 'unreachable' ? stateOf(REGISTRY) : undefined,
+  const s = await until('registry unreachable, mirror reachable', async () =>
+    (await stateOf(MIRROR))?.status === 'reachable' && (await stateOf(REGISTRY))?.status === 'unreachable' ? stateOf(REGISTRY) : undefined,
   )
-  t.hasStrict(s, { state: 'unreachable', decidedBy: { source: 'probe', outcome: 'fail', detail: 'connection refused' } })
+  t.strictSame(
+    { state: s.state, status: s.status, source: s.decidedBy.source, outcome: s.decidedBy.outcome, detail: s.decidedBy.detail },
+    { state: 'unreachable', status: 'unreachable', source: 'probe', outcome: 'fail', detail: 'connection refused' },
+  )
+  // How many probes agreed (", 2x") grows while the test waits; the rest is exact.
+  const refused = `probe: connection refused(, \\d+x)?, since ${escape(toSecond(s.since))}`
+  t.match(s.evidence, new RegExp(`^${refused}$`))
   const a = await admit('down-1')
   t.equal(a.image, MIRRORED)
-  t.match(a.warnings.join('\n'), new RegExp(`registry ${REGISTRY} is unreachable \\(probe: connection refused`))
+  // The registry stays down, so `since` (when it became unreachable) is the one read above.
+  t.equal(a.warnings.length, 1)
+  t.match(
+    a.warnings[0],
+    new RegExp(
+      `^mirrorhook: c0: ${escape(IMAGE)} -> ${escape(MIRRORED)} \\(registry ${escape(REGISTRY)} is unreachable \\(${refused}\\)\\)$`,
+    ),
+  )
 })
 
 t.test('when it recovers it is used directly again', async (t) => {
@@ -145,21 +175,30 @@ t.test('when it recovers it is used directly again', async (t) => {
   await until('registry reachable', async () => ((await stateOf(REGISTRY))?.status === 'reachable' ? true : undefined))
   const a = await admit('up-1')
   t.equal(a.image, IMAGE, 'kept')
-  t.same(a.warnings, [])
+  t.strictSame(a.warnings, [])
   const s = await stateOf(REGISTRY)
-  t.match(s.evidence, /^probe: HTTP 401 in \d+ ms/)
-  t.ok(Date.parse(s.since) > 0)
+  t.equal(new Date(s.since).toISOString(), s.since, 'since is an ISO time')
+  // The probe's time and how many probes agreed vary from run to run; the rest is exact.
+  t.match(s.evidence, new RegExp(`^probe: HTTP 401 in \\d+ ms(, \\d+x)?, since ${escape(toSecond(s.since))}$`))
 })
 
 t.test("the CLI explains a decision with the server's evidence", async (t) => {
   const r = await runCli(['rewrite', IMAGE, '-c', configPath, '--url', ops])
   t.equal(r.code, 0, r.stderr)
+  // The probe's time, how many probes agreed and when are the server's; the rest is exact.
   t.match(
     r.stdout,
-    new RegExp(`kept: registry ${REGISTRY} is reachable \\(probe: HTTP 401 in \\d+ ms, \\d+x, since .*\\(${ops}/state\\)\\)`),
+    new RegExp(
+      `^${escape(IMAGE)} kept: registry ${escape(REGISTRY)} is reachable \\(probe: HTTP 401 in \\d+ ms, \\d+x, since \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\(${escape(ops)}/state\\)\\)\\n$`,
+    ),
   )
   const offline = await runCli(['rewrite', IMAGE, '-c', configPath])
-  t.match(offline.stdout, /is unknown \(no learned state consulted/, 'without --url nothing learned is claimed')
+  t.equal(offline.code, 0, offline.stderr)
+  t.equal(
+    offline.stdout,
+    `${IMAGE} kept: registry ${REGISTRY} is unknown (no learned state consulted; --url or --from-cluster use what the server knows); reachability.unknown is direct\n`,
+    'without --url nothing learned is claimed',
+  )
 })
 
 t.test('while the mirror is down nothing is rewritten to it', async (t) => {
@@ -172,34 +211,60 @@ t.test('while the mirror is down nothing is rewritten to it', async (t) => {
   t.equal(a.image, IMAGE, 'pulled directly rather than from a dead mirror')
   const res = await server.webhook.inject({ method: 'POST', url: '/mutate', payload: podReview('mirror-down-2', [IMAGE]) })
   t.equal(res.json().response.patch, undefined)
-  const metrics = await (await fetch(`${ops}/metrics`)).text()
-  t.match(metrics, new RegExp(`mirrorhook_images_kept_total\\{reason="mirror-unreachable"\\} [1-9]`))
+  const metrics = series(await (await fetch(`${ops}/metrics`)).text())
+  t.equal(metrics.get('mirrorhook_images_kept_total{reason="mirror-unreachable"}'), 2, 'the two reviews above')
+  t.equal(metrics.get('mirrorhook_images_kept_total{reason="reachable"}'), 1, 'up-1')
+  t.equal(metrics.get(`mirrorhook_image_rewrites_total{registry="${REGISTRY}"}`), 1, 'down-1')
 })
 
 t.test('state on the ops listener, in metrics and through `mirrorhook state`', async (t) => {
-  const metrics = await (await fetch(`${ops}/metrics`)).text()
-  t.match(metrics, new RegExp(`mirrorhook_registry_state\\{registry="${REGISTRY}",state="unreachable"\\} 1`))
-  t.match(metrics, new RegExp(`mirrorhook_registry_state\\{registry="${REGISTRY}",state="reachable"\\} 0`))
-  t.match(metrics, new RegExp(`mirrorhook_registry_probes_total\\{registry="${REGISTRY}",result="reachable"\\} [1-9]`))
-  t.match(metrics, new RegExp(`mirrorhook_registry_probe_duration_seconds_count\\{registry="${MIRROR}"\\} [1-9]`))
-  t.match(metrics, /mirrorhook_registry_state_transitions_total\{registry="[^"]+",to="reachable"\} [1-9]/)
+  const metrics = series(await (await fetch(`${ops}/metrics`)).text())
+  for (const [state, value] of [
+    ['reachable', 0],
+    ['unreachable', 1],
+    ['slow', 0],
+    ['unknown', 0],
+  ] as const) {
+    t.equal(metrics.get(`mirrorhook_registry_state{registry="${REGISTRY}",state="${state}"}`), value, `${REGISTRY} ${state}`)
+    t.equal(metrics.get(`mirrorhook_registry_state{registry="${MIRROR}",state="${state}"}`), value, `${MIRROR} ${state}`)
+  }
+  // How many probes ran depends on the machine's speed; that some did, of each kind, does not.
+  t.ok((metrics.get(`mirrorhook_registry_probes_total{registry="${REGISTRY}",result="reachable"}`) ?? 0) >= 2, 'two successes to recover')
+  t.ok((metrics.get(`mirrorhook_registry_probes_total{registry="${REGISTRY}",result="unreachable"}`) ?? 0) >= 2, 'down twice')
+  t.ok((metrics.get(`mirrorhook_registry_probe_duration_seconds_count{registry="${MIRROR}"}`) ?? 0) >= 1, 'mirror probes timed')
+  t.ok((metrics.get(`mirrorhook_registry_state_transitions_total{registry="${REGISTRY}",to="reachable"}`) ?? 0) >= 1, 'recovery counted')
 
   const state = await (await fetch(`${ops}/state`)).json()
   t.equal(state.probesOffline, false, 'one target still answers: probe failures count')
-  t.match(state.probes, [{ registry: String, nextAt: String }])
+  t.strictSame(
+    state.probes.map((p: { registry: string }) => p.registry),
+    [MIRROR, REGISTRY, `steady.test:${steadyPort}`],
+    'every target scheduled',
+  )
+  for (const p of state.probes as { registry: string; nextAt: string }[])
+    t.equal(new Date(p.nextAt).toISOString(), p.nextAt, `${p.registry} next probe`)
 
   const r = await runCli(['state', '--url', ops])
   t.equal(r.code, 0, r.stderr)
   const lines = r.stdout.split('\n')
+  // Columns are padded to their widest cell, which depends on the ports.
   t.match(lines[0], /^REGISTRY\s+STATE\s+SINCE\s+EXPIRES\s+EVIDENCE$/)
   t.match(
     r.stdout,
-    new RegExp(`${MIRROR.replace('.', '\\.')}\\s+unreachable\\s+\\S+Z \\(\\d+s ago\\)\\s+\\S+\\s+probe: connection refused`),
+    new RegExp(
+      `\\n${escape(MIRROR)}\\s+unreachable\\s+\\S+Z \\(\\d+s ago\\)\\s+\\S+Z\\s+probe: connection refused(, \\d+x)?, since \\S+Z\\n`,
+    ),
   )
-  t.match(r.stdout, new RegExp(`steady\\.test:${steadyPort}\\s+reachable`))
-  t.match(r.stdout, new RegExp(`source: ${ops}/state`))
+  t.match(r.stdout, new RegExp(`\\nsteady\\.test:${steadyPort}\\s+reachable\\s`))
+  t.match(r.stdout, new RegExp(`\\nsource: ${escape(ops)}/state, written \\S+Z by \\S+\\n$`))
   const json = await runCli(['state', '--url', ops, '-o', 'json'])
-  t.match(JSON.parse(json.stdout), { version: 1, registries: Array })
+  t.equal(json.code, 0, json.stderr)
+  const parsed = JSON.parse(json.stdout)
+  t.equal(parsed.version, 1)
+  t.strictSame(
+    parsed.registries.map((r: { registry: string }) => r.registry),
+    [MIRROR, REGISTRY, `steady.test:${steadyPort}`],
+  )
   const closed = await freePort()
   const bad = await runCli(['state', '--url', `http://127.0.0.1:${closed}`])
   t.equal(bad.code, 1)

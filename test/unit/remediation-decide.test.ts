@@ -99,16 +99,16 @@ const evictNginx = {
 }
 
 t.test('a network failure of the original: evict, so the controller recreates it with the mirror', async (t) => {
-  t.same(decidePod(pod(), ctx()), evictNginx)
-  t.same(decidePod(pod({ reason: 'ImagePullBackOff' }), ctx()), {
+  t.strictSame(decidePod(pod(), ctx()), evictNginx)
+  t.strictSame(decidePod(pod({ reason: 'ImagePullBackOff' }), ctx()), {
     ...evictNginx,
     changes: [{ ...evictNginx.changes[0], reason: 'ImagePullBackOff' }],
   })
   const init = decidePod(pod({ init: true }), ctx())
-  t.same(init.kind === 'act' && init.changes.map((c) => [c.field, c.index, c.to]), [['initContainers', 0, MIRROR_NGINX]])
+  t.strictSame(init.kind === 'act' && init.changes.map((c) => [c.field, c.index, c.to]), [['initContainers', 0, MIRROR_NGINX]])
   const rate = decidePod(pod({ error: RATE }), ctx())
-  t.same(rate.kind === 'act' && rate.changes.map((c) => [c.failure, c.to]), [['rate-limited', MIRROR_NGINX]])
-  t.same(decidePod(pod(), ctx({ method: 'patch' })), { ...evictNginx, method: 'patch' })
+  t.strictSame(rate.kind === 'act' && rate.changes.map((c) => [c.failure, c.to]), [['rate-limited', MIRROR_NGINX]])
+  t.strictSame(decidePod(pod(), ctx({ method: 'patch' })), { ...evictNginx, method: 'patch' })
 })
 
 t.test('failures a mirror cannot fix: one verdict saying why', async (t) => {
@@ -118,22 +118,22 @@ t.test('failures a mirror cannot fix: one verdict saying why', async (t) => {
     ['unexpected status 403 Forbidden', 'forbidden', 'web: nginx:1.25 failed (HTTP 403 Forbidden): the registry refused it'],
     ['ErrImageNeverPull', 'other', 'web: nginx:1.25 failed (not a registry failure): not a registry failure a mirror can fix'],
   ]
-  for (const [error, code, reason] of cases) t.same(decidePod(pod({ error }), ctx()), { kind: 'cannot', code, reason }, code)
+  for (const [error, code, reason] of cases) t.strictSame(decidePod(pod({ error }), ctx()), { kind: 'cannot', code, reason }, code)
 })
 
 t.test('the current decision decides the reference: act only when it differs', async (t) => {
-  t.same(decidePod(pod(), ctx({ states: { 'docker.io': 'reachable' } })), {
+  t.strictSame(decidePod(pod(), ctx({ states: { 'docker.io': 'reachable' } })), {
     kind: 'cannot',
     code: 'decision-keeps',
     reason:
       'web: nginx:1.25 failed (i/o timeout): the current decision keeps it (registry docker.io is reachable (evidence for docker.io))',
   })
-  t.same(decidePod(pod({ image: 'quay.io/a/b:1' }), ctx()), {
+  t.strictSame(decidePod(pod({ image: 'quay.io/a/b:1' }), ctx()), {
     kind: 'cannot',
     code: 'decision-keeps',
     reason: 'web: quay.io/a/b:1 failed (i/o timeout): the current decision keeps it (registry quay.io is not in the configured registries)',
   })
-  t.same(decidePod(pod({ image: MIRROR_NGINX, annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } }), ctx()), {
+  t.strictSame(decidePod(pod({ image: MIRROR_NGINX, annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } }), ctx()), {
     kind: 'cannot',
     code: 'mirror-failing',
     reason: `web: ${MIRROR_NGINX} failed (i/o timeout): the mirror itself fails to serve it`,
@@ -143,16 +143,16 @@ t.test('the current decision decides the reference: act only when it differs', a
 t.test('a mirror refusal goes back to the original only while its registry is reachable', async (t) => {
   const refused = pod({ image: MIRROR_NGINX, error: FORBIDDEN, annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } })
   const back = decidePod(refused, ctx({ config: { mode: 'unreachable' }, states: { 'docker.io': 'reachable' } }))
-  t.same(back.kind === 'act' && back.changes.map((c) => [c.failure, c.from, c.to, c.original]), [
+  t.strictSame(back.kind === 'act' && back.changes.map((c) => [c.failure, c.from, c.to, c.original]), [
     ['forbidden', MIRROR_NGINX, 'nginx:1.25', 'nginx:1.25'],
   ])
-  t.same(decidePod(refused, ctx({ config: { mode: 'unreachable' } })), {
+  t.strictSame(decidePod(refused, ctx({ config: { mode: 'unreachable' } })), {
     kind: 'cannot',
     code: 'decision-keeps',
     reason: `web: ${MIRROR_NGINX} failed (HTTP 403 Forbidden): the current decision still pulls it from the mirror (registry docker.io is unreachable (evidence for docker.io))`,
   })
-  t.same(decidePod(refused, ctx({ config: { mode: 'always' } })).kind, 'cannot', 'mode always: the mirror it stays')
-  t.same(decidePod(pod({ image: MIRROR_NGINX, error: FORBIDDEN }), ctx()), {
+  t.strictSame(decidePod(refused, ctx({ config: { mode: 'always' } })).kind, 'cannot', 'mode always: the mirror it stays')
+  t.strictSame(decidePod(pod({ image: MIRROR_NGINX, error: FORBIDDEN }), ctx()), {
     kind: 'cannot',
     code: 'no-original',
     reason: `web: ${MIRROR_NGINX} failed (HTTP 403 Forbidden): the mirror refused it and the original reference is not recorded`,
@@ -190,7 +190,7 @@ t.test('after a restart: a Pod carrying mirrorhook.io/remediated for its own UID
   for (const [name, annotations, marked] of table) {
     t.equal(markedRemediated(pod({ annotations })), marked, name)
     const v = decidePod(pod({ annotations }), ctx({ remediated: () => false }))
-    t.same(
+    t.strictSame(
       v.kind === 'ignore' ? [v.kind, v.code, v.reason] : v.kind,
       marked ? ['ignore', 'done', 'this Pod carries mirrorhook.io/remediated: it was patched already'] : 'act',
       `${name}: the verdict`,
@@ -204,7 +204,7 @@ t.test('after a restart: a Pod carrying mirrorhook.io/remediated for its own UID
     annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}', 'mirrorhook.io/remediated': remediatedMark(at, 'pod-uid') },
   })
   const fresh = ctx({ barePods: 'patch', states: { 'docker.io': 'reachable' } })
-  t.same(decidePod(patched, fresh), {
+  t.strictSame(decidePod(patched, fresh), {
     kind: 'ignore',
     code: 'done',
     reason: 'this Pod carries mirrorhook.io/remediated: it was patched already',
@@ -213,7 +213,7 @@ t.test('after a restart: a Pod carrying mirrorhook.io/remediated for its own UID
     { ...patched, metadata: { ...patched.metadata, annotations: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } } },
     fresh,
   )
-  t.same(
+  t.strictSame(
     unmarked.kind === 'act' && [unmarked.method, unmarked.changes.map((c) => c.to)],
     ['patch', ['nginx:1.25']],
     'without the mark it would be patched back',
@@ -221,13 +221,13 @@ t.test('after a restart: a Pod carrying mirrorhook.io/remediated for its own UID
 })
 
 t.test('safety: waits for the minimum failing time, the owner cap and a mirror known down', async (t) => {
-  t.same(decidePod(pod(), ctx({ failingSince: () => 80_000 })), {
+  t.strictSame(decidePod(pod(), ctx({ failingSince: () => 80_000 })), {
     kind: 'wait',
     code: 'too-early',
     reason: 'web has been failing for less than 30 s',
   })
-  t.same(decidePod(pod(), ctx({ failingSince: () => 70_000 })).kind, 'act', 'exactly the minimum')
-  t.same(
+  t.strictSame(decidePod(pod(), ctx({ failingSince: () => 70_000 })).kind, 'act', 'exactly the minimum')
+  t.strictSame(
     decidePod(pod({ error: NOT_FOUND }), ctx({ failingSince: () => 80_000 })),
     {
       kind: 'wait',
@@ -236,18 +236,18 @@ t.test('safety: waits for the minimum failing time, the owner cap and a mirror k
     },
     'nothing said before the minimum either',
   )
-  t.same(decidePod(pod(), ctx({ ownerCount: (uid) => (uid === 'owner-uid' ? 2 : 0) })), {
+  t.strictSame(decidePod(pod(), ctx({ ownerCount: (uid) => (uid === 'owner-uid' ? 2 : 0) })), {
     kind: 'wait',
     code: 'owner-cap',
     reason: '2 Pods of ReplicaSet web-1 were remediated in the last hour',
   })
-  t.same(decidePod(pod(), ctx({ ownerCount: () => 1 })).kind, 'act', 'below the cap')
-  t.same(decidePod(pod(), ctx({ states: { 'docker.io': 'unreachable', 'mirror.example': 'unreachable' } })), {
+  t.strictSame(decidePod(pod(), ctx({ ownerCount: () => 1 })).kind, 'act', 'below the cap')
+  t.strictSame(decidePod(pod(), ctx({ states: { 'docker.io': 'unreachable', 'mirror.example': 'unreachable' } })), {
     kind: 'wait',
     code: 'mirror-down',
     reason: 'mirror mirror.example is unreachable (evidence for mirror.example)',
   })
-  t.same(decidePod(pod(), ctx({ config: { mode: 'always' }, states: { 'mirror.example': 'unreachable' } })), {
+  t.strictSame(decidePod(pod(), ctx({ config: { mode: 'always' }, states: { 'mirror.example': 'unreachable' } })), {
     kind: 'wait',
     code: 'mirror-down',
     reason: 'mirror mirror.example is unreachable (evidence for mirror.example)',
@@ -255,10 +255,10 @@ t.test('safety: waits for the minimum failing time, the owner cap and a mirror k
 })
 
 t.test('bare Pods follow remediation.barePods', async (t) => {
-  t.same(decidePod(pod({ owner: null }), ctx()), {
+  t.strictSame(decidePod(pod({ owner: null }), ctx()), {
     kind: 'cannot',
     code: 'bare-pod',
     reason: `no controller would recreate this Pod (remediation.barePods is leave); it should pull ${MIRROR_NGINX}`,
   })
-  t.same(decidePod(pod({ owner: null }), ctx({ barePods: 'patch' })), { ...evictNginx, method: 'patch', owner: undefined })
+  t.strictSame(decidePod(pod({ owner: null }), ctx({ barePods: 'patch' })), { ...evictNginx, method: 'patch', owner: undefined })
 })

@@ -22,7 +22,7 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
   })
   const review = JSON.stringify(podReview('sigterm-1', ['nginx:1.25']))
   const answer = await postReview(port, https, review)
-  t.same([answer.status, answer.connection], [200, 'keep-alive'])
+  t.strictSame([answer.status, answer.connection], [200, 'keep-alive'])
   await new Promise<void>((resolve, reject) =>
     httpRequest({ host: '127.0.0.1', port: metricsPort, path: '/metrics', agent: http }, (res) => res.resume().on('end', resolve))
       .on('error', reject)
@@ -40,7 +40,7 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
 
   serve.child.kill('SIGTERM')
   const answered = await inFlight.answered
-  t.same(
+  t.strictSame(
     { status: answered.status, connection: answered.connection, uid: JSON.parse(answered.body).response.uid },
     { status: 200, connection: 'close', uid: 'sigterm-1' },
     'the in-flight review is answered, and its connection closed',
@@ -53,9 +53,10 @@ t.test('SIGTERM with keep-alive connections open: they are closed, final steps r
   const [code, signal] = await serve.exit()
   t.equal(signal, null, serve.stderr())
   t.equal(code, 0, 'exits cleanly on its own')
-  t.ok(
-    serve.lines.some((l) => l.msg === 'shutdown: reachability stop done'),
+  t.equal(
+    serve.lines.filter((l) => l.msg === 'shutdown: reachability stop done').length,
+    1,
     'the reachability component was stopped (without a cluster there is no state to write)',
   )
-  t.same(serve.lines.find((l) => l.msg === 'stopped')?.steps, ['reachability stop: done'], 'the final steps ran, then it stopped')
+  t.strictSame(serve.lines.find((l) => l.msg === 'stopped')?.steps, ['reachability stop: done'], 'the final steps ran, then it stopped')
 })

@@ -2,6 +2,8 @@
 import t from 'tap'
 import { request as httpsRequest, Agent } from 'node:https'
 import { connect, type PeerCertificate } from 'node:tls'
+import { connect as netConnect } from 'node:net'
+import { once } from 'node:events'
 import { mkdtemp, rename, rm, writeFile, readFile, symlink, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +29,24 @@ const configDir = await mkdtemp(join(tmpdir(), 'mirrorhook-tls-config-'))
 t.teardown(() => rm(configDir, { recursive: true, force: true }))
 const configPath = join(configDir, 'config.yaml')
 await writeFile(configPath, 'reachability:\n  enabled: false\n')
+
+// The answer to `review` under mode always with the embedded mirror (m.daocloud.io for Docker Hub).
+const rewritten = {
+  apiVersion: 'admission.k8s.io/v1',
+  kind: 'AdmissionReview',
+  response: {
+    uid: 'tls-1',
+    allowed: true,
+    patchType: 'JSONPatch',
+    patch: Buffer.from(
+      JSON.stringify([
+        { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx' },
+        { op: 'add', path: '/metadata/annotations', value: { 'mirrorhook.io/original-images': '{"c":"nginx"}' } },
+      ]),
+    ).toString('base64'),
+    warnings: ['mirrorhook: c: nginx -> m.daocloud.io/docker.io/library/nginx (mode always)'],
+  },
+}
 
 interface Answer {
   status: number
@@ -99,7 +119,7 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
   t.teardown(() => keepAlive.destroy())
   const before = await post(server.port, first.ca, keepAlive)
   t.equal(before.status, 200)
-  t.hasStrict(JSON.parse(before.body), { response: { uid: 'tls-1', allowed: true, patchType: 'JSONPatch' } })
+  t.strictSame(JSON.parse(before.body), rewritten, 'the review is answered in full')
 
   // Traffic during the rotation: every request must be answered.
   let stop = false
@@ -135,15 +155,17 @@ t.test('certificate files rotated mid-run: answers continue, new connections get
     return a.fingerprint !== before.fingerprint ? a : undefined
   })
   t.equal(after.status, 200, 'a new connection is served with the new certificate')
+  t.strictSame(JSON.parse(after.body), rewritten)
   const newOnly = await post(server.port, second.ca)
   t.equal(newOnly.status, 200, 'the new certificate verifies against the new CA alone')
 
   const stillOpen = await post(server.port, first.ca, keepAlive)
   t.equal(stillOpen.status, 200, 'a connection opened before the rotation keeps working')
-  t.ok(stillOpen.reused, 'on the same socket')
+  t.equal(stillOpen.reused, true, 'on the same socket')
   t.equal(stillOpen.fingerprint, before.fingerprint, 'with the certificate it was opened with')
 
-  // A plain overwrite (no symlinks) is picked up too, and a half-written pair is not.
+  // A plain overwrite (no symlinks) is picked up too, and a half-written pair is not. writeFile
+  // truncates before it writes, so checks also see an empty certificate file: never a pair either.
   const reloadsCounted = async (result: 'success' | 'error') =>
     (await server.metrics.certReloads.get()).values.find((v) => v.labels.result === result)?.value ?? 0
   await rm(join(dir, 'tls.crt'))
@@ -190,9 +212,9 @@ t.test('TLS below 1.2 is refused', async (t) => {
       socket.destroy()
       resolve('connected')
     })
-    socket.on('error', (e) => resolve(e.message))
+    socket.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
   })
-  t.not(outcome, 'connected')
+  t.equal(outcome, 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', 'the server answers with a protocol_version alert')
   const modern = await new Promise<string | null>((resolve) => {
     const socket = connect({
       host: '127.0.0.1',
@@ -249,43 +271,50 @@ t.test('graceful shutdown: not ready first, in-flight reviews answered', async (
     kube: null,
   })
   const ca = await readFile(server.caFile!, 'utf8')
-  // A review whose body is still arriving when shutdown begins.
-  const inFlight = new Promise<number>((resolve, reject) => {
-    const req = httpsRequest(
-      {
-        host: '127.0.0.1',
-        port: server.port,
-        path: '/mutate',
-        method: 'POST',
-        ca,
-        agent: false,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) },
-      },
-      (res) => {
-        res.resume()
-        res.on('end', () => resolve(res.statusCode ?? 0))
-      },
-    )
-    req.on('error', reject)
-    req.write(review.slice(0, 20))
-    req.on('socket', (socket) =>
-      socket.once('secureConnect', () =>
-        setTimeout(() => {
-          closing = server.close()
-          // Finish the body only after the server has begun closing.
-          setTimeout(() => req.end(review.slice(20)), 800)
-        }, 100),
-      ),
-    )
+  // A review whose body is still arriving when shutdown begins, and still when the listener has closed.
+  const arrived = once(server.webhook.server, 'request')
+  const req = httpsRequest({
+    host: '127.0.0.1',
+    port: server.port,
+    path: '/mutate',
+    method: 'POST',
+    ca,
+    agent: false,
+    headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review) },
   })
-  let closing: Promise<void> | undefined
-  await until('shutdown to begin', async () => (closing ? true : undefined))
+  const inFlight = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    req.on('response', (res) => {
+      let body = ''
+      res.on('data', (c) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+  })
+  req.write(review.slice(0, 20))
+  await arrived
+  const closing = server.close()
   const ready = await fetch(`http://127.0.0.1:${server.metricsPort}/readyz`)
   t.equal(ready.status, 503, 'not ready while draining')
-  t.equal(await inFlight, 200, 'the in-flight review is answered')
+  await until('the listener to refuse new connections', () => tcpRefused(server.port), 30_000)
+  req.end(review.slice(20))
+  const answer = await inFlight
+  t.equal(answer.status, 200, 'the in-flight review is answered')
+  t.strictSame(JSON.parse(answer.body), rewritten, 'in full')
   await closing
-  await t.rejects(post(server.port, ca), 'closed afterwards')
+  await t.rejects(post(server.port, ca), { code: 'ECONNREFUSED' }, 'closed afterwards')
 })
+
+// True once nothing listens on `port` any more (the connection is refused), else undefined.
+function tcpRefused(port: number): Promise<true | undefined> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: '127.0.0.1', port })
+    socket.on('connect', () => {
+      socket.destroy()
+      resolve(undefined)
+    })
+    socket.on('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED' ? true : undefined))
+  })
+}
 
 // What one TLS 1.2 client offering only `cipher` gets from the server: the suite, or the error.
 function handshake12(port: number, cipher: string): Promise<{ cipher?: string; error?: string }> {
