@@ -4,7 +4,8 @@
 // server generated per Pod (the token volume's name, managedFields' times) differ, and the
 // decision reads none of those. So a CREATE is keyed on exactly what `admit` reads, and the
 // outcome is reused while the policy, the reachability view and its generation, and the pull
-// Secret copies it saw stay the same. The uid is spliced into the response per request.
+// Secret copies it saw stay the same. The uid is spliced into the response per request. An
+// outcome is kept when its shape is seen the second time, and reused from the third Pod on.
 import { admit, type AdmissionResult, type AdmissionReview, responseJson } from '../admission/review.js'
 import type { AdmissionContext } from './context.js'
 
@@ -103,7 +104,9 @@ export interface Outcome<T> {
  * the context's policy only.
  */
 export class OutcomeMemo<T> {
-  private readonly entries = new Map<string, Entry<T>>()
+  // A shape seen once is kept by its key alone (null); its outcome is kept when it is seen again, so
+  // a stream of shapes that never repeat (every Pod with new tags) keeps no outcomes.
+  private readonly entries = new Map<string, Entry<T> | null>()
   private policy: AdmissionContext['policy'] | undefined
   private view: AdmissionContext['reachability'] | undefined
   private secrets: AdmissionContext['secrets'] | undefined
@@ -135,8 +138,10 @@ export class OutcomeMemo<T> {
     if (entry) return { result: entry.result, body: responseHead(review) + entry.tail, derived: entry.derived, reused: true }
     const outcome = this.decide(review, context)
     const head = responseHead(review)
-    if (outcome.body.startsWith(head)) {
+    if (entry === undefined) {
       if (this.entries.size >= this.capacity) this.entries.delete(this.entries.keys().next().value as string)
+      this.entries.set(key, null)
+    } else if (outcome.body.startsWith(head)) {
       this.entries.set(key, { result: outcome.result, tail: outcome.body.slice(head.length), derived: outcome.derived })
     }
     return outcome

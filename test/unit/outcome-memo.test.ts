@@ -79,24 +79,27 @@ const countDerived = () => {
   }
 }
 
-t.test('a second Pod of the same shape reuses the outcome, with its own uid in the response', async (t) => {
+t.test('from the third Pod of a shape on, the outcome is reused, each review with its own uid in the response', async (t) => {
   const counter = countDerived()
   const memo = new OutcomeMemo(counter.derive)
   const c = context()
   const first = memo.admit(review('pod-a'), c)
-  const second = memo.admit(review('pod-b'), c)
   t.equal(first.reused, false)
-  t.equal(second.reused, true)
-  t.equal(second.result, first.result, 'the same outcome object')
-  t.equal(second.derived, 'mutated #1', 'derived once')
-  t.equal(counter.calls(), 1)
-  const expected = fresh(review('pod-b'), c)
-  t.equal(second.body, expected.body, 'the bytes a fresh decision answers for pod-b')
-  t.match(second.body, /"uid":"pod-b"/)
-  t.notMatch(second.body, /pod-a/, "never the first review's uid")
-  t.same(second.result, expected.result)
-  t.equal(second.result.outcome, 'mutated')
-  t.equal(second.result.patch.length, 4, 'three images and the annotation')
+  t.equal(memo.size, 1, 'seen once: the key is kept, not the outcome')
+  const second = memo.admit(review('pod-b'), c)
+  t.equal(second.reused, false, 'seen twice: decided and kept')
+  const third = memo.admit(review('pod-c'), c)
+  t.equal(third.reused, true)
+  t.equal(third.result, second.result, 'the same outcome object')
+  t.equal(third.derived, 'mutated #2', 'derived once per decision')
+  t.equal(counter.calls(), 2)
+  const expected = fresh(review('pod-c'), c)
+  t.equal(third.body, expected.body, 'the bytes a fresh decision answers for pod-c')
+  t.match(third.body, /"uid":"pod-c"/)
+  t.notMatch(third.body, /pod-[ab]/, "never an earlier review's uid")
+  t.same(third.result, expected.result)
+  t.equal(third.result.outcome, 'mutated')
+  t.equal(third.result.patch.length, 4, 'three images and the annotation')
   t.equal(memo.size, 1)
 })
 
@@ -104,6 +107,7 @@ t.test('a uid that needs escaping is spliced in as JSON', async (t) => {
   const memo = new OutcomeMemo(() => undefined)
   const c = context()
   memo.admit(review('plain'), c)
+  memo.admit(review('plain-2'), c)
   const odd = review('a"b\\c\u2028')
   const out = memo.admit(odd, c)
   t.equal(out.reused, true)
@@ -115,25 +119,30 @@ t.test('a new generation, policy, view or set of pull Secret copies decides afre
   const memo = new OutcomeMemo(() => undefined)
   const view = steppedView()
   const c = context(view)
-  t.equal(memo.admit(review('1'), c).reused, false)
+  const twice = (uid: string, ctx: AdmissionContext) => [
+    memo.admit(review(`${uid}a`), ctx).reused,
+    memo.admit(review(`${uid}b`), ctx).reused,
+  ]
+  t.same(twice('1', c), [false, false])
   t.equal(memo.admit(review('2'), c).reused, true)
   view.step()
-  t.equal(memo.admit(review('3'), c).reused, false, 'generation changed')
+  t.same(twice('3', c), [false, false], 'generation changed')
   t.equal(memo.size, 1, 'the older outcomes are gone')
   t.equal(memo.admit(review('4'), c).reused, true)
-  t.equal(memo.admit(review('5'), context(view, compilePolicy(resolveConfig(undefined, {})))).reused, false, 'another policy')
-  t.equal(memo.admit(review('6'), context(steppedView())).reused, false, 'another view')
+  t.same(twice('5', context(view, compilePolicy(resolveConfig(undefined, {})))), [false, false], 'another policy')
+  t.same(twice('6', context(steppedView())), [false, false], 'another view')
   const withSecrets: AdmissionContext = { ...context(view), secrets: { has: () => true } }
-  t.equal(memo.admit(review('7'), withSecrets).reused, false, 'pull Secret copies appeared')
+  t.same(twice('7', withSecrets), [false, false], 'pull Secret copies appeared')
+  t.equal(memo.admit(review('8'), withSecrets).reused, true)
 })
 
 t.test('a view without a generation, an UPDATE and a subresource are decided every time', async (t) => {
   const memo = new OutcomeMemo(() => undefined)
   const { generation: _omitted, ...noGeneration } = staticReachability(policy)
   const plain = context(noGeneration)
-  for (const uid of ['1', '2']) t.equal(memo.admit(review(uid), plain).reused, false, `no generation ${uid}`)
+  for (const uid of ['1', '2', '3']) t.equal(memo.admit(review(uid), plain).reused, false, `no generation ${uid}`)
   const c = context()
-  for (const uid of ['1', '2']) {
+  for (const uid of ['1', '2', '3']) {
     const update = review(uid, () => {}, { operation: 'UPDATE', oldObject: review('old').request.object })
     const out = memo.admit(update, c)
     t.equal(out.reused, false, `UPDATE ${uid}`)
@@ -156,12 +165,22 @@ t.test('bounded: the oldest shape goes first', async (t) => {
   const shape = (tag: string) => (pod: Obj) => {
     ;((pod.spec as Obj).containers as Obj[])[0]!.image = `nginx:${tag}`
   }
-  for (const tag of ['1.25', '1.26', '1.27']) t.equal(memo.admit(review(`a-${tag}`, shape(tag)), c).reused, false)
+  for (const round of ['a', 'b']) {
+    for (const tag of ['1.26', '1.27']) t.equal(memo.admit(review(`${round}-${tag}`, shape(tag)), c).reused, false)
+  }
   t.equal(memo.size, 2)
-  t.equal(memo.admit(review('b-1.27', shape('1.27')), c).reused, true)
-  t.equal(memo.admit(review('b-1.26', shape('1.26')), c).reused, true)
-  t.equal(memo.admit(review('b-1.25', shape('1.25')), c).reused, false, 'evicted')
-  t.equal(new OutcomeMemo(() => undefined, 0).admit(review('x'), c).reused, false, 'capacity 0 keeps nothing')
+  t.equal(memo.admit(review('c-1.26', shape('1.26')), c).reused, true)
+  t.equal(memo.admit(review('a-1.25', shape('1.25')), c).reused, false, 'a third shape')
+  t.equal(memo.size, 2, 'pushes the oldest out')
+  t.equal(memo.admit(review('d-1.27', shape('1.27')), c).reused, true)
+  t.equal(memo.admit(review('d-1.26', shape('1.26')), c).reused, false, 'evicted')
+  const none = new OutcomeMemo(() => undefined, 0)
+  t.same(
+    ['x', 'y', 'z'].map((uid) => none.admit(review(uid), c).reused),
+    [false, false, false],
+    'capacity 0 keeps nothing',
+  )
+  t.equal(none.size, 0)
 })
 
 t.test('every field the decision reads makes another shape; what it does not read does not', async (t) => {
@@ -196,12 +215,13 @@ t.test('every field the decision reads makes another shape; what it does not rea
     ['no metadata', (pod) => delete pod.metadata, false],
   ]
   const memo = new OutcomeMemo(() => undefined)
-  memo.admit(review('seed'), c)
+  memo.admit(review('seed-1'), c)
+  memo.admit(review('seed-2'), c)
   for (const [what, change, same] of changes) {
     const r = review('u', change)
     t.equal(outcomeKey(r, c) === base, same, `${what}: ${same ? 'the same shape' : 'another shape'}`)
     // Whatever the key, the memo answers what a fresh decision answers, twice.
-    for (const uid of ['m1', 'm2']) {
+    for (const uid of ['m1', 'm2', 'm3']) {
       const again = review(uid, change)
       const out = memo.admit(again, c)
       const expected = fresh(again, c)
@@ -259,7 +279,8 @@ t.test('whether each mirror pull Secret is copied to the namespace is part of th
   t.equal(after.reused, false)
   t.equal(after.result.outcome, 'mutated', 'the copy exists: rewritten')
   t.equal(after.body, fresh(review('2'), c).body)
-  t.equal(memo.admit(review('3'), c).reused, true)
+  t.equal(memo.admit(review('3'), c).reused, false)
+  t.equal(memo.admit(review('4'), c).reused, true)
 })
 
 t.test('a key over the bound is not kept', async (t) => {
@@ -269,5 +290,6 @@ t.test('a key over the bound is not kept', async (t) => {
   t.equal(outcomeKey(review('1', huge), c), undefined)
   t.equal(memo.admit(review('1', huge), c).reused, false)
   t.equal(memo.admit(review('2', huge), c).reused, false)
+  t.equal(memo.admit(review('3', huge), c).reused, false)
   t.equal(memo.size, 0)
 })
