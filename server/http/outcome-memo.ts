@@ -20,9 +20,12 @@ function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
-// JSON values (the body was JSON) encode one to one; undefined (absent) gets its own mark.
+// One to one and self-delimiting, so that a sequence of them is too: a string by its length and
+// text (most of what is read: no JSON encoding needed), any other JSON value (the body was JSON)
+// as JSON, absent as its own mark.
 function enc(v: unknown): string {
-  return v === undefined ? '~' : JSON.stringify(v)
+  if (typeof v === 'string') return `${v.length}:${v}`
+  return v === undefined ? '~' : `j${JSON.stringify(v)}`
 }
 
 const LISTS = ['initContainers', 'containers', 'ephemeralContainers'] as const
