@@ -1,11 +1,12 @@
 // POST /mutate: the admission endpoint. Fails open: any internal error
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { admit, parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
 import { WARN_WHEN_KEPT } from '../../core/pod.js'
 import { registryMetricLabel } from '../../core/policy.js'
 import { clipForLog } from '../../observability/logger.js'
 import type { AppDependencies } from '../context.js'
+import { OutcomeMemo } from '../outcome-memo.js'
 
 // What one review may write to the log: names and references clipped, at most this many images
 // listed (the rest counted), so a hostile Pod spec cannot produce a huge line.
@@ -56,8 +57,29 @@ function podName(req: AdmissionRequest): string | undefined {
 // The response is written as JSON text (responseJson), so Fastify sends it as it is.
 const JSON_TYPE = 'application/json; charset=utf-8'
 
+// What every review with a given outcome adds to the metrics and the log, made once per outcome.
+interface Accounting {
+  // Per rewritten image, its registry's metric label; per kept image, its reason code.
+  readonly rewrites: readonly string[]
+  readonly kept: readonly string[]
+  // The decision's log fields when the review is logged at the default level.
+  readonly log: Record<string, unknown> | undefined
+}
+
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
   const { metrics, logger } = deps
+  // Reviews of Pods of the same shape (one ReplicaSet's) reuse one outcome (see outcome-memo.ts).
+  const memo = new OutcomeMemo<Accounting>((result, { policy }) => {
+    const rewrites: string[] = []
+    const kept: string[] = []
+    for (const plan of result.plans) {
+      const d = plan.decision
+      if (d.action === 'rewrite') rewrites.push(registryMetricLabel(policy, d.registry))
+      else kept.push(d.code)
+    }
+    const logged = result.outcome === 'mutated' || result.warnings.length > 0
+    return { rewrites, kept, log: logged ? decisionLogFields(result) : undefined }
+  })
 
   // JSON bodies: Fastify's parser (secure-json-parse) runs JSON.parse and then two regular
   // expressions over the whole text looking for "__proto__" and "constructor" keys, spelled
@@ -113,18 +135,13 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
     })
     const started = process.hrtime.bigint()
     try {
-      const { policy, reachability, secrets } = deps.context()
-      const result = admit(req, policy, reachability, secrets)
-      const body = responseJson(review, result.patch, result.warnings)
+      const { result, body, derived } = memo.admit(review, deps.context())
       metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.countReview(result.outcome, dryRun)
-      for (const plan of result.plans) {
-        const d = plan.decision
-        if (d.action === 'rewrite') metrics.countRewrite(registryMetricLabel(policy, d.registry))
-        else metrics.countKept(d.code)
-      }
-      if (result.outcome === 'mutated' || result.warnings.length > 0) {
-        logger.info({ ...about(), ...decisionLogFields(result) }, 'admission decided')
+      for (const label of derived.rewrites) metrics.countRewrite(label)
+      for (const code of derived.kept) metrics.countKept(code)
+      if (derived.log) {
+        logger.info({ ...about(), ...derived.log }, 'admission decided')
       } else if (logger.isLevelEnabled('debug')) {
         logger.debug({ ...about(), outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
       }
