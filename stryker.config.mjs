@@ -5,7 +5,12 @@
 const groups = {
   prepull: {
     mutate: ['server/prepull/reconciler.ts', 'server/prepull/queue.ts'],
-    testFiles: ['test/unit/prepull-queue.test.ts', 'test/unit/prepull-reconcile.test.ts'],
+    testFiles: [
+      'test/unit/prepull-queue.test.ts',
+      'test/unit/prepull-reconcile.test.ts',
+      'test/unit/prepull-queue-edges.test.ts',
+      'test/unit/prepull-reconcile-edges.test.ts',
+    ],
   },
   reachability: {
     mutate: ['server/reachability/state.ts', 'server/reachability/classify.ts'],
