@@ -249,6 +249,7 @@ t.test('a handler that throws without onError, and drops without onDrop, are cou
   t.equal(queue.stats().done, 1)
   t.equal(queue.stats().dropped, 1)
   t.ok(queue.idle)
+  t.equal(queue.offer('bad'), 'duplicate', 'a failed key is remembered like a done one')
 })
 
 t.test('concurrency 0 still runs one at a time', async (t) => {

@@ -293,6 +293,16 @@ t.test('decideBatch(): every branch, with the exact action', async (t) => {
     // Failed pulls of images in use.
     ['failed, refresh due', cache('c', { status: { ...succeeded(T), status: 'Failed' } }), () => USED, {}, { kind: 'refresh' }],
     [
+      'failed on one image of two, both used',
+      cache('c', {
+        images: [A, B],
+        status: { ...succeeded(T), status: 'Failed', failures: { [B]: [{ node: 'n1', reason: 'x', message: '' }] } },
+      }),
+      () => USED,
+      {},
+      { kind: 'refresh' },
+    ],
+    [
       'failed, refresh due in 500 ms',
       cache('c', { status: { ...succeeded(T), status: 'Failed' } }),
       () => USED,
@@ -471,6 +481,9 @@ t.test('placing images: waiting, one create per batch, the name kept, the batch 
   t.notOk(rec.isWaiting(A), 'created')
   t.strictSame(rec.plan(A), { kind: 'none' }, 'in a batch the watch has not shown yet')
   t.strictSame(rec.plan(PLACE_KEY), { kind: 'wait', ms: 1_000 }, 'our own batch, not shown yet, is busy')
+  put(cache('busy', { images: [B], created: T }))
+  t.strictSame(rec.plan(PLACE_KEY), { kind: 'wait', ms: 5_000 }, 'and another batch busy longer: the longer wait')
+  objects.delete('busy')
   const seen = buildImageCache(FIRST, [A, B], new Map(), SETTINGS)
   seen.metadata.creationTimestamp = iso(T)
   put(seen)
@@ -663,6 +676,7 @@ t.test('refresh and purge attempts: the backoff counts both, from the later of c
   put(cache('q', { status: failedPurge(T - 60_000) }))
   t.strictSame(rec.plan(batchKey('q')), { kind: 'purge' })
   t.strictSame(await rec.reconcile(batchKey('q')), { kind: 'done' })
+  t.equal(rec.dueAt('q', T - 60_000), T + 120_000, 'one failed purge retried: doubled')
   t.strictSame(rec.plan(batchKey('q')), { kind: 'delete', reason: 'purge-failed' }, 'maxPurgeAttempts 1: one retry, then deleted')
   t.strictSame(await rec.reconcile(batchKey('q')), { kind: 'done' })
   t.equal(rec.dueAt('q', undefined), 60_000, 'deleted: its history goes')
@@ -747,4 +761,16 @@ t.test('not ready, a foreign layout, a key whose batch the store lost', async (t
   t.strictSame(rec.plan(batchKey('f')), { kind: 'none' })
   t.strictSame(await rec.reconcile(batchKey('f')), { kind: 'done' })
   t.strictSame(rec.plan(PLACE_KEY), { kind: 'none' }, 'nothing waits')
+})
+
+t.test('a batch this replica created and deleted before a placement looked again leaves no trace', async (t) => {
+  const { uses, rec, put, objects } = setup()
+  uses.set(A, USED)
+  await rec.reconcile(A)
+  await rec.reconcile(PLACE_KEY)
+  put(cache(FIRST, { status: succeeded(T, 'ImageCachePurge') }))
+  t.strictSame(await rec.reconcile(batchKey(FIRST)), { kind: 'done' }, 'deleted after its purge')
+  // The watch drops it before the placement runs again.
+  objects.delete(FIRST)
+  t.strictSame(rec.plan(PLACE_KEY), { kind: 'create', images: [A] }, 'its image, still in use, gets a new batch')
 })
