@@ -79,6 +79,14 @@ t.test('a later delayed key keeps the armed timer; an earlier one replaces it', 
   t.equal(clock.pendingTimers, 0)
 })
 
+t.test('a delayed key scheduled again for later keeps its earlier time', async (t) => {
+  const { clock, queue, calls } = setup()
+  queue.schedule('d', 1_000)
+  t.equal(queue.schedule('d', 5_000), 'duplicate')
+  await clock.advance(1_000)
+  t.strictSame(calls, [['d', 1_000]])
+})
+
 t.test('a key moved to ready leaves a stale delay timer that changes nothing', async (t) => {
   const { clock, queue, calls } = setup()
   queue.schedule('d', 50)

@@ -358,6 +358,9 @@ t.test('busySince() and decidePlacement(): when a batch counts as busy, and the 
   const at = (created: number) => cache('c', { created })
   t.strictSame(decidePlacement(['a'], [at(T - 100), at(T - 50)], timing), { kind: 'wait', ms: 950 }, 'the younger batch decides')
   t.strictSame(decidePlacement(['a'], [at(T - 50), at(T - 100)], timing), { kind: 'wait', ms: 950 }, 'whatever the order')
+  const idle = cache('idle', { created: T - 100, status: succeeded(T - 50) })
+  t.strictSame(decidePlacement(['a'], [idle, at(T - 100)], timing), { kind: 'wait', ms: 900 }, 'an idle batch changes nothing')
+  t.strictSame(decidePlacement(['a'], [at(T - 100), idle], timing), { kind: 'wait', ms: 900 }, 'in any place')
   t.strictSame(decidePlacement(['a'], [at(T - 999)], timing), { kind: 'wait', ms: 1 }, '1 ms short of batchWaitMs')
   t.strictSame(decidePlacement(['a'], [at(T - 1_000)], timing), { kind: 'create', images: ['a'] }, 'batchWaitMs old: idle')
   t.strictSame(decidePlacement(['a'], [at(T + 10)], timing), { kind: 'wait', ms: 1_010 }, 'created after now (clock skew)')
@@ -373,6 +376,7 @@ t.test('queue keys of batches', async (t) => {
   t.equal(batchOfKey('\u0000batch:x'), 'x')
   t.equal(batchOfKey('x'), undefined)
   t.equal(batchOfKey(PLACE_KEY), undefined)
+  t.ok(PLACE_KEY.includes('\u0000'), 'the placement key is no image reference')
 })
 
 class RecordingApi implements ImageCacheApi {
@@ -773,4 +777,19 @@ t.test('a batch this replica created and deleted before a placement looked again
   // The watch drops it before the placement runs again.
   objects.delete(FIRST)
   t.strictSame(rec.plan(PLACE_KEY), { kind: 'create', images: [A] }, 'its image, still in use, gets a new batch')
+})
+
+t.test('a refresh or purge request that does not go through counts no attempt and logs nothing', async (t) => {
+  const { api, uses, lines, rec, put } = setup()
+  put(cache('r', { status: { ...succeeded(T - 60_000), status: 'Failed' } }))
+  uses.set(A, USED)
+  api.errors.push(new ApiError(409, 'the object has been modified', 'Conflict'))
+  t.strictSame(await rec.reconcile(batchKey('r')), { kind: 'later', afterMs: 1_000 })
+  put(cache('p', { images: [B], status: failedPurge(T - 60_000) }))
+  api.errors.push(new ApiError(404, 'gone', 'NotFound'))
+  t.strictSame(await rec.reconcile(batchKey('p')), { kind: 'later', afterMs: 1_000 })
+  t.strictSame(lines, [])
+  t.equal(rec.dueAt('r', T - 60_000), T, 'no refresh counted')
+  t.equal(rec.dueAt('p', T - 60_000), T, 'no purge counted')
+  t.strictSame(rec.plan(batchKey('r')), { kind: 'refresh' }, 'asked again at once')
 })
