@@ -793,3 +793,18 @@ t.test('a refresh or purge request that does not go through counts no attempt an
   t.equal(rec.dueAt('p', T - 60_000), T, 'no purge counted')
   t.strictSame(rec.plan(batchKey('r')), { kind: 'refresh' }, 'asked again at once')
 })
+
+t.test('an image counts as placed once a batch in the store holds it, or while its create is pending', async (t) => {
+  const { api, uses, rec, put } = setup()
+  uses.set(A, USED)
+  uses.set(B, USED)
+  await rec.reconcile(A)
+  // A batch holding A appears that this replica did not create (a create by the writer before it).
+  put(cache('theirs', { images: [A], status: succeeded(T) }))
+  t.strictSame(rec.plan(PLACE_KEY), { kind: 'none' }, 'A no longer waits')
+  t.equal(rec.waitingCount, 0)
+  await rec.reconcile(B)
+  api.errors.push(new ApiError(503, 'unavailable', 'ServiceUnavailable'))
+  t.strictSame(await rec.reconcile(PLACE_KEY), { kind: 'retry', afterMs: undefined })
+  t.strictSame(rec.plan(B), { kind: 'none' }, 'in the batch being created')
+})
