@@ -421,5 +421,17 @@ if (cp) {
     t.equal(webhook.server.pullSecrets?.has('shop', 'harbor-pull'), false)
     t.equal((await secretIn(NS))?.data['.dockerconfigjson'], DOCKER_CONFIG('rotated'), 'the source stays')
     t.equal((await secretIn('learn'))?.data['.dockerconfigjson'], DOCKER_CONFIG('rotated'), 'other namespaces keep theirs')
+    // The API server stops calling the webhook for shop once its namespace cache has the new labels: poll a
+    // server-side dry run until a Pod comes back as sent, with no warning (a call would rewrite or warn).
+    const sent = pod('shop', 'after-opt-out', { containers: [{ name: 'app', image: 'quay.io/org/app:1' }] })
+    const stored = await waitFor('a Pod in shop admitted without the webhook', async () => {
+      const r = await cp!.kubectl(['create', '--dry-run=server', '-o', 'json', '-f', '-'], { input: JSON.stringify(sent) })
+      if (r.code !== 0 || r.stderr !== '') return undefined
+      const o = JSON.parse(r.stdout)
+      return o.spec.containers[0].image === 'quay.io/org/app:1' ? o : undefined
+    })
+    t.equal(stored.spec.containers[0].image, 'quay.io/org/app:1')
+    t.equal(stored.spec.imagePullSecrets, undefined)
+    t.equal(stored.metadata.annotations, undefined)
   })
 }
