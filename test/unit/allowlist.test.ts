@@ -14,10 +14,10 @@ const text = readFileSync(FIXTURE, 'utf8')
 t.test('the published list compiles whole: every line is a pattern', async (t) => {
   const { list, ignored } = parseAllowlist(text)
   t.equal(list.patterns, 737)
-  t.same(ignored, [])
+  t.strictSame(ignored, [])
   const lines = text.trimEnd().split('\n')
   t.equal(lines.length, 737)
-  t.same([...lines].sort(), lines, 'sorted, as crproxy requires')
+  t.strictSame([...lines].sort(), lines, 'sorted, as crproxy requires')
 })
 
 t.test('the pattern forms of the published list', async (t) => {
@@ -85,7 +85,7 @@ t.test('pattern forms beyond the published list, and lines that cannot be patter
     ].join('\n'),
   )
   t.equal(list.patterns, 4)
-  t.same(
+  t.strictSame(
     ignored.map((i) => [i.line, i.reason]),
     [
       [7, 'not a registry/path pattern'],

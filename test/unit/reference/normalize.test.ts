@@ -81,27 +81,23 @@ t.test('TestValidateReferenceName', async (t) => {
     'Docker/docker',
     'DOCKER/docker',
   ]
-  const invalid = [
-    'https://github.com/docker/docker',
-    'docker/Docker',
-    '-docker',
-    '-docker/docker',
-    '-docker.io/docker/docker',
-    'docker///docker',
-    'docker.io/docker/Docker',
-    'docker.io/docker///docker',
-    '[fc00::1]',
-    '[fc00::1]:5000',
-    'fc00::1:5000/debian',
-    '[fe80::1%eth0]:5000/debian',
-    '[2001:db8:3:4::192.0.2.33]:5000/debian',
-    '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a',
+  const invalid: [string, ImageReferenceErrorCode][] = [
+    ['https://github.com/docker/docker', 'invalid-format'],
+    ['docker/Docker', 'name-contains-uppercase'],
+    ['-docker', 'invalid-format'],
+    ['-docker/docker', 'invalid-format'],
+    ['-docker.io/docker/docker', 'invalid-format'],
+    ['docker///docker', 'invalid-format'],
+    ['docker.io/docker/Docker', 'name-contains-uppercase'],
+    ['docker.io/docker///docker', 'invalid-format'],
+    ['[fc00::1]', 'invalid-format'],
+    ['[fc00::1]:5000', 'invalid-format'],
+    ['fc00::1:5000/debian', 'invalid-format'],
+    ['[fe80::1%eth0]:5000/debian', 'invalid-format'],
+    ['[2001:db8:3:4::192.0.2.33]:5000/debian', 'invalid-format'],
+    ['1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a', 'name-is-identifier'],
   ]
-  for (const s of invalid)
-    t.ok(
-      errorOf(() => parseNormalizedNamed(s)),
-      `invalid: ${s}`,
-    )
+  for (const [s, code] of invalid) t.equal(errorOf(() => parseNormalizedNamed(s))?.code, code, `invalid: ${s}`)
   for (const s of valid)
     t.equal(
       errorOf(() => parseNormalizedNamed(s)),
@@ -128,28 +124,31 @@ t.test('TestValidateRemoteName', async (t) => {
     // Consecutive underscores.
     'dock__er/docker',
   ]
-  const invalid = [
+  const invalid: [string, ImageReferenceErrorCode][] = [
     // Disallow capital letters.
-    'docker/Docker',
+    ['docker/Docker', 'name-contains-uppercase'],
     // Only allow one slash.
-    'docker///docker',
+    ['docker///docker', 'invalid-format'],
     // Disallow 64-character hexadecimal.
-    '1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a',
+    ['1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a', 'name-is-identifier'],
     // Disallow leading and trailing hyphens in namespace.
-    '-docker/docker',
-    'docker-/docker',
-    '-docker-/docker',
+    ['-docker/docker', 'invalid-format'],
+    ['docker-/docker', 'invalid-format'],
+    ['-docker-/docker', 'invalid-format'],
     // Don't allow underscores everywhere (as opposed to hyphens).
-    '____/____',
-    '_docker/_docker',
+    ['____/____', 'invalid-format'],
+    ['_docker/_docker', 'invalid-format'],
     // Disallow consecutive periods.
-    'dock..er/docker',
-    'dock_.er/docker',
-    'dock-.er/docker',
+    ['dock..er/docker', 'invalid-format'],
+    ['dock_.er/docker', 'invalid-format'],
+    ['dock-.er/docker', 'invalid-format'],
     // No repository.
-    'docker/',
+    ['docker/', 'invalid-format'],
     // namespace too long
-    'this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255/docker',
+    [
+      'this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255_this_is_not_a_valid_namespace_because_its_lenth_is_greater_than_255/docker',
+      'name-too-long',
+    ],
   ]
   for (const s of valid)
     t.equal(
@@ -157,11 +156,7 @@ t.test('TestValidateRemoteName', async (t) => {
       undefined,
       `valid: ${s}`,
     )
-  for (const s of invalid)
-    t.ok(
-      errorOf(() => parseNormalizedNamed(s)),
-      `invalid: ${s.slice(0, 60)}`,
-    )
+  for (const [s, code] of invalid) t.equal(errorOf(() => parseNormalizedNamed(s))?.code, code, `invalid: ${s.slice(0, 60)}`)
 })
 
 t.test('TestParseRepositoryInfo', async (t) => {
@@ -325,10 +320,7 @@ t.test('TestParseReferenceWithTagAndDigest', async (t) => {
 })
 
 t.test('TestInvalidReferenceComponents', async (t) => {
-  t.ok(
-    errorOf(() => parseNormalizedNamed('-foo')),
-    'invalid name',
-  )
+  t.equal(errorOf(() => parseNormalizedNamed('-foo'))?.code, 'invalid-format', 'invalid name')
   const ref = parseNormalizedNamed('busybox')
   t.equal(errorOf(() => withTag(ref, '-foo'))?.code, 'invalid-tag', 'invalid tag')
   t.equal(errorOf(() => withDigest(ref, 'foo'))?.code, 'invalid-digest', 'invalid digest')
@@ -514,8 +506,8 @@ t.test('tryParseNormalizedNamed', async (t) => {
   })
   const r = tryParseNormalizedNamed('Nginx')
   t.equal(r.ok, false)
-  if (!r.ok) {
-    t.ok(r.error instanceof ImageReferenceError)
-    t.equal(r.error.code, 'name-contains-uppercase')
-  }
+  const error = 'error' in r ? r.error : undefined
+  t.type(error, ImageReferenceError)
+  t.equal(error?.code, 'name-contains-uppercase')
+  t.equal(error?.message, 'invalid reference format: repository name (library/Nginx) must be lowercase')
 })

@@ -50,7 +50,7 @@ t.test('TestDomainRegexp', async (t) => {
 
 t.test('TestFullNameRegexp', async (t) => {
   t.equal(groupCount(referenceGrammar.name), 2, 'two submatches')
-  const cases: { input: string; match: boolean; subs?: [string, string] }[] = [
+  const cases: ({ input: string; match: false } | { input: string; match: true; subs: [string, string] })[] = [
     { input: '', match: false },
     { input: 'short', match: true, subs: ['', 'short'] },
     { input: 'simple/name', match: true, subs: ['simple', 'name'] },
@@ -116,7 +116,7 @@ t.test('TestFullNameRegexp', async (t) => {
       match: true,
       subs: ['registry.io', 'foo/project--id.module--name.ver---sion--name'],
     },
-    { input: 'Asdf.com/foo/bar', match: true }, // uppercase character in hostname
+    { input: 'Asdf.com/foo/bar', match: true, subs: ['Asdf.com', 'foo/bar'] }, // uppercase character in hostname
     { input: 'Foo/FarB', match: false }, // uppercase characters in remote name
   ]
   t.equal(cases.length, 63)
@@ -127,14 +127,14 @@ t.test('TestFullNameRegexp', async (t) => {
       continue
     }
     t.equal(m?.[0], c.input, `match: ${c.input}`)
-    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? ''], c.subs, `submatches: ${c.input}`)
+    t.strictSame([m?.[1] ?? '', m?.[2] ?? ''], c.subs, `submatches: ${c.input}`)
   }
 })
 
 t.test('TestReferenceRegexp', async (t) => {
   t.equal(groupCount(referenceGrammar.reference), 3, 'three submatches')
   const d = 'sha256:be178c0543eb17f5f3043021c9e5fcf30285e557a4fc309cce97ff9ca6182912'
-  const cases: { input: string; match: boolean; subs?: [string, string, string] }[] = [
+  const cases: ({ input: string; match: false } | { input: string; match: true; subs: [string, string, string] })[] = [
     { input: 'registry.com:8080/myapp:tag', match: true, subs: ['registry.com:8080/myapp', 'tag', ''] },
     {
       input: 'registry.com:8080/myapp@sha256:be178c0543eb17f5f3043021c9e5fcf30285e557a4fc309cce97ff9ca6182912',
@@ -177,7 +177,7 @@ t.test('TestReferenceRegexp', async (t) => {
       continue
     }
     t.equal(m?.[0], c.input, `match: ${c.input}`)
-    if (c.subs) t.strictSame([m?.[1] ?? '', m?.[2] ?? '', m?.[3] ?? ''], c.subs, `submatches: ${c.input}`)
+    t.strictSame([m?.[1] ?? '', m?.[2] ?? '', m?.[3] ?? ''], c.subs, `submatches: ${c.input}`)
   }
 })
 
