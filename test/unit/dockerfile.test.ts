@@ -146,6 +146,17 @@ t.test('every path copied from the build context exists and is not excluded by .
 })
 
 t.test('stages copy only from earlier stages', async (t) => {
+  t.strictSame(
+    stages.flatMap((stage) =>
+      copiesOf(stage)
+        .filter((c) => c.from)
+        .map((c) => [stage.name, c.from]),
+    ),
+    [
+      ['runtime', 'prod-deps'],
+      ['runtime', 'build'],
+    ],
+  )
   for (const [index, stage] of stages.entries()) {
     for (const copy of copiesOf(stage).filter((c) => c.from)) {
       const source = stages.findIndex((s) => s.name === copy.from)
