@@ -3,6 +3,7 @@ import t from 'tap'
 import jsonpatch from 'fast-json-patch'
 import { pino } from 'pino'
 import { Writable } from 'node:stream'
+import os from 'node:os'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
@@ -76,14 +77,45 @@ t.test('a Pod review is answered with a JSON patch, warnings and the same uid an
     const body = res.json()
     t.equal(body.apiVersion, apiVersion)
     t.equal(body.kind, 'AdmissionReview')
-    t.hasStrict(body.response, { uid: 'a1b2c3', allowed: true, patchType: 'JSONPatch' })
+    t.strictSame(
+      { ...body.response, patch: decodePatch(body) },
+      {
+        uid: 'a1b2c3',
+        allowed: true,
+        patchType: 'JSONPatch',
+        patch: [
+          { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+          { op: 'add', path: '/metadata/annotations', value: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } },
+        ],
+        warnings: [
+          'mirrorhook: web: nginx:1.25 -> m.daocloud.io/docker.io/library/nginx:1.25 (registry docker.io is unknown (not listed in config unreachable); reachability.unknown is mirror)',
+        ],
+      },
+    )
     const patched = jsonpatch.applyPatch(structuredClone(pod), decodePatch(body), true, false).newDocument
     t.equal(patched.spec.containers[0]!.image, 'm.daocloud.io/docker.io/library/nginx:1.25')
-    t.match(body.response.warnings, [/nginx:1\.25 -> m\.daocloud\.io\/docker\.io\/library\/nginx:1\.25/])
   }
   t.equal(h.admitted.length, 2, 'non-dry-run reviews reach the post-admission hook')
-  const logged = h.lines.find((l) => l.msg === 'admission decided')
-  t.hasStrict(logged, { uid: 'a1b2c3', namespace: 'shop', pod: 'web-1', outcome: 'mutated' }, 'logs carry uid, namespace and Pod name')
+  const logged = h.lines
+    .filter((l) => l.msg === 'admission decided')
+    .map(({ time, pid, hostname, ...rest }) => {
+      t.type(time, 'number')
+      t.equal(pid, process.pid)
+      t.equal(hostname, os.hostname())
+      return rest
+    })
+  const decided = {
+    level: 30,
+    uid: 'a1b2c3',
+    namespace: 'shop',
+    pod: 'web-1',
+    operation: 'CREATE',
+    dryRun: false,
+    outcome: 'mutated',
+    rewritten: { web: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    msg: 'admission decided',
+  }
+  t.strictSame(logged, [decided, decided], 'logs carry uid, namespace and Pod name')
 })
 
 t.test('dry-run: the same patch, and the side-effect hook is not called', async (t) => {
@@ -92,10 +124,21 @@ t.test('dry-run: the same patch, and the side-effect hook is not called', async 
   t.teardown(() => app.close())
   const wet = (await app.inject({ method: 'POST', url: '/mutate', payload: review() })).json()
   const dry = (await app.inject({ method: 'POST', url: '/mutate', payload: review({ dryRun: true }) })).json()
-  t.same(decodePatch(dry), decodePatch(wet))
+  t.strictSame(decodePatch(dry), decodePatch(wet))
+  t.strictSame(decodePatch(wet), [
+    { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'add', path: '/metadata/annotations', value: { 'mirrorhook.io/original-images': '{"web":"nginx:1.25"}' } },
+  ])
   t.equal(h.admitted.length, 1, 'only the non-dry-run review')
-  t.hasStrict(await h.metrics.reviews.get(), {
-    values: [{ labels: { outcome: 'mutated', dry_run: 'false' } }, { labels: { outcome: 'mutated', dry_run: 'true' } }],
+  t.strictSame(await h.metrics.reviews.get(), {
+    help: 'Admission reviews answered, by outcome (mutated, unchanged, skipped, ignored, error, invalid) and dry-run.',
+    name: 'mirrorhook_admission_reviews_total',
+    type: 'counter',
+    values: [
+      { value: 1, labels: { outcome: 'mutated', dry_run: 'false' } },
+      { value: 1, labels: { outcome: 'mutated', dry_run: 'true' } },
+    ],
+    aggregator: 'sum',
   })
 })
 
@@ -103,41 +146,54 @@ t.test('malformed reviews get a 400 saying what is wrong', async (t) => {
   const h = harness()
   const app = await h.build()
   t.teardown(() => app.close())
-  const cases: [unknown, RegExp][] = [
-    [{ kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1' }, /request is missing/],
-    [{ apiVersion: 'admission.k8s.io/v1', kind: 'Pod', request: {} }, /kind must be AdmissionReview/],
-    [{ apiVersion: 'v1', kind: 'AdmissionReview', request: { uid: 'x' } }, /apiVersion must be admission\.k8s\.io\/v1/],
-    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } }, /request\.uid/],
-    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', dryRun: 'yes' } }, /dryRun must be a boolean/],
-    [[1, 2], /AdmissionReview object/],
+  const cases: [unknown, string][] = [
+    [{ kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1' }, 'malformed AdmissionReview: request is missing'],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'Pod', request: {} }, 'malformed AdmissionReview: kind must be AdmissionReview, got "Pod"'],
     [
-      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: 'r' },
-      /^malformed AdmissionReview: request must be an object$/,
+      { apiVersion: 'v1', kind: 'AdmissionReview', request: { uid: 'x' } },
+      'malformed AdmissionReview: apiVersion must be admission.k8s.io/v1, got "v1"',
     ],
     [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: '' } },
+      'malformed AdmissionReview: request.uid must be a non-empty string',
+    ],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', dryRun: 'yes' } },
+      'malformed AdmissionReview: request.dryRun must be a boolean',
+    ],
+    [[1, 2], 'malformed AdmissionReview: the body must be a JSON AdmissionReview object'],
+    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: 'r' }, 'malformed AdmissionReview: request must be an object'],
+    [
       { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { namespace: 'shop' } },
-      /request\.uid must be a non-empty string/,
+      'malformed AdmissionReview: request.uid must be a non-empty string',
     ],
     [
       { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', namespace: 5 } },
-      /request\.namespace must be a string/,
+      'malformed AdmissionReview: request.namespace must be a string',
     ],
-    [{ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: 'Pod' } }, /request\.kind must be an object/],
+    [
+      { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: 'Pod' } },
+      'malformed AdmissionReview: request.kind must be an object',
+    ],
     [
       { apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'x', kind: { kind: 7 } } },
-      /^malformed AdmissionReview: request\.kind\.kind: .*expected string/,
+      'malformed AdmissionReview: request.kind.kind: Invalid input: expected string, received number',
     ],
   ]
   for (const [payload, message] of cases) {
     const res = await app.inject({ method: 'POST', url: '/mutate', payload: payload as object })
     t.equal(res.statusCode, 400)
-    t.match(res.json().error, message)
+    t.strictSame(res.json(), { error: message })
   }
   const badJson = await app.inject({ method: 'POST', url: '/mutate', headers: { 'content-type': 'application/json' }, payload: '{"kind":' })
   t.equal(badJson.statusCode, 400)
-  t.match(badJson.json().error, /not valid JSON/)
+  t.strictSame(badJson.json(), { error: "Body is not valid JSON but content-type is set to 'application/json'" })
   const values = (await h.metrics.reviews.get()).values
-  t.equal(values.find((v) => v.labels.outcome === 'invalid')?.value, cases.length + 1, 'every malformed review is counted')
+  t.equal(
+    values.find((v) => v.labels.outcome === 'invalid')?.value,
+    12,
+    'every malformed review is counted: the eleven cases and the cut body',
+  )
 })
 
 t.test('an internal error allows the Pod unchanged, and is logged and counted', async (t) => {
@@ -148,9 +204,30 @@ t.test('an internal error allows the Pod unchanged, and is logged and counted', 
   t.teardown(() => app.close())
   const res = await app.inject({ method: 'POST', url: '/mutate', payload: review() })
   t.equal(res.statusCode, 200)
-  t.same(res.json().response, { uid: 'a1b2c3', allowed: true })
+  t.strictSame(res.json().response, { uid: 'a1b2c3', allowed: true })
   t.equal((await h.metrics.errors.get()).values.find((v) => v.labels.stage === 'admission')?.value, 1)
-  t.ok(h.lines.some((l) => l.level === 50 && /allowing the Pod unchanged/.test(String(l.msg))))
+  t.strictSame(
+    h.lines.map(({ time, pid, hostname, err, ...rest }) => {
+      t.type(time, 'number')
+      t.equal(pid, process.pid)
+      t.equal(hostname, os.hostname())
+      const { stack, ...error } = err as { stack: string }
+      t.match(stack, /^Error: state unavailable\n {4}at /)
+      return { ...rest, err: error }
+    }),
+    [
+      {
+        level: 50,
+        uid: 'a1b2c3',
+        namespace: 'shop',
+        pod: 'web-1',
+        operation: 'CREATE',
+        dryRun: false,
+        err: { type: 'Error', message: 'state unavailable' },
+        msg: 'admission failed; allowing the Pod unchanged',
+      },
+    ],
+  )
 })
 
 t.test('a failing post-admission hook does not change the answer', async (t) => {
@@ -189,12 +266,15 @@ t.test('probes and metrics', async (t) => {
   h.readiness.block('tls', 'no certificate yet')
   const notReady = await ops.inject('/readyz')
   t.equal(notReady.statusCode, 503)
-  t.match(notReady.json().reasons, ['tls: no certificate yet'])
+  t.strictSame(notReady.json(), { status: 'not ready', reasons: ['tls: no certificate yet'] })
   const text = (await ops.inject('/metrics')).body
-  t.match(text, /mirrorhook_admission_reviews_total\{outcome="mutated",dry_run="false"\} 1/)
-  t.match(text, /mirrorhook_image_rewrites_total\{registry="docker.io"\} 1/)
-  t.match(text, /mirrorhook_admission_duration_seconds_count 1/)
-  t.match(text, /mirrorhook_errors_total/)
+  t.match(text, /^mirrorhook_admission_reviews_total\{outcome="mutated",dry_run="false"\} 1$/m)
+  t.notMatch(text, /^mirrorhook_admission_reviews_total\{(?!outcome="mutated",dry_run="false"\})/m, 'no other outcome')
+  t.match(text, /^mirrorhook_image_rewrites_total\{registry="docker\.io"\} 1$/m)
+  t.match(text, /^mirrorhook_admission_duration_seconds_count 1$/m)
+  t.match(text, /^mirrorhook_admission_duration_seconds_bucket\{le="\+Inf"\} 1$/m)
+  t.match(text, /^# TYPE mirrorhook_errors_total counter$/m)
+  t.notMatch(text, /^mirrorhook_errors_total\{/m, 'no internal error counted')
 })
 
 t.test('the README example review gives the patch the README shows', async (t) => {
@@ -204,7 +284,7 @@ t.test('the README example review gives the patch the README shows', async (t) =
   const { readFile } = await import('node:fs/promises')
   const payload = JSON.parse(await readFile(new URL('../fixtures/admission-review.json', import.meta.url), 'utf8'))
   const body = (await app.inject({ method: 'POST', url: '/mutate', payload })).json()
-  t.same(decodePatch(body), [
+  t.strictSame(decodePatch(body), [
     { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
     { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/ghcr.io/example/migrate:v3' },
     {
@@ -262,7 +342,7 @@ t.test('JSON bodies keep the prototype-poisoning checks of Fastify’s parser, p
   ]) {
     const res = await send(poisoned)
     t.equal(res.statusCode, 400, poisoned.slice(60, 120))
-    t.match(res.json().error, /not valid JSON/)
+    t.strictSame(res.json(), { error: "Body is not valid JSON but content-type is set to 'application/json'" })
   }
   for (const fine of [request(''), request('"name":"caf\\u00e9",'), request('"name":"constructor",'), `\ufeff${request('')}`]) {
     const res = await send(fine)

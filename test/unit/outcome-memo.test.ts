@@ -95,9 +95,37 @@ t.test('from the third Pod of a shape on, the outcome is reused, each review wit
   t.equal(counter.calls(), 2)
   const expected = fresh(review('pod-c'), c)
   t.equal(third.body, expected.body, 'the bytes a fresh decision answers for pod-c')
-  t.match(third.body, /"uid":"pod-c"/)
+  const answered = JSON.parse(third.body)
+  answered.response.patch = JSON.parse(Buffer.from(answered.response.patch, 'base64').toString('utf8'))
+  t.strictSame(answered, {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    response: {
+      uid: 'pod-c',
+      allowed: true,
+      patchType: 'JSONPatch',
+      patch: [
+        { op: 'replace', path: '/spec/containers/1/image', value: 'm.daocloud.io/quay.io/prometheus/node-exporter:v1.8.2' },
+        { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.27.3' },
+        { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/docker.io/library/busybox:1.36' },
+        {
+          op: 'add',
+          path: '/metadata/annotations',
+          value: {
+            'mirrorhook.io/original-images':
+              '{"init":"busybox:1.36","web":"nginx:1.27.3","metrics":"quay.io/prometheus/node-exporter:v1.8.2"}',
+          },
+        },
+      ],
+      warnings: [
+        'mirrorhook: init: busybox:1.36 -> m.daocloud.io/docker.io/library/busybox:1.36 (registry docker.io is unknown (not listed in config unreachable); reachability.unknown is mirror)',
+        'mirrorhook: web: nginx:1.27.3 -> m.daocloud.io/docker.io/library/nginx:1.27.3 (registry docker.io is unknown (not listed in config unreachable); reachability.unknown is mirror)',
+        'mirrorhook: metrics: quay.io/prometheus/node-exporter:v1.8.2 -> m.daocloud.io/quay.io/prometheus/node-exporter:v1.8.2 (registry quay.io is unknown (not listed in config unreachable); reachability.unknown is mirror)',
+      ],
+    },
+  })
   t.notMatch(third.body, /pod-[ab]/, "never an earlier review's uid")
-  t.same(third.result, expected.result)
+  t.strictSame(third.result, expected.result)
   t.equal(third.result.outcome, 'mutated')
   t.equal(third.result.patch.length, 4, 'three images and the annotation')
   t.equal(memo.size, 1)
@@ -123,16 +151,16 @@ t.test('a new generation, policy, view or set of pull Secret copies decides afre
     memo.admit(review(`${uid}a`), ctx).reused,
     memo.admit(review(`${uid}b`), ctx).reused,
   ]
-  t.same(twice('1', c), [false, false])
+  t.strictSame(twice('1', c), [false, false])
   t.equal(memo.admit(review('2'), c).reused, true)
   view.step()
-  t.same(twice('3', c), [false, false], 'generation changed')
+  t.strictSame(twice('3', c), [false, false], 'generation changed')
   t.equal(memo.size, 1, 'the older outcomes are gone')
   t.equal(memo.admit(review('4'), c).reused, true)
-  t.same(twice('5', context(view, compilePolicy(resolveConfig(undefined, {})))), [false, false], 'another policy')
-  t.same(twice('6', context(steppedView())), [false, false], 'another view')
+  t.strictSame(twice('5', context(view, compilePolicy(resolveConfig(undefined, {})))), [false, false], 'another policy')
+  t.strictSame(twice('6', context(steppedView())), [false, false], 'another view')
   const withSecrets: AdmissionContext = { ...context(view), secrets: { has: () => true } }
-  t.same(twice('7', withSecrets), [false, false], 'pull Secret copies appeared')
+  t.strictSame(twice('7', withSecrets), [false, false], 'pull Secret copies appeared')
   t.equal(memo.admit(review('8'), withSecrets).reused, true)
 })
 
@@ -175,7 +203,7 @@ t.test('bounded: the oldest shape goes first', async (t) => {
   t.equal(memo.admit(review('d-1.27', shape('1.27')), c).reused, true)
   t.equal(memo.admit(review('d-1.26', shape('1.26')), c).reused, false, 'evicted')
   const none = new OutcomeMemo(() => undefined, 0)
-  t.same(
+  t.strictSame(
     ['x', 'y', 'z'].map((uid) => none.admit(review(uid), c).reused),
     [false, false, false],
     'capacity 0 keeps nothing',
@@ -226,7 +254,7 @@ t.test('every field the decision reads makes another shape; what it does not rea
       const out = memo.admit(again, c)
       const expected = fresh(again, c)
       t.equal(out.body, expected.body, `${what}: response (${uid})`)
-      t.same(out.result, expected.result, `${what}: result (${uid})`)
+      t.strictSame(out.result, expected.result, `${what}: result (${uid})`)
     }
   }
   // The request's own fields.

@@ -73,7 +73,7 @@ t.test('the patch gives exactly the intended Pod, with or without annotations', 
       ...(metadata ?? {}),
       annotations: { ...((metadata?.annotations as object) ?? {}), [ORIGINAL_IMAGES_ANNOTATION]: JSON.stringify(expectedOriginals) },
     }
-    t.same(patched, expected, `${label}: the patched Pod is exactly as intended`)
+    t.strictSame(patched, expected, `${label}: the patched Pod is exactly as intended`)
     t.equal(result.patch.filter((op) => op.op === 'replace').length, 4, `${label}: one replace per rewritten image`)
     t.equal(result.warnings.length, 4, `${label}: one warning per rewrite`)
   }
@@ -81,7 +81,22 @@ t.test('the patch gives exactly the intended Pod, with or without annotations', 
 
 t.test('the annotation path escapes the slash', async (t) => {
   const { result } = run(podWith({ annotations: { x: 'y' } }))
-  t.ok(result.patch.some((op) => op.path === '/metadata/annotations/mirrorhook.io~1original-images'))
+  t.strictSame(result.patch, [
+    {
+      op: 'replace',
+      path: '/spec/containers/1/image',
+      value: 'm.daocloud.io/ghcr.io/org/side@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc',
+    },
+    { op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
+    { op: 'replace', path: '/spec/initContainers/2/image', value: 'm.daocloud.io/quay.io/org/init:2' },
+    { op: 'replace', path: '/spec/initContainers/0/image', value: 'm.daocloud.io/docker.io/library/busybox:1.36' },
+    {
+      op: 'add',
+      path: '/metadata/annotations/mirrorhook.io~1original-images',
+      value:
+        '{"init-a":"busybox:1.36","init-c":"quay.io/org/init:2","web":"nginx:1.25","side":"ghcr.io/org/side@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"}',
+    },
+  ])
 })
 
 t.test('an existing original-images annotation is merged, not lost', async (t) => {
@@ -95,7 +110,7 @@ t.test('an existing original-images annotation is merged, not lost', async (t) =
     },
   }
   const { patched } = run(pod)
-  t.same(
+  t.strictSame(
     JSON.parse(
       String(patched.metadata?.annotations && (patched.metadata.annotations as Record<string, string>)[ORIGINAL_IMAGES_ANNOTATION]),
     ),
@@ -139,7 +154,7 @@ t.test('a second call on the mutated Pod changes nothing (reinvocation)', async 
   const { patched } = run(podWith({ name: 'p' }))
   const again = run(patched)
   t.equal(again.result.outcome, 'unchanged')
-  t.same(again.result.patch, [])
+  t.strictSame(again.result.patch, [])
 })
 
 t.test('pod-level rules', async (t) => {
@@ -149,9 +164,15 @@ t.test('pod-level rules', async (t) => {
   })
   for (const kind of ['ReplicaSet', 'StatefulSet', 'DaemonSet', 'Job'])
     t.equal(run(owned(kind)).result.outcome, 'mutated', `owned by ${kind}`)
-  t.match(
+  t.strictSame(
     run(owned('Cluster')).result,
-    { outcome: 'skipped', skip: { code: 'owner-kind', reason: /Cluster/ } },
+    {
+      outcome: 'skipped',
+      patch: [],
+      warnings: [],
+      plans: [],
+      skip: { code: 'owner-kind', reason: 'the Pod is controlled by Cluster o, which is not in podOwners' },
+    },
     'an operator-owned Pod is left alone',
   )
   t.equal(run(owned('Cluster'), {}, { podOwners: ['Cluster'] }).result.outcome, 'mutated', 'the owner list is configurable')
@@ -162,10 +183,32 @@ t.test('pod-level rules', async (t) => {
   t.equal(run(nonController).result.outcome, 'mutated', 'only the controlling owner counts')
 
   const labelled: Pod = { metadata: { labels: { 'mirrorhook.io/skip': 'true' } }, spec: { containers: [{ name: 'c', image: 'nginx' }] } }
-  t.hasStrict(run(labelled).result, { outcome: 'skipped', skip: { code: 'skip-label' } })
+  t.strictSame(run(labelled).result, {
+    outcome: 'skipped',
+    patch: [],
+    warnings: [],
+    plans: [],
+    skip: { code: 'skip-label', reason: 'the Pod is labelled mirrorhook.io/skip=true' },
+  })
   const plain: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }] } }
-  t.hasStrict(run(plain, { namespace: 'kube-system' }).result, { outcome: 'skipped', skip: { code: 'excluded-namespace' } })
-  t.hasStrict(run(plain, { namespace: 'mirrorhook' }).result, { outcome: 'skipped' }, 'its own namespace')
+  t.strictSame(run(plain, { namespace: 'kube-system' }).result, {
+    outcome: 'skipped',
+    patch: [],
+    warnings: [],
+    plans: [],
+    skip: { code: 'excluded-namespace', reason: 'namespace kube-system is excluded' },
+  })
+  t.strictSame(
+    run(plain, { namespace: 'mirrorhook' }).result,
+    {
+      outcome: 'skipped',
+      patch: [],
+      warnings: [],
+      plans: [],
+      skip: { code: 'excluded-namespace', reason: 'namespace mirrorhook is excluded' },
+    },
+    'its own namespace',
+  )
 })
 
 t.test('UPDATE only considers images that changed', async (t) => {
@@ -187,7 +230,7 @@ t.test('UPDATE only considers images that changed', async (t) => {
     },
   }
   const { result, patched } = run(updated, { operation: 'UPDATE', oldObject: old })
-  t.same(
+  t.strictSame(
     (patched.spec.containers as { image: string }[]).map((c) => c.image),
     ['nginx:1', 'm.daocloud.io/docker.io/library/redis:8'],
     'an unchanged image is not rewritten by an unrelated update',
@@ -202,7 +245,7 @@ t.test('ephemeral containers, through the subresource and in a Pod', async (t) =
     spec: { containers: [{ name: 'web', image: 'nginx' }], ephemeralContainers: [existing, { name: 'debug-2', image: 'busybox:1.36' }] },
   }
   const { result, patched } = run(added, { operation: 'UPDATE', subResource: 'ephemeralcontainers', oldObject: old })
-  t.same(
+  t.strictSame(
     result.patch.map((op) => op.path),
     ['/spec/ephemeralContainers/1/image'],
     'only the image: the subresource drops metadata',
@@ -215,7 +258,7 @@ t.test('ephemeral containers, through the subresource and in a Pod', async (t) =
   t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'nginx', 'containers are not touched through the subresource')
 
   const created: Pod = { spec: { containers: [{ name: 'c', image: 'nginx' }], ephemeralContainers: [{ name: 'e', image: 'busybox' }] } }
-  t.same(
+  t.strictSame(
     run(created)
       .result.patch.filter((op) => op.op === 'replace')
       .map((op) => op.path)
@@ -229,7 +272,10 @@ t.test('invalid images are left untouched with a warning', async (t) => {
   const pod: Pod = { spec: { containers: [{ name: 'bad', image: 'Nginx:Latest' }, { name: 'ok', image: 'nginx' }, { name: 'none' }] } }
   const { result, patched } = run(pod)
   t.equal((patched.spec.containers as { image: string }[])[0]!.image, 'Nginx:Latest')
-  t.match(result.warnings, [/bad: Nginx:Latest left unchanged: invalid image reference/, /ok: nginx -> m\.daocloud\.io/])
+  t.strictSame(result.warnings, [
+    'mirrorhook: bad: Nginx:Latest left unchanged: invalid image reference: invalid reference format: repository name (library/Nginx) must be lowercase',
+    'mirrorhook: ok: nginx -> m.daocloud.io/docker.io/library/nginx (mode always)',
+  ])
 })
 
 t.test('requests that are not Pod CREATE/UPDATE are ignored', async (t) => {
@@ -272,13 +318,15 @@ t.test('images kept because the mirror is down or refused them are explained in 
   }
   const down = admit(request, policy, view)
   t.equal(down.outcome, 'unchanged')
-  t.match(down.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror m\.daocloud\.io is unreachable/])
+  t.strictSame(down.warnings, ['mirrorhook: a: ghcr.io/org/private:1 left unchanged: mirror m.daocloud.io is unreachable (probe refused)'])
   const up = {
     ...view,
     status: (r: string) => (r === 'm.daocloud.io' ? { state: 'reachable' as const, evidence: 'probe 401' } : view.status(r)),
   }
   const refused = admit(request, policy, up)
-  t.match(refused.warnings, [/a: ghcr\.io\/org\/private:1 left unchanged: mirror refused .*not in the allowlist/])
+  t.strictSame(refused.warnings, [
+    'mirrorhook: a: ghcr.io/org/private:1 left unchanged: mirror refused m.daocloud.io/ghcr.io/org/private (HTTP 403 not in the allowlist)',
+  ])
 })
 
 const images = (list: unknown) =>
@@ -293,11 +341,11 @@ t.test('entries that are not containers keep their place: each container keeps i
     },
   }
   const { result, patched } = run(pod)
-  t.same(result.patch, [
+  t.strictSame(result.patch, [
     { op: 'replace', path: '/spec/containers/2/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' },
     { op: 'add', path: '/metadata/annotations', value: { [ORIGINAL_IMAGES_ANNOTATION]: '{"rewrite-me":"nginx:1.25"}' } },
   ])
-  t.same(images(patched.spec.containers), [null, 'localhost:5000/internal/app:1', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.strictSame(images(patched.spec.containers), [null, 'localhost:5000/internal/app:1', 'm.daocloud.io/docker.io/library/nginx:1.25'])
   t.equal(originalsOf(patched), '{"rewrite-me":"nginx:1.25"}')
 })
 
@@ -311,9 +359,9 @@ t.test('the patch applies when container lists hold strings, numbers and arrays'
   }
   // run() applies the patch with validation: an op on a string or a number throws.
   const { patched } = run(pod)
-  t.same(images(patched.spec.containers), ['x', 'm.daocloud.io/docker.io/library/nginx:1.25'])
-  t.same(images(patched.spec.initContainers), [1, [], 'm.daocloud.io/docker.io/library/busybox:1.36'])
-  t.same(patched.spec.ephemeralContainers, [true, 'y'])
+  t.strictSame(images(patched.spec.containers), ['x', 'm.daocloud.io/docker.io/library/nginx:1.25'])
+  t.strictSame(images(patched.spec.initContainers), [1, [], 'm.daocloud.io/docker.io/library/busybox:1.36'])
+  t.strictSame(patched.spec.ephemeralContainers, [true, 'y'])
   t.equal(originalsOf(patched), '{"init":"busybox:1.36","rewrite-me":"nginx:1.25"}')
 })
 
@@ -362,15 +410,18 @@ t.test('the annotation never pushes the Pod over the API server annotation size 
     ['over in bytes, not in characters', filler(ANNOTATION_LIMIT - own + 1, 'é')],
   ] as const) {
     const { result, patched } = run(podFor(annotations))
-    t.same(
+    t.strictSame(
       result.patch,
       [{ op: 'replace', path: '/spec/containers/0/image', value: 'm.daocloud.io/docker.io/library/nginx:1.25' }],
       `${label}: the image is rewritten, the annotation left out`,
     )
-    t.same(patched.metadata!.annotations, annotations, `${label}: annotations unchanged`)
-    t.match(
+    t.strictSame(patched.metadata!.annotations, annotations, `${label}: annotations unchanged`)
+    t.strictSame(
       result.warnings,
-      [/mirrorhook\.io\/original-images not written: .*256 KiB/, /web: nginx:1\.25 -> m\.daocloud\.io/],
+      [
+        "mirrorhook: annotation mirrorhook.io/original-images not written: the Pod's annotations would take 262145 bytes, over the API server's 256 KiB limit; the originals are in the rewrite warnings and the webhook log",
+        'mirrorhook: web: nginx:1.25 -> m.daocloud.io/docker.io/library/nginx:1.25 (mode always)',
+      ],
       `${label}: the annotation warning comes first`,
     )
   }
@@ -387,7 +438,11 @@ t.test('the annotation never pushes the Pod over the API server annotation size 
   const big = run(many)
   t.equal(big.result.patch.length, 2000, 'a valid 2,000-container Pod: every image rewritten, no annotation')
   t.equal(big.patched.metadata!.annotations, undefined)
-  t.match(big.result.warnings[0], /original-images not written/, 'first, so that it survives when the API server drops warnings')
+  t.equal(
+    big.result.warnings[0],
+    "mirrorhook: annotation mirrorhook.io/original-images not written: the Pod's annotations would take 272920 bytes, over the API server's 256 KiB limit; the originals are in the rewrite warnings and the webhook log",
+    'first, so that it survives when the API server drops warnings',
+  )
 })
 
 t.test('a subdomain of a mirror host is never a source, like the mirror host itself', async (t) => {
@@ -404,21 +459,51 @@ t.test('a subdomain of a mirror host is never a source, like the mirror host its
     },
   }
   const { result, patched } = run(pod, {}, input)
-  t.same(images(patched.spec.containers), [
+  t.strictSame(images(patched.spec.containers), [
     'sub.mirror.test/x:1',
     'a.b.mirror.test:5000/x:1',
     'SUB.Mirror.Test/x:1',
     'mirror.test/ghcr.io/org/app:1',
     'mirror.test/notmirror.test/x:1',
   ])
-  t.match(
+  t.strictSame(
     result.plans.map((p) => p.decision),
     [
-      { action: 'keep', code: 'no-proxy', reason: 'registry sub.mirror.test is a subdomain of mirror mirror.test' },
-      { action: 'keep', code: 'no-proxy', reason: 'registry a.b.mirror.test:5000 is a subdomain of mirror mirror.test' },
-      { action: 'keep', code: 'no-proxy' },
-      { action: 'keep', code: 'already-mirrored' },
-      { action: 'rewrite' },
+      {
+        action: 'keep',
+        original: 'sub.mirror.test/x:1',
+        code: 'no-proxy',
+        reason: 'registry sub.mirror.test is a subdomain of mirror mirror.test',
+        registry: 'sub.mirror.test',
+      },
+      {
+        action: 'keep',
+        original: 'a.b.mirror.test:5000/x:1',
+        code: 'no-proxy',
+        reason: 'registry a.b.mirror.test:5000 is a subdomain of mirror mirror.test',
+        registry: 'a.b.mirror.test:5000',
+      },
+      {
+        action: 'keep',
+        original: 'SUB.Mirror.Test/x:1',
+        code: 'no-proxy',
+        reason: 'registry SUB.Mirror.Test is a subdomain of mirror mirror.test',
+        registry: 'sub.mirror.test',
+      },
+      {
+        action: 'keep',
+        original: 'mirror.test/ghcr.io/org/app:1',
+        code: 'already-mirrored',
+        reason: 'already on mirror mirror.test',
+        registry: 'mirror.test',
+      },
+      {
+        action: 'rewrite',
+        original: 'notmirror.test/x:1',
+        rewritten: 'mirror.test/notmirror.test/x:1',
+        registry: 'notmirror.test',
+        reason: 'mode always',
+      },
     ],
   )
 })
@@ -431,6 +516,6 @@ t.test('manifest kinds are data: __proto__ and constructor are kinds without a P
       policy,
       staticReachability(policy),
     )
-    t.match(result, { kind, name: 'x', unsupported: true, patch: [] }, kind)
+    t.strictSame(result, { kind, name: 'x', plans: [], patch: [], unsupported: true }, kind)
   }
 })

@@ -256,7 +256,7 @@ t.test('a handler that throws without onError, and drops without onDrop, are cou
   t.equal(queue.stats().failed, 1)
   t.equal(queue.stats().done, 1)
   t.equal(queue.stats().dropped, 1)
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
   t.equal(queue.offer('bad'), 'duplicate', 'a failed key is remembered like a done one')
 })
 
@@ -295,7 +295,7 @@ t.test('token bucket: a write with a token does not wait for the clock', async (
   let sent = false
   const take = bucket.take().then(() => (sent = true))
   await new Promise<void>((resolve) => setImmediate(resolve))
-  t.ok(sent, 'sent at once')
+  t.equal(sent, true, 'sent at once')
   t.equal(clock.pendingTimers, 0)
   await take
   t.equal(bucket.reserve(), 100)

@@ -53,8 +53,8 @@ t.test('an offer is O(1) and waits for nothing: the handler runs after the batch
   await clock.advance(99)
   t.equal(calls.length, 0, 'still collecting the batch')
   await clock.advance(1)
-  t.same(calls, [{ key: 'a', at: start + 100 }])
-  t.ok(queue.idle)
+  t.strictSame(calls, [{ key: 'a', at: start + 100 }])
+  t.equal(queue.idle, true)
 })
 
 t.test('dedupe: queued, in flight and recently done keys are not taken again until the dedupe time ends', async (t) => {
@@ -71,7 +71,7 @@ t.test('dedupe: queued, in flight and recently done keys are not taken again unt
   t.equal(queue.offer('a'), 'duplicate', 'in flight')
   release()
   await clock.advance(0)
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
   await clock.advance(9_000)
   t.equal(queue.offer('a'), 'duplicate', 'done 9 s ago, within the dedupe time')
   await clock.advance(1_000)
@@ -93,11 +93,11 @@ t.test('bounded: past capacity new keys are dropped and counted, queued ones are
     { capacity: 3, onDrop: (k) => dropped.push(k) },
     () => new Promise<Outcome>((resolve) => gate.push(() => resolve({ kind: 'done' }))),
   )
-  t.same(
+  t.strictSame(
     ['a', 'b', 'c', 'd', 'e'].map((k) => queue.offer(k)),
     ['queued', 'queued', 'queued', 'dropped', 'dropped'],
   )
-  t.same(dropped, ['d', 'e'])
+  t.strictSame(dropped, ['d', 'e'])
   t.equal(queue.stats().dropped, 2)
   await clock.advance(100)
   t.equal(queue.size, 3, 'in-flight keys still count against the bound')
@@ -105,7 +105,7 @@ t.test('bounded: past capacity new keys are dropped and counted, queued ones are
   t.equal(queue.schedule('g'), 'dropped', 'internal scheduling obeys the same bound')
   for (const open of gate.splice(0)) open()
   await clock.advance(0)
-  t.same(
+  t.strictSame(
     calls.map((c) => c.key),
     ['a', 'b', 'c'],
   )
@@ -122,12 +122,13 @@ t.test('batches: at most batchSize keys per round, a burst waits for the batch d
   queue.offer('late')
   await clock.advance(50)
   t.equal(calls.length, 8, 'the burst and the late key are all handled')
-  t.ok(
-    calls.every((c) => c.at === start + 100),
+  t.strictSame(
+    calls.map((c) => c.at - start),
+    [100, 100, 100, 100, 100, 100, 100, 100],
     'one wake-up after the batch delay',
   )
   t.equal(maxInFlight(), 3, 'never more than one batch in flight')
-  t.same(
+  t.strictSame(
     calls.map((c) => c.key),
     ['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'late'],
     'first in, first out',
@@ -139,14 +140,14 @@ t.test('transient failures: the key stays, the queue backs off exponentially, su
   queue.offer('a')
   await clock.advance(10_000)
   // random() = 0.5: each wait is 3/4 of 500 ms, 1 s, 2 s.
-  t.same(
+  t.strictSame(
     calls.map((c) => c.at - start),
     [100, 100 + 375, 100 + 375 + 750, 100 + 375 + 750 + 1500],
   )
   t.equal(queue.stats().retries, 3)
   t.equal(queue.stats().backoffStreak, 0, 'reset by the success')
   t.equal(queue.stats().done, 1)
-  t.ok(queue.idle, 'nothing lost')
+  t.equal(queue.idle, true, 'nothing lost')
 })
 
 t.test('the backoff is capped and Retry-After wins when it is longer', async (t) => {
@@ -158,7 +159,7 @@ t.test('the backoff is capped and Retry-After wins when it is longer', async (t)
   const gaps = calls.slice(1).map((c, i) => c.at - calls[i]!.at)
   t.equal(calls[0]!.at, start + 100)
   t.equal(gaps[0], 5_000, 'Retry-After of 5 s')
-  t.same(gaps.slice(1), [750, 750, 750, 750], 'then capped at 1 s (3/4 with this jitter)')
+  t.strictSame(gaps.slice(1), [750, 750, 750, 750], 'then capped at 1 s (3/4 with this jitter)')
 })
 
 t.test('a transient failure halts the round: the rest of the batch waits for the backoff untouched', async (t) => {
@@ -172,20 +173,23 @@ t.test('a transient failure halts the round: the rest of the batch waits for the
   })
   for (const k of ['a', 'b', 'c', 'd']) queue.offer(k)
   await clock.advance(100)
-  t.same(
+  t.strictSame(
     calls.map((c) => c.key),
     ['a', 'b'],
     'c and d not sent into a failing API',
   )
   t.equal(queue.size, 3)
   await clock.advance(375)
-  t.same(
+  t.strictSame(
     calls.map((c) => c.key),
     ['a', 'b', 'b', 'c', 'd'],
     'the failed key first, then the rest',
   )
-  t.ok(calls.slice(2).every((c) => c.at === start + 475))
-  t.ok(queue.idle)
+  t.strictSame(
+    calls.map((c) => c.at - start),
+    [100, 100, 475, 475, 475],
+  )
+  t.equal(queue.idle, true)
 })
 
 t.test('later: the key comes back after its delay without slowing the others', async (t) => {
@@ -199,7 +203,7 @@ t.test('later: the key comes back after its delay without slowing the others', a
   t.equal(queue.offer('busy'), 'duplicate', 'a delayed key is still queued')
   queue.offer('y')
   await clock.advance(100)
-  t.same(
+  t.strictSame(
     calls.map((c) => [c.key, c.at - start]),
     [
       ['busy', 100],
@@ -208,7 +212,7 @@ t.test('later: the key comes back after its delay without slowing the others', a
     ],
   )
   await clock.advance(2_000)
-  t.same(calls.at(-1), { key: 'busy', at: start + 2_100 })
+  t.strictSame(calls.at(-1), { key: 'busy', at: start + 2_100 })
   t.equal(queue.stats().backoffStreak, 0)
 })
 
@@ -219,7 +223,7 @@ t.test('blocked: the queue keeps its keys and stops until resumed', async (t) =>
   queue.offer('b')
   await clock.advance(100)
   t.equal(calls.length, 1)
-  t.ok(queue.isBlocked)
+  t.equal(queue.isBlocked, true)
   queue.offer('c')
   await clock.advance(60_000)
   t.equal(calls.length, 1, 'nothing runs while blocked')
@@ -227,14 +231,14 @@ t.test('blocked: the queue keeps its keys and stops until resumed', async (t) =>
   missing = false
   queue.resume()
   await clock.advance(100)
-  t.same(
+  t.strictSame(
     calls
       .slice(1)
       .map((c) => c.key)
       .sort(),
     ['a', 'b', 'c'],
   )
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
 })
 
 t.test('schedule() bypasses dedupe, moves a delayed key forward, and re-runs a key that is in flight', async (t) => {
@@ -270,7 +274,7 @@ t.test('a handler that throws does not wedge the queue', async (t) => {
   queue.offer('bad')
   queue.offer('good')
   await clock.advance(100)
-  t.same(errors, ['bad'])
+  t.strictSame(errors, ['bad'])
   t.equal(queue.stats().failed, 1)
   t.equal(queue.stats().done, 1)
 })
@@ -283,7 +287,7 @@ t.test('stop() waits for the round in flight and runs nothing after', async (t) 
   let stopped = false
   const stopping = queue.stop().then(() => (stopped = true))
   await clock.advance(0)
-  t.notOk(stopped, 'waits for the write in flight')
+  t.equal(stopped, false, 'waits for the write in flight')
   release()
   await stopping
   queue.offer('b')
@@ -294,17 +298,17 @@ t.test('stop() waits for the round in flight and runs nothing after', async (t) 
 t.test('token bucket: the burst goes at once, then writes are spaced at the rate', async (t) => {
   const clock = new ManualClock()
   const bucket = new TokenBucket(10, 2, clock)
-  t.same([bucket.reserve(), bucket.reserve(), bucket.reserve(), bucket.reserve()], [0, 0, 100, 200])
+  t.strictSame([bucket.reserve(), bucket.reserve(), bucket.reserve(), bucket.reserve()], [0, 0, 100, 200])
   await clock.advance(1_000)
   // Four reserved, 1 s at 10/s refills ten, capped at the burst of two.
-  t.same([bucket.reserve(), bucket.reserve(), bucket.reserve()], [0, 0, 100])
+  t.strictSame([bucket.reserve(), bucket.reserve(), bucket.reserve()], [0, 0, 100])
 
   const sent: number[] = []
   const start = clock.now()
   const writes = Array.from({ length: 5 }, () => bucket.take().then(() => sent.push(clock.now() - start)))
   await clock.advance(1_000)
   await Promise.all(writes)
-  t.same(sent, [200, 300, 400, 500, 600], 'one every 100 ms after the reservation before')
+  t.strictSame(sent, [200, 300, 400, 500, 600], 'one every 100 ms after the reservation before')
 })
 
 t.test('size, idle and stats count every place a key can be, exactly', async (t) => {
@@ -314,15 +318,15 @@ t.test('size, idle and stats count every place a key can be, exactly', async (t)
     return key === 'later' ? { kind: 'later', afterMs: 5_000 } : { kind: 'done' }
   })
   t.equal(queue.size, 0)
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
   queue.offer('slow')
   queue.offer('later')
   t.equal(queue.schedule('delayed', 60_000), 'queued')
   t.equal(queue.size, 3, 'two ready, one delayed')
-  t.notOk(queue.idle, 'keys ready')
+  t.equal(queue.idle, false, 'keys ready')
   await clock.advance(100)
   t.equal(queue.size, 3, 'one in flight, two delayed')
-  t.notOk(queue.idle, 'a key in flight')
+  t.equal(queue.idle, false, 'a key in flight')
   t.strictSame(queue.stats(), {
     ready: 0,
     delayed: 2,
@@ -337,11 +341,13 @@ t.test('size, idle and stats count every place a key can be, exactly', async (t)
     backoffStreak: 0,
     blocked: false,
   })
-  t.ok(queue.has('slow') && queue.has('later') && queue.has('delayed'))
-  t.notOk(queue.has('other'))
+  t.strictSame(
+    ['slow', 'later', 'delayed', 'other'].map((key) => queue.has(key)),
+    [true, true, true, false],
+  )
   release()
   await clock.advance(0)
-  t.ok(queue.idle, 'delayed keys do not make it busy')
+  t.equal(queue.idle, true, 'delayed keys do not make it busy')
   t.equal(queue.size, 2)
   t.equal(queue.stats().remembered, 1, 'the done key is remembered for the dedupe time')
   await clock.advance(9_999)

@@ -11,10 +11,6 @@ import {
   type ImageCache,
   imagesOf,
   imageStateOf,
-  ORIGINALS_ANNOTATION,
-  PURGE_ANNOTATION,
-  REFRESH_ANNOTATION,
-  UNUSED_SINCE_ANNOTATION,
   viewOf,
 } from '../../server/prepull/imagecache.js'
 import { UsageTracker } from '../../server/prepull/usage.js'
@@ -23,6 +19,13 @@ import type { ImageCacheApi } from '../../server/prepull/kubeapi.js'
 import { PrepullMetrics } from '../../server/prepull/metrics.js'
 import { TokenBucket, WorkQueue } from '../../server/prepull/queue.js'
 import { batchKey, decideBatch, decidePlacement, PLACE_KEY, Reconciler, type ReconcilerOptions } from '../../server/prepull/reconciler.js'
+
+// The annotation names, written out: a change of any of them is a change of the objects' format.
+const ORIGINALS_ANNOTATION = 'mirrorhook.io/originals'
+const UNUSED_SINCE_ANNOTATION = 'mirrorhook.io/unused-since'
+const REFRESH_ANNOTATION = 'kubefledged.io/refresh-imagecache'
+const PURGE_ANNOTATION = 'kubefledged.io/purge-imagecache'
+const NGINX_ORIGINALS = '{"m.daocloud.io/docker.io/library/nginx:1.25":"nginx:1.25"}'
 
 interface Write {
   verb: 'create' | 'update' | 'annotate' | 'delete'
@@ -280,17 +283,21 @@ t.test('admitted images become one ImageCache of many images that kube-fledged a
   await clock.advance(100)
   t.equal(api.objects.size, 1, 'one batch')
   const [name, obj] = [...api.objects][0]!
-  t.match(name, /^mirrorhook-[0-9a-z]+-[0-9a-z]{5}$/)
+  // mirrorhook-<creation time in base 36>-<five base-36 digits of the random number>.
+  t.equal(name, 'mirrorhook-loyw3v50-01aso')
   t.ok(`${name}-abcde-fghij`.length <= 63, "kube-fledged's Job and Pod names stay valid label values")
-  t.same(obj.spec, { cacheSpec: [{ images: [IMAGE, redis], nodeSelector: { pool: 'apps' } }], imagePullSecrets: [{ name: 'mirror-pull' }] })
-  t.same(obj.metadata.labels, { 'app.kubernetes.io/managed-by': 'mirrorhook' })
-  t.same(
+  t.strictSame(obj.spec, {
+    cacheSpec: [{ images: [IMAGE, redis], nodeSelector: { pool: 'apps' } }],
+    imagePullSecrets: [{ name: 'mirror-pull' }],
+  })
+  t.strictSame(obj.metadata.labels, { 'app.kubernetes.io/managed-by': 'mirrorhook' })
+  t.strictSame(
     JSON.parse(obj.metadata.annotations?.[ORIGINALS_ANNOTATION] ?? ''),
     { [IMAGE]: 'nginx:1.25', [redis]: 'redis:7' },
     'why each image is there',
   )
   t.equal(obj.status, undefined, 'no status sent')
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('one writer: without the Lease nothing is written; a create whose answer was lost is retried under the same name', async (t) => {
@@ -299,7 +306,7 @@ t.test('one writer: without the Lease nothing is written; a create whose answer 
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(10_000)
   t.equal(api.writes.length, 0, 'not the writer: nothing sent')
-  t.ok(queue.isBlocked, 'the queue waits for the Lease')
+  t.equal(queue.isBlocked, true, 'the queue waits for the Lease')
   t.equal(queue.size, 1, 'the image kept')
   setLeader(true)
   // The create goes through, its answer does not.
@@ -308,7 +315,7 @@ t.test('one writer: without the Lease nothing is written; a create whose answer 
   await clock.advance(100)
   t.equal(api.objects.size, 1)
   await clock.advance(60_000)
-  t.same(
+  t.strictSame(
     api.writes.map((w) => [w.verb, w.name]),
     [
       ['create', [...api.objects.keys()][0]],
@@ -317,7 +324,7 @@ t.test('one writer: without the Lease nothing is written; a create whose answer 
     'the retry keeps the name: AlreadyExists is success',
   )
   t.equal(api.objects.size, 1, 'the image is in one batch, never two')
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
 })
 
 t.test('429 with Retry-After, 5xx and no answer are retried with backoff; nothing is lost', async (t) => {
@@ -336,9 +343,9 @@ t.test('429 with Retry-After, 5xx and no answer are retried with backoff; nothin
   await clock.advance(1)
   t.equal(api.writes.length, 2)
   await clock.advance(120_000)
-  t.same([...api.objects.values()].flatMap((o) => imagesOf(o)!).sort(), images.sort(), 'every image written, once')
+  t.strictSame([...api.objects.values()].flatMap((o) => imagesOf(o)!).sort(), images.sort(), 'every image written, once')
   t.equal(queue.stats().retries, 3)
-  t.ok(queue.idle)
+  t.equal(queue.idle, true)
 })
 
 t.test('a permanent refusal is not retried in a loop', async (t) => {
@@ -358,14 +365,14 @@ t.test('a 404 on create (no CRD) blocks the queue without losing the images', as
   admit('m.daocloud.io/docker.io/library/redis:7', 'redis:7')
   await clock.advance(100)
   t.equal(missing.length, 1)
-  t.ok(queue.isBlocked)
+  t.equal(queue.isBlocked, true)
   t.equal(queue.size, 1, 'the placement waits')
   t.equal(reconciler.waitingCount, 2, 'both images wait for it')
   missing.length = 0
   queue.resume()
   await clock.advance(100)
   t.equal(api.objects.size, 1)
-  t.same(imagesOf([...api.objects.values()][0]!), [IMAGE, 'm.daocloud.io/docker.io/library/redis:7'])
+  t.strictSame(imagesOf([...api.objects.values()][0]!), [IMAGE, 'm.daocloud.io/docker.io/library/redis:7'])
 })
 
 t.test('writes are rate-limited', async (t) => {
@@ -378,12 +385,13 @@ t.test('writes are rate-limited', async (t) => {
   const first = times[0]!
   // A burst of two, then one every 100 ms (or later: the next batch is placed once the previous is seen).
   t.equal(times.length, 12)
-  t.same(
+  t.strictSame(
     times.slice(0, 3).map((x) => x - first),
     [0, 0, 100],
   )
-  t.ok(
-    times.every((x, i) => i < 2 || x - times[i - 1]! >= 100),
+  t.strictSame(
+    times.map((x) => x - first),
+    [0, 0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000],
     'never faster than the rate after the burst',
   )
 })
@@ -406,8 +414,8 @@ t.test('one batch at a time: new images wait while kube-fledged has not finished
   await clock.advance(5_000)
   t.equal(api.objects.size, 2, 'a second batch once the first is done')
   const second = [...api.objects.values()][1]!
-  t.same(imagesOf(second), [redis, pg], 'with every image that waited')
-  t.same(imagesOf(api.get(api.nameOf(IMAGE))!), [IMAGE], 'nothing added to the first one')
+  t.strictSame(imagesOf(second), [redis, pg], 'with every image that waited')
+  t.strictSame(imagesOf(api.get(api.nameOf(IMAGE))!), [IMAGE], 'nothing added to the first one')
   // kube-fledged never takes the second batch: a third waits batchWaitMs, then goes anyway.
   const mysql = 'm.daocloud.io/docker.io/library/mysql:8'
   admit(mysql, 'mysql:8')
@@ -415,8 +423,8 @@ t.test('one batch at a time: new images wait while kube-fledged has not finished
   t.equal(api.objects.size, 2)
   await clock.advance(15_000)
   t.equal(api.objects.size, 3)
-  t.same(api.violations, [])
-  t.ok(queue.idle)
+  t.strictSame(api.violations, [])
+  t.equal(queue.idle, true)
 })
 
 t.test('decidePlacement(): at most imagesPerCache images per new batch; busy batches and their age', async (t) => {
@@ -424,27 +432,27 @@ t.test('decidePlacement(): at most imagesPerCache images per new batch; busy bat
   const timing = { now: T, busyRetryMs: 5_000, batchWaitMs: 600_000, imagesPerCache: 2 }
   const untouched = buildImageCache('mirrorhook-a', [IMAGE], new Map(), SETTINGS)
   untouched.metadata.creationTimestamp = new Date(T - 1_000).toISOString()
-  t.same(decidePlacement([], [], timing), { kind: 'none' })
-  t.same(decidePlacement(['a', 'b', 'c'], [], timing), { kind: 'create', images: ['a', 'b'] })
-  t.same(decidePlacement(['a'], [untouched], timing), { kind: 'wait', ms: 5_000 })
-  t.same(decidePlacement(['a'], [untouched], { ...timing, now: T + 597_000 }), { kind: 'wait', ms: 2_000 }, 'not past batchWaitMs')
-  t.same(decidePlacement(['a'], [untouched], { ...timing, now: T + 599_000 }), { kind: 'create', images: ['a'] }, 'then anyway')
+  t.strictSame(decidePlacement([], [], timing), { kind: 'none' })
+  t.strictSame(decidePlacement(['a', 'b', 'c'], [], timing), { kind: 'create', images: ['a', 'b'] })
+  t.strictSame(decidePlacement(['a'], [untouched], timing), { kind: 'wait', ms: 5_000 })
+  t.strictSame(decidePlacement(['a'], [untouched], { ...timing, now: T + 597_000 }), { kind: 'wait', ms: 2_000 }, 'not past batchWaitMs')
+  t.strictSame(decidePlacement(['a'], [untouched], { ...timing, now: T + 599_000 }), { kind: 'create', images: ['a'] }, 'then anyway')
   const done = { ...untouched, status: ok(T) }
-  t.same(decidePlacement(['a'], [done], timing), { kind: 'create', images: ['a'] }, 'a finished batch is idle')
+  t.strictSame(decidePlacement(['a'], [done], timing), { kind: 'create', images: ['a'] }, 'a finished batch is idle')
   const refresh = structuredClone(done)
   refresh.metadata.annotations![REFRESH_ANNOTATION] = new Date(T - 10).toISOString()
-  t.same(decidePlacement(['a'], [refresh], timing), { kind: 'wait', ms: 5_000 }, 'a refresh asked for and not taken yet')
+  t.strictSame(decidePlacement(['a'], [refresh], timing), { kind: 'wait', ms: 5_000 }, 'a refresh asked for and not taken yet')
   // A purge of a finished batch no Pod uses, asked for and not taken yet: new batches wait for it,
   // at most batchWaitMs from the request, and not at all once kube-fledged has purged.
   const purge = structuredClone(done)
   purge.metadata.annotations![PURGE_ANNOTATION] = new Date(T - 10).toISOString()
-  t.same(decidePlacement(['a'], [purge], timing), { kind: 'wait', ms: 5_000 }, 'a purge asked for and not taken yet')
-  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_980 }), { kind: 'wait', ms: 10 }, 'not past batchWaitMs')
-  t.same(decidePlacement(['a'], [purge], { ...timing, now: T + 599_990 }), { kind: 'create', images: ['a'] }, 'then anyway')
+  t.strictSame(decidePlacement(['a'], [purge], timing), { kind: 'wait', ms: 5_000 }, 'a purge asked for and not taken yet')
+  t.strictSame(decidePlacement(['a'], [purge], { ...timing, now: T + 599_980 }), { kind: 'wait', ms: 10 }, 'not past batchWaitMs')
+  t.strictSame(decidePlacement(['a'], [purge], { ...timing, now: T + 599_990 }), { kind: 'create', images: ['a'] }, 'then anyway')
   const purged = structuredClone(purge)
   purged.status = ok(T + 100, 'ImageCachePurge')
   delete purged.metadata.annotations![PURGE_ANNOTATION]
-  t.same(decidePlacement(['a'], [purged], { ...timing, now: T + 200 }), { kind: 'create', images: ['a'] }, 'a purged batch is idle')
+  t.strictSame(decidePlacement(['a'], [purged], { ...timing, now: T + 200 }), { kind: 'create', images: ['a'] }, 'a purged batch is idle')
 })
 
 t.test('a failed batch: a refresh after the backoff, never while processing, doubling', async (t) => {
@@ -461,24 +469,28 @@ t.test('a failed batch: a refresh after the backoff, never while processing, dou
     completionTime: new Date(at).toISOString(),
   })
   api.setStatus(IMAGE, failed(clock.now()))
-  t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 60_000 })
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 60_000 })
   queue.schedule(batchKey(name), 60_000)
   await clock.advance(59_999)
-  t.notOk(REFRESH_ANNOTATION in (api.get(name)!.metadata.annotations ?? {}))
+  t.strictSame(api.get(name)!.metadata.annotations, { [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS })
   await clock.advance(1)
-  t.ok(REFRESH_ANNOTATION in (api.get(name)!.metadata.annotations ?? {}), 'refresh asked for')
+  t.strictSame(
+    api.get(name)!.metadata.annotations,
+    { [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS, [REFRESH_ANNOTATION]: '2023-11-14T22:14:20.100Z' },
+    'refresh asked for',
+  )
 
   // kube-fledged picks it up: Processing, annotation still there. Nothing may be sent now.
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(reconciler.plan(batchKey(name)), { kind: 'none' })
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'none' })
   // Fails again; the annotation is removed by kube-fledged.
   api.setStatus(IMAGE, failed(clock.now()), [REFRESH_ANNOTATION])
-  t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 120_000 }, 'the second wait is twice as long')
-  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 120_000 }, 'an image key acts for its batch')
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 120_000 }, 'the second wait is twice as long')
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'wait', ms: 120_000 }, 'an image key acts for its batch')
   api.setStatus(IMAGE, { ...failed(clock.now()), status: 'Succeeded', failures: {} })
   reconciler.resetAttempts(name)
-  t.same(reconciler.plan(batchKey(name)), { kind: 'none' }, 'cached: nothing to do')
-  t.same(api.violations, [])
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'none' }, 'cached: nothing to do')
+  t.strictSame(api.violations, [])
 })
 
 t.test('per image inside a batch: failed on which nodes, the others cached; every terminal status for what it is', async (t) => {
@@ -487,30 +499,30 @@ t.test('per image inside a batch: failed on which nodes, the others cached; ever
   const cache = buildImageCache('mirrorhook-x', [a, b], new Map(), SETTINGS)
   const T = 1_700_000_000_000
   const at = (status: ImageCache['status']) => viewOf({ ...cache, status })
-  t.same(imageStateOf(viewOf(cache), a), { state: 'pending', failed: [] }, 'no status yet')
+  t.strictSame(imageStateOf(viewOf(cache), a), { state: 'pending', failed: [] }, 'no status yet')
   const failed = at({
     status: 'Failed',
     reason: 'ImageCacheCreate',
     failures: { [b]: [{ node: 'n2', reason: '', message: '' }] },
     startTime: new Date(T).toISOString(),
   })
-  t.same(imageStateOf(failed, a), { state: 'cached', failed: [] }, 'the image that did not fail is on every node')
-  t.same(imageStateOf(failed, b), { state: 'failed', failed: [{ node: 'n2', reason: '', message: '' }] })
-  t.same(
+  t.strictSame(imageStateOf(failed, a), { state: 'cached', failed: [] }, 'the image that did not fail is on every node')
+  t.strictSame(imageStateOf(failed, b), { state: 'failed', failed: [{ node: 'n2', reason: '', message: '' }] })
+  t.strictSame(
     describeFailure({ node: 'n2', reason: '', message: '' }),
     { node: 'n2', reason: 'JobExpired', message: 'no result before the pull deadline (kube-fledged gave no reason)' },
     'an empty reason (a lost completion) is spelled out',
   )
-  t.same(imageStateOf(at({ status: 'NoImagesPulledOrDeleted', reason: 'ImageCacheCreate' }), a), { state: 'no-nodes', failed: [] })
-  t.same(imageStateOf(at({ status: 'Aborted', reason: 'ImagePullAborted' }), a), { state: 'aborted', failed: [] })
-  t.same(imageStateOf(at({ status: 'Unknown', reason: 'ImagePullStatusUnknown' }), b), { state: 'unknown', failed: [] })
-  t.same(
+  t.strictSame(imageStateOf(at({ status: 'NoImagesPulledOrDeleted', reason: 'ImageCacheCreate' }), a), { state: 'no-nodes', failed: [] })
+  t.strictSame(imageStateOf(at({ status: 'Aborted', reason: 'ImagePullAborted' }), a), { state: 'aborted', failed: [] })
+  t.strictSame(imageStateOf(at({ status: 'Unknown', reason: 'ImagePullStatusUnknown' }), b), { state: 'unknown', failed: [] })
+  t.strictSame(
     imageStateOf(at({ status: 'Failed', reason: 'CacheSpecValidationFailed' }), a),
     { state: 'failed', failed: [] },
     'no failures named: all',
   )
-  t.same(imageStateOf(at({ status: 'Processing', reason: 'ImageCacheCreate' }), a), { state: 'pending', failed: [] })
-  t.same(imageStateOf(at(ok(T)), b), { state: 'cached', failed: [] })
+  t.strictSame(imageStateOf(at({ status: 'Processing', reason: 'ImageCacheCreate' }), a), { state: 'pending', failed: [] })
+  t.strictSame(imageStateOf(at(ok(T)), b), { state: 'cached', failed: [] })
   // Retried with backoff like a failure while the images are in use: nodes may appear, kube-fledged may come back.
   const used = { inUse: true, usageKnown: true, recentlyUsed: true }
   const timing = {
@@ -523,13 +535,13 @@ t.test('per image inside a batch: failed on which nodes, the others cached; ever
     purgeAnnotationGraceMs: 0,
   }
   for (const status of ['NoImagesPulledOrDeleted', 'Aborted', 'Unknown']) {
-    t.same(
+    t.strictSame(
       decideBatch({ ...cache, status: { status } }, () => used, SETTINGS, timing),
       { kind: 'refresh' },
       status,
     )
   }
-  t.same(
+  t.strictSame(
     decideBatch(
       { ...cache, status: { status: 'Failed', failures: { [b]: [{ node: 'n2', reason: '', message: '' }] } } },
       (i) => ({ ...used, inUse: i === a }),
@@ -550,18 +562,18 @@ t.test(
     const before = api.get(api.nameOf(IMAGE))!.metadata.uid
     api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheCreate', message: '', startTime: new Date().toISOString() })
     const rec = other({ ...SETTINGS, nodeSelector: { pool: 'batch' } })
-    t.same(await rec.reconcile(IMAGE), { kind: 'later', afterMs: 5_000 }, 'waits while Processing')
+    t.strictSame(await rec.reconcile(IMAGE), { kind: 'later', afterMs: 5_000 }, 'waits while Processing')
     api.setStatus(IMAGE, ok(clock.now()))
-    t.same(await rec.reconcile(IMAGE), { kind: 'done' }, 'deleted')
+    t.strictSame(await rec.reconcile(IMAGE), { kind: 'done' }, 'deleted')
     t.equal(api.objects.size, 0)
-    t.same(rec.plan(IMAGE), { kind: 'place' }, 'in use, in no batch')
-    t.same(await rec.reconcile(IMAGE), { kind: 'done' })
-    t.same(await rec.reconcile(PLACE_KEY), { kind: 'done' })
+    t.strictSame(rec.plan(IMAGE), { kind: 'place' }, 'in use, in no batch')
+    t.strictSame(await rec.reconcile(IMAGE), { kind: 'done' })
+    t.strictSame(await rec.reconcile(PLACE_KEY), { kind: 'done' })
     const after = api.get(api.nameOf(IMAGE))!
     t.not(after.metadata.uid, before, 'a new object: the nodeSelector of an existing one is never changed')
-    t.same(after.spec.cacheSpec, [{ images: [IMAGE], nodeSelector: { pool: 'batch' } }])
-    t.same(api.violations, [])
-    t.same(
+    t.strictSame(after.spec.cacheSpec, [{ images: [IMAGE], nodeSelector: { pool: 'batch' } }])
+    t.strictSame(api.violations, [])
+    t.strictSame(
       reconciler.plan(IMAGE),
       { kind: 'delete', reason: 'settings' },
       'the old configuration would delete it again: replicas should share one',
@@ -580,15 +592,15 @@ t.test('unused images: marked, purged after the configured time, deleted once th
 
   // A Pod sweep still sees it: nothing to do.
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
-  t.same(reconciler.plan(key), { kind: 'none' })
+  t.strictSame(reconciler.plan(key), { kind: 'none' })
 
   // The Pods are gone; a recent admission still counts for three sweep intervals.
   await clock.advance(60_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(key), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
+  t.strictSame(reconciler.plan(key), { kind: 'none' }, 'admitted a minute ago: its Pod may not be listed yet')
   await clock.advance(140_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(
+  t.strictSame(
     reconciler.plan(key),
     { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: JSON.stringify({ [IMAGE]: new Date(clock.now()).toISOString() }) } },
     'the clock starts on the object itself',
@@ -596,29 +608,37 @@ t.test('unused images: marked, purged after the configured time, deleted once th
   queue.schedule(key)
   await clock.advance(100)
   const since = JSON.parse(api.get(name)!.metadata.annotations?.[UNUSED_SINCE_ANNOTATION] ?? '{}')[IMAGE]
-  t.ok(since, 'unused-since recorded on the object (survives restarts and is shared by replicas)')
+  t.equal(since, '2023-11-14T22:16:40.200Z', 'unused-since recorded on the object (survives restarts and is shared by replicas)')
   t.equal(Date.parse(since), clock.now(), 'written when the round ran')
 
   await clock.advance(purgeAfterMs - 1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(key), { kind: 'none' }, 'not unused for an hour yet')
+  t.strictSame(reconciler.plan(key), { kind: 'none' }, 'not unused for an hour yet')
   await clock.advance(1_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(key), { kind: 'purge' }, 'its only image: the whole batch is purged')
+  t.strictSame(reconciler.plan(key), { kind: 'purge' }, 'its only image: the whole batch is purged')
   queue.schedule(key)
   await clock.advance(100)
-  t.ok(PURGE_ANNOTATION in (api.get(name)!.metadata.annotations ?? {}), 'purge asked for')
+  t.strictSame(
+    api.get(name)!.metadata.annotations,
+    {
+      [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS,
+      [UNUSED_SINCE_ANNOTATION]: '{"m.daocloud.io/docker.io/library/nginx:1.25":"2023-11-14T22:16:40.200Z"}',
+      [PURGE_ANNOTATION]: '2023-11-14T23:16:40.300Z',
+    },
+    'purge asked for',
+  )
 
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() })
-  t.same(reconciler.plan(key), { kind: 'none' }, 'not deleted while purging')
+  t.strictSame(reconciler.plan(key), { kind: 'none' }, 'not deleted while purging')
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
     PURGE_ANNOTATION,
   ])
-  t.same(reconciler.plan(key), { kind: 'delete', reason: 'purged' })
+  t.strictSame(reconciler.plan(key), { kind: 'delete', reason: 'purged' })
   queue.schedule(key)
   await clock.advance(100)
-  t.notOk(api.get(name), 'deleted after the purge')
-  t.same(api.violations, [])
+  t.equal(api.get(name), undefined, 'deleted after the purge')
+  t.strictSame(api.violations, [])
 })
 
 t.test('one unused image leaves its batch by a spec change when the batch is idle; the others stay', async (t) => {
@@ -637,7 +657,7 @@ t.test('one unused image leaves its batch by a spec change when the batch is idl
   queue.schedule(key)
   await clock.advance(100)
   const marked = clock.now()
-  t.same(
+  t.strictSame(
     JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!),
     { [IMAGE]: new Date(marked).toISOString() },
     'only nginx marked',
@@ -646,7 +666,7 @@ t.test('one unused image leaves its batch by a spec change when the batch is idl
   usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
   // kube-fledged is refreshing the batch (its own 15-minute cycle): nothing is sent.
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(reconciler.plan(key), { kind: 'wait', ms: 5_000 })
+  t.strictSame(reconciler.plan(key), { kind: 'wait', ms: 5_000 })
   queue.schedule(key)
   await clock.advance(4_000)
   t.equal(api.writes.filter((w) => w.verb === 'update').length, 0, 'not while Processing')
@@ -654,19 +674,22 @@ t.test('one unused image leaves its batch by a spec change when the batch is idl
   await clock.advance(2_000)
   const after = api.get(name)!
   t.equal(after.metadata.uid, uid, 'the same batch')
-  t.same(
+  t.strictSame(
     after.spec.cacheSpec,
     [{ images: [redis], nodeSelector: { pool: 'apps' } }],
     'nginx removed: kube-fledged deletes it from the nodes',
   )
-  t.notOk(UNUSED_SINCE_ANNOTATION in after.metadata.annotations!, 'no mark left')
-  t.same(JSON.parse(after.metadata.annotations![ORIGINALS_ANNOTATION]!), { [redis]: 'redis:7' })
-  t.notOk(PURGE_ANNOTATION in after.metadata.annotations!, 'no purge of the batch')
-  t.same(
+  t.strictSame(
+    after.metadata.annotations,
+    { [ORIGINALS_ANNOTATION]: '{"m.daocloud.io/docker.io/library/redis:7":"redis:7"}' },
+    'no mark left, no purge of the batch',
+  )
+  t.strictSame(JSON.parse(after.metadata.annotations![ORIGINALS_ANNOTATION]!), { [redis]: 'redis:7' })
+  t.strictSame(
     api.writes.map((w) => w.verb),
     ['create', 'annotate', 'update'],
   )
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('an image used again while its batch is being purged gets a new batch once the purge ends', async (t) => {
@@ -683,17 +706,17 @@ t.test('an image used again while its batch is being purged gets a new batch onc
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date().toISOString() }, [
     PURGE_ANNOTATION,
   ])
-  t.same(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
   await clock.advance(5_000)
-  t.notOk(api.get(name), 'the purged batch is gone')
+  t.equal(api.get(name), undefined, 'the purged batch is gone')
   await clock.advance(100)
   const obj = api.get(api.nameOf(IMAGE))!
   t.equal(obj.status, undefined, 'a new object, waiting for kube-fledged')
-  t.same(
+  t.strictSame(
     api.writes.map((w) => w.verb),
     ['create', 'delete', 'create'],
   )
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('decideBatch(): a cache not in the layout is never touched; nothing without usage or purging', async (t) => {
@@ -709,18 +732,18 @@ t.test('decideBatch(): a cache not in the layout is never touched; nothing witho
   }
   const two = buildImageCache('mirrorhook-x', [IMAGE], new Map(), SETTINGS)
   two.spec.cacheSpec.push({ images: ['m.daocloud.io/docker.io/library/other:1'] })
-  t.same(
+  t.strictSame(
     decideBatch(two, () => usage, SETTINGS, timing),
     { kind: 'foreign' },
     'two lists: not mirrorhook’s',
   )
   const mine = buildImageCache('mirrorhook-x', [IMAGE], new Map(), SETTINGS)
-  t.same(
+  t.strictSame(
     decideBatch(mine, () => ({ ...usage, inUse: false }), SETTINGS, timing),
     { kind: 'none' },
     'purging disabled (0)',
   )
-  t.same(
+  t.strictSame(
     decideBatch(mine, () => ({ ...usage, inUse: false, usageKnown: false }), SETTINGS, { ...timing, purgeAfterMs: 1 }),
     { kind: 'none' },
     'no purge decision while the Pod list is unknown',
@@ -728,7 +751,7 @@ t.test('decideBatch(): a cache not in the layout is never touched; nothing witho
   // The one-image layout of earlier versions is a batch of one.
   const old = buildImageCache('mirrorhook-0123456789abcdef0123456789abcdef', [IMAGE], new Map(), SETTINGS)
   old.metadata.annotations = { 'mirrorhook.io/original-image': 'nginx:1.25', [UNUSED_SINCE_ANNOTATION]: new Date(0).toISOString() }
-  t.same(
+  t.strictSame(
     decideBatch(old, () => usage, SETTINGS, timing),
     { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: null } },
     'its plain unused mark is read',
@@ -751,8 +774,8 @@ t.test('an image used again after it was marked unused loses the mark, on the sa
   api.setStatus(IMAGE, ok(clock.now()))
   await clock.advance(200_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-  t.same(
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.strictSame(
     JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!),
     { [IMAGE]: new Date(clock.now()).toISOString() },
     'marked unused',
@@ -761,15 +784,15 @@ t.test('an image used again after it was marked unused loses the mark, on the sa
   // A Pod runs it again; kube-fledged is busy with the cache at first.
   usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: 5_000 }, 'not while kube-fledged processes it')
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'wait', ms: 5_000 }, 'not while kube-fledged processes it')
   api.setStatus(IMAGE, ok(clock.now(), 'ImageCacheRefresh'))
-  t.same(reconciler.plan(IMAGE), { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: null } })
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'annotate', annotations: { [UNUSED_SINCE_ANNOTATION]: null } })
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' })
   const after = api.get(name)!
-  t.notOk(UNUSED_SINCE_ANNOTATION in (after.metadata.annotations ?? {}), 'the unused mark is removed')
+  t.strictSame(after.metadata.annotations, { [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS }, 'the unused mark is removed')
   t.equal(after.metadata.uid, uid, 'the same ImageCache: nothing re-pulled')
-  t.same(reconciler.plan(IMAGE), { kind: 'none' })
-  t.same(api.violations, [])
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'none' })
+  t.strictSame(api.violations, [])
 })
 
 t.test('a failed purge is retried with a growing backoff, then the cache is deleted after three failed attempts', async (t) => {
@@ -784,10 +807,10 @@ t.test('a failed purge is retried with a growing backoff, then the cache is dele
     return reconciler.reconcile(batchKey(name))
   }
   await clock.advance(200_000)
-  t.same(await unused(), { kind: 'done' }, 'marked unused')
+  t.strictSame(await unused(), { kind: 'done' }, 'marked unused')
   await clock.advance(purgeAfterMs)
-  t.same(reconciler.plan(batchKey(name)), { kind: 'purge' })
-  t.same(await unused(), { kind: 'done' })
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'purge' })
+  t.strictSame(await unused(), { kind: 'done' })
   const purgeFailed = () =>
     api.setStatus(
       IMAGE,
@@ -800,35 +823,39 @@ t.test('a failed purge is retried with a growing backoff, then the cache is dele
       },
       ['kubefledged.io/purge-imagecache'],
     )
-  const purgeAsked = () => 'kubefledged.io/purge-imagecache' in (api.get(name)!.metadata.annotations ?? {})
-  t.ok(purgeAsked(), 'purge asked for')
+  const purgeAsked = (at: string) => ({
+    [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS,
+    [UNUSED_SINCE_ANNOTATION]: '{"m.daocloud.io/docker.io/library/nginx:1.25":"2023-11-14T22:16:40.100Z"}',
+    'kubefledged.io/purge-imagecache': at,
+  })
+  t.strictSame(api.get(name)!.metadata.annotations, purgeAsked('2023-11-14T22:16:41.100Z'), 'purge asked for')
 
   // Failed purges: retried after 60 s, 120 s, 240 s (refreshBackoffMs 60 s, doubling).
-  for (const [attempt, waitMs] of [
-    [1, 60_000],
-    [2, 120_000],
-    [3, 240_000],
+  for (const [attempt, waitMs, askedAt] of [
+    [1, 60_000, '2023-11-14T22:17:41.100Z'],
+    [2, 120_000, '2023-11-14T22:19:41.100Z'],
+    [3, 240_000, '2023-11-14T22:23:41.100Z'],
   ] as const) {
     purgeFailed()
     usage.sweepDone(clock.now(), new Map(), clock.now())
-    t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
+    t.strictSame(reconciler.plan(batchKey(name)), { kind: 'wait', ms: waitMs }, `attempt ${attempt}: waits ${waitMs} ms`)
     await clock.advance(waitMs - 1)
     usage.sweepDone(clock.now(), new Map(), clock.now())
-    t.same(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
+    t.strictSame(reconciler.plan(batchKey(name)), { kind: 'wait', ms: 1 }, `attempt ${attempt}: not a millisecond early`)
     await clock.advance(1)
-    t.same(await unused(), { kind: 'done' })
-    t.ok(purgeAsked(), `attempt ${attempt}: purge asked for again`)
+    t.strictSame(await unused(), { kind: 'done' })
+    t.strictSame(api.get(name)!.metadata.annotations, purgeAsked(askedAt), `attempt ${attempt}: purge asked for again`)
   }
   purgeFailed()
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(reconciler.plan(batchKey(name)), { kind: 'delete', reason: 'purge-failed' }, 'three failed retries: give up and delete')
-  t.same(await reconciler.reconcile(batchKey(name)), { kind: 'done' })
-  t.notOk(api.get(name), 'deleted')
-  t.same(
+  t.strictSame(reconciler.plan(batchKey(name)), { kind: 'delete', reason: 'purge-failed' }, 'three failed retries: give up and delete')
+  t.strictSame(await reconciler.reconcile(batchKey(name)), { kind: 'done' })
+  t.equal(api.get(name), undefined, 'deleted')
+  t.strictSame(
     api.writes.map((w) => w.verb),
     ['create', 'annotate', 'annotate', 'annotate', 'annotate', 'annotate', 'delete'],
   )
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs and stays there', async (t) => {
@@ -850,16 +877,27 @@ t.test('the refresh backoff of a failed cache doubles up to refreshBackoffMaxMs 
       ['kubefledged.io/refresh-imagecache'],
     )
   // refreshBackoffMs 60 s, refreshBackoffMaxMs 600 s.
-  for (const waitMs of [60_000, 120_000, 240_000, 480_000, 600_000, 600_000]) {
+  for (const [waitMs, askedAt] of [
+    [60_000, '2023-11-14T22:14:20.100Z'],
+    [120_000, '2023-11-14T22:16:20.100Z'],
+    [240_000, '2023-11-14T22:20:20.100Z'],
+    [480_000, '2023-11-14T22:28:20.100Z'],
+    [600_000, '2023-11-14T22:38:20.100Z'],
+    [600_000, '2023-11-14T22:48:20.100Z'],
+  ] as const) {
     failed()
     usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
-    t.same(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `waits ${waitMs} ms`)
+    t.strictSame(reconciler.plan(IMAGE), { kind: 'wait', ms: waitMs }, `waits ${waitMs} ms`)
     await clock.advance(waitMs)
     usage.sweepDone(clock.now(), new Map([[IMAGE, 'nginx:1.25']]), clock.now())
-    t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-    t.ok('kubefledged.io/refresh-imagecache' in (api.get(name)!.metadata.annotations ?? {}), 'refresh asked for')
+    t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' })
+    t.strictSame(
+      api.get(name)!.metadata.annotations,
+      { [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS, 'kubefledged.io/refresh-imagecache': askedAt },
+      'refresh asked for',
+    )
   }
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('write results: conflicts and vanished objects are looked at again in a second, never counted as failures', async (t) => {
@@ -868,46 +906,66 @@ t.test('write results: conflicts and vanished objects are looked at again in a s
   // create: a 409 that is not AlreadyExists (a conflict) → later.
   api.failures.push(new ApiError(409, 'conflict', 'Conflict'))
   usage.touch(IMAGE, 'nginx:1.25', clock.now())
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'waits for a batch')
-  t.same(await reconciler.reconcile(PLACE_KEY), { kind: 'later', afterMs: 1_000 }, 'create conflict')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'waits for a batch')
+  t.strictSame(await reconciler.reconcile(PLACE_KEY), { kind: 'later', afterMs: 1_000 }, 'create conflict')
   admit(IMAGE, 'nginx:1.25')
   await clock.advance(100)
-  t.same(await reconciler.reconcile(PLACE_KEY), { kind: 'done' })
+  t.strictSame(await reconciler.reconcile(PLACE_KEY), { kind: 'done' })
   const name = api.nameOf(IMAGE)
-  t.ok(api.get(name), 'created on the next try')
+  t.strictSame(
+    api.get(name),
+    {
+      apiVersion: 'kubefledged.io/v1alpha2',
+      kind: 'ImageCache',
+      metadata: {
+        name: 'mirrorhook-loyw3v28-01aso',
+        namespace: 'kube-fledged',
+        labels: { 'app.kubernetes.io/managed-by': 'mirrorhook' },
+        annotations: { [ORIGINALS_ANNOTATION]: NGINX_ORIGINALS },
+        uid: 'uid-1',
+        resourceVersion: '1',
+        creationTimestamp: '2023-11-14T22:13:20.100Z',
+      },
+      spec: { cacheSpec: [{ images: [IMAGE], nodeSelector: { pool: 'apps' } }], imagePullSecrets: [{ name: 'mirror-pull' }] },
+    },
+    'created on the next try',
+  )
   api.setStatus(IMAGE, ok(clock.now()))
   await clock.advance(200_000)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.match(reconciler.plan(IMAGE), { kind: 'annotate' })
+  t.strictSame(reconciler.plan(IMAGE), {
+    kind: 'annotate',
+    annotations: { [UNUSED_SINCE_ANNOTATION]: '{"m.daocloud.io/docker.io/library/nginx:1.25":"2023-11-14T22:16:40.100Z"}' },
+  })
   // annotate: 409 Conflict, 404 gone → later; a permanent refusal → failed.
   api.failures.push(new ApiError(409, 'the object has been modified', 'Conflict'))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate conflict')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate conflict')
   api.failures.push(new ApiError(404, 'not found', 'NotFound'))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate on a vanished object')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'annotate on a vanished object')
   api.failures.push(new ApiError(403, 'forbidden', 'Forbidden'))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'annotate refused')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'annotate refused')
   api.failures.push(new ApiError(503, 'unavailable', 'ServiceUnavailable', 2_000))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'retry', afterMs: 2_000 }, 'annotate transient')
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-  t.same(JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!), { [IMAGE]: new Date(clock.now()).toISOString() })
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'retry', afterMs: 2_000 }, 'annotate transient')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.strictSame(JSON.parse(api.get(name)!.metadata.annotations![UNUSED_SINCE_ANNOTATION]!), { [IMAGE]: new Date(clock.now()).toISOString() })
 
   // Purged: delete; a 404 there means someone else deleted it (done), a conflict means look again.
   await clock.advance(purgeAfterMs)
   usage.sweepDone(clock.now(), new Map(), clock.now())
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'purge asked for')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'purge asked for')
   t.equal(api.get(name)!.metadata.annotations?.['kubefledged.io/purge-imagecache'], new Date(clock.now()).toISOString())
   api.setStatus(IMAGE, { status: 'Succeeded', reason: 'ImageCachePurge', message: '', startTime: new Date(clock.now()).toISOString() }, [
     'kubefledged.io/purge-imagecache',
   ])
-  t.same(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
+  t.strictSame(reconciler.plan(IMAGE), { kind: 'delete', reason: 'purged' })
   api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'delete conflict')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 }, 'delete conflict')
   api.failures.push(new ApiError(404, 'not found', 'NotFound'))
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'already deleted by someone else')
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'done' })
-  t.notOk(api.get(name), 'deleted')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' }, 'already deleted by someone else')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'done' })
+  t.equal(api.get(name), undefined, 'deleted')
   // update: the same answers (a spec change that removes an image).
-  t.same(api.violations, [])
+  t.strictSame(api.violations, [])
 })
 
 t.test('a spec change refused or in conflict: looked at again or failed, never sent while Processing', async (t) => {
@@ -921,20 +979,25 @@ t.test('a spec change refused or in conflict: looked at again or failed, never s
   api.setStatus(IMAGE, ok(clock.now()))
   await clock.advance(200_000)
   usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
-  t.same(await reconciler.reconcile(key), { kind: 'done' }, 'marked')
+  t.strictSame(await reconciler.reconcile(key), { kind: 'done' }, 'marked')
   await clock.advance(purgeAfterMs)
   usage.sweepDone(clock.now(), new Map([[redis, 'redis:7']]), clock.now())
-  t.match(reconciler.plan(key), { kind: 'update', keep: [redis], removed: [IMAGE] })
+  t.strictSame(reconciler.plan(key), {
+    kind: 'update',
+    keep: [redis],
+    removed: [IMAGE],
+    annotations: { [UNUSED_SINCE_ANNOTATION]: null, [ORIGINALS_ANNOTATION]: '{"m.daocloud.io/docker.io/library/redis:7":"redis:7"}' },
+  })
   api.failures.push(new ApiError(409, 'the object has been modified', 'Conflict'))
-  t.same(await reconciler.reconcile(key), { kind: 'later', afterMs: 1_000 }, 'update conflict')
+  t.strictSame(await reconciler.reconcile(key), { kind: 'later', afterMs: 1_000 }, 'update conflict')
   api.failures.push(new ApiError(400, 'denied by the webhook', 'BadRequest'))
-  t.same(await reconciler.reconcile(key), { kind: 'failed' }, 'update refused')
+  t.strictSame(await reconciler.reconcile(key), { kind: 'failed' }, 'update refused')
   api.setStatus(IMAGE, { status: 'Processing', reason: 'ImageCacheRefresh', message: '', startTime: new Date(clock.now()).toISOString() })
-  t.same(await reconciler.reconcile(key), { kind: 'later', afterMs: 5_000 }, 'Processing: waits')
+  t.strictSame(await reconciler.reconcile(key), { kind: 'later', afterMs: 5_000 }, 'Processing: waits')
   api.setStatus(IMAGE, ok(clock.now(), 'ImageCacheRefresh'))
-  t.same(await reconciler.reconcile(key), { kind: 'done' })
-  t.same(imagesOf(api.get(api.nameOf(redis))!), [redis])
-  t.same(api.violations, [])
+  t.strictSame(await reconciler.reconcile(key), { kind: 'done' })
+  t.strictSame(imagesOf(api.get(api.nameOf(redis))!), [redis])
+  t.strictSame(api.violations, [])
 })
 
 t.test('delete: a conflicting delete is looked at again; not ready means blocked; a foreign cache fails without a write', async (t) => {
@@ -945,17 +1008,17 @@ t.test('delete: a conflicting delete is looked at again; not ready means blocked
   api.setStatus(IMAGE, ok(clock.now()))
   const moved = other({ ...SETTINGS, nodeSelector: { pool: 'batch' } })
   api.failures.push(new ApiError(409, 'precondition failed', 'Conflict'))
-  t.same(await moved.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 })
+  t.strictSame(await moved.reconcile(IMAGE), { kind: 'later', afterMs: 1_000 })
   t.equal(api.get(name)!.spec.cacheSpec[0]!.nodeSelector?.pool, 'apps', 'not deleted yet')
 
   missing.push('no CRD')
   const writes = api.writes.length
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'blocked' }, 'not ready: blocked')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'blocked' }, 'not ready: blocked')
   t.equal(api.writes.length, writes, 'no write while blocked')
   missing.length = 0
 
   api.get(name)!.spec.cacheSpec.push({ images: ['m.daocloud.io/docker.io/library/other:1'] })
-  t.same(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'a cache with two lists')
+  t.strictSame(await reconciler.reconcile(IMAGE), { kind: 'failed' }, 'a cache with two lists')
   t.equal(api.writes.length, writes, 'left alone')
 })
 
@@ -984,19 +1047,19 @@ t.test('a finished purge whose annotation kube-fledged keeps counts as done afte
   }
   const unused = () => ({ inUse: false, usageKnown: true, recentlyUsed: false })
   const used = () => ({ inUse: true, usageKnown: true, recentlyUsed: true })
-  t.same(decideBatch(cache(T), unused, SETTINGS, timing), { kind: 'none' }, 'just finished: wait for kube-fledged')
-  t.same(decideBatch(cache(T - 59_999), unused, SETTINGS, timing), { kind: 'none' }, 'within the minute')
-  t.same(decideBatch(cache(T - 60_000), unused, SETTINGS, timing), { kind: 'delete', reason: 'purged' }, 'a minute later: done')
-  t.same(decideBatch(cache(T - 59_999), used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'in use again: wait for it')
-  t.same(
+  t.strictSame(decideBatch(cache(T), unused, SETTINGS, timing), { kind: 'none' }, 'just finished: wait for kube-fledged')
+  t.strictSame(decideBatch(cache(T - 59_999), unused, SETTINGS, timing), { kind: 'none' }, 'within the minute')
+  t.strictSame(decideBatch(cache(T - 60_000), unused, SETTINGS, timing), { kind: 'delete', reason: 'purged' }, 'a minute later: done')
+  t.strictSame(decideBatch(cache(T - 59_999), used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'in use again: wait for it')
+  t.strictSame(
     decideBatch(cache(T - 60_000), used, SETTINGS, timing),
     { kind: 'delete', reason: 'purged' },
     'in use again, a minute later: deleted, then a new batch',
   )
   const noTime = cache(T - 120_000)
   delete noTime.status!.completionTime
-  t.same(decideBatch(noTime, unused, SETTINGS, timing), { kind: 'none' }, 'no completion time: never assumed done')
+  t.strictSame(decideBatch(noTime, unused, SETTINGS, timing), { kind: 'none' }, 'no completion time: never assumed done')
   const processing = cache(T - 120_000)
   processing.status!.status = 'Processing'
-  t.same(decideBatch(processing, used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'processing: wait')
+  t.strictSame(decideBatch(processing, used, SETTINGS, timing), { kind: 'wait', ms: 5_000 }, 'processing: wait')
 })
