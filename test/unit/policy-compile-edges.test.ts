@@ -2,21 +2,9 @@
 // grammar, allowlist keys with trailing slashes and sources that only look like URLs, and the
 // mirror hosts noProxy always excludes. Expected values are written out.
 import t from 'tap'
-import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
-import { ConfigError } from '../../server/core/config.js'
-import { compilePolicy, registryKey } from '../../server/core/policy.js'
-
-const compile = (input: ConfigInput) => compilePolicy(resolveConfig(input, {}))
-
-function problems(input: ConfigInput): string[] {
-  try {
-    compile(input)
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems
-    throw e
-  }
-  return []
-}
+import { type ConfigInput } from '../../server/config/config.js'
+import { registryKey } from '../../server/core/policy.js'
+import { compileConfig as compile, policyProblems as problems } from '../support/policy.js'
 
 t.test("Docker Hub's three names are one registry", async (t) => {
   t.strictSame(

@@ -3,21 +3,9 @@
 // length limit, registry names, Docker Hub's aliases and metric labels. Expected values are
 // written out.
 import t from 'tap'
-import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
-import { ConfigError } from '../../server/core/config.js'
-import { compilePolicy, registryKey, registryMetricLabel } from '../../server/core/policy.js'
-
-const compile = (input: ConfigInput) => compilePolicy(resolveConfig(input, {}))
-
-function problems(input: ConfigInput): string[] {
-  try {
-    compile(input)
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems
-    throw e
-  }
-  return []
-}
+import { type ConfigInput } from '../../server/config/config.js'
+import { registryKey, registryMetricLabel } from '../../server/core/policy.js'
+import { compileConfig as compile, policyProblems as problems } from '../support/policy.js'
 
 t.test('each configuration problem, written out', async (t) => {
   const table: [unknown, string[]][] = [
