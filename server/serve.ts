@@ -10,6 +10,7 @@ import { loadConfig, type LoadedConfig } from './config/load.js'
 import { beginDrain, buildOpsApp, buildWebhookApp, httpsServerOf, type WebhookApp } from './http/app.js'
 import { statePlugin } from './http/plugins/state.js'
 import { DEFAULT_NAMESPACE } from './core/config.js'
+import { mirrorPullSecretNames } from './core/pullrules.js'
 import type { ProbeOptions } from './reachability/probe.js'
 import { ReachabilityService } from './reachability/service.js'
 import type { AdmissionContext } from './http/context.js'
@@ -148,7 +149,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       ? new (await import('./kube/pods.js')).PodCache({ kubeConfig: kube.kubeConfig, logger })
       : undefined
   // The mirrors' pull Secrets, copied into the opted-in namespaces (server/kube/pullsecrets.ts).
-  const pullSecretNames = (await import('./kube/pullsecrets.js')).mirrorPullSecretNames(loaded.policy.mirrors)
+  const pullSecretNames = mirrorPullSecretNames(loaded.policy.mirrors)
   const namespaces =
     kube && (learning || remediating || pullSecretNames.length > 0)
       ? new (await import('./kube/namespaces.js')).OptedInNamespaces({

@@ -235,3 +235,8 @@ export function decideContainer(c: ContainerContext, policy: Policy, reachabilit
     ? { decision }
     : { decision: { ...decision, reason: `${decision.reason}; pull Secret ${pullSecret}` }, pullSecret }
 }
+
+/** The pull Secret names the configuration's mirrors use. */
+export function mirrorPullSecretNames(mirrors: readonly { pullSecret?: string }[]): string[] {
+  return [...new Set(mirrors.map((m) => m.pullSecret).filter((s): s is string => s !== undefined))].sort()
+}

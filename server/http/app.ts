@@ -77,6 +77,20 @@ function commonOptions(s: ServerConfig) {
  * reserves the review's declared size before its body is read, given back when the response is
  * done or the connection is gone.
  */
+// What a tracked response carries until it closes: the app's set of responses in flight and the
+// review's memory reservation. Kept on the response and released by one shared listener, so that
+// a request allocates no closure that would keep its request and reply alive until then.
+const IN_FLIGHT = Symbol('mirrorhook.inFlight')
+const RESERVATION = Symbol('mirrorhook.reservation')
+type TrackedResponse = ServerResponse & { [IN_FLIGHT]?: Set<ServerResponse>; [RESERVATION]?: Reservation }
+
+function untrack(this: TrackedResponse): void {
+  this[IN_FLIGHT]?.delete(this)
+  const reservation = this[RESERVATION]
+  this[RESERVATION] = undefined
+  reservation?.release()
+}
+
 function addRequestHook(
   app: FastifyInstance,
   review?: { budget: ReviewBudget; bodyLimit: number; metrics: AppDependencies['metrics']; logger: AppDependencies['logger'] },
@@ -84,20 +98,18 @@ function addRequestHook(
   const responses = new Set<ServerResponse>()
   inFlight.set(app, responses)
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
-    const res = reply.raw
+    const res = reply.raw as TrackedResponse
     if (draining.has(app)) reply.header('connection', 'close')
     responses.add(res)
-    let reservation: Reservation | undefined = undefined
-    res.once('close', () => {
-      responses.delete(res)
-      reservation?.release()
-    })
+    res[IN_FLIGHT] = responses
+    res[RESERVATION] = undefined
+    res.on('close', untrack)
     const method = request.method
     if (!review || (method !== 'POST' && method !== 'PUT' && method !== 'PATCH')) return done()
     const declared = Number(request.headers['content-length'])
     const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, review.bodyLimit) : review.bodyLimit
     if (bytes === 0) return done()
-    reservation = review.budget.reserve(bytes)
+    const reservation = review.budget.reserve(bytes)
     if (!reservation) {
       review.metrics.errors.inc({ stage: 'overload' })
       review.logger.warn(
@@ -107,6 +119,7 @@ function addRequestHook(
       reply.code(503).header('connection', 'close').send({ error: 'too many reviews in progress' })
       return
     }
+    res[RESERVATION] = reservation
     if (reservation.grantedAtOnce) return done()
     reservation.granted.then(
       (ok) => (ok ? done() : reply.code(503).send({ error: 'connection closed while waiting' })),

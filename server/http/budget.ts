@@ -39,7 +39,9 @@ class Waiter implements Reservation {
     this.resolve?.(ok)
   }
 
-  readonly release = (): void => this.budget.release(this)
+  release(): void {
+    this.budget.release(this)
+  }
 }
 
 export class ReviewBudget {

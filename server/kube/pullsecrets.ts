@@ -247,8 +247,3 @@ export class PullSecretCopies implements PullSecretView {
     }
   }
 }
-
-/** The pull Secret names the configuration's mirrors use. */
-export function mirrorPullSecretNames(mirrors: readonly { pullSecret?: string }[]): string[] {
-  return [...new Set(mirrors.map((m) => m.pullSecret).filter((s): s is string => s !== undefined))].sort()
-}

@@ -6,7 +6,7 @@ import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability, type ReachabilityView } from '../../server/core/rewrite.js'
 import type { AdmissionContext } from '../../server/http/context.js'
-import { OutcomeMemo, outcomeKey } from '../../server/http/outcome-memo.js'
+import { OutcomeMemo, podShape, sameJson, sameShape, shapeFits } from '../../server/http/outcome-memo.js'
 
 const policy = compilePolicy(resolveConfig(undefined, {}))
 const securedPolicy = compilePolicy(
@@ -213,7 +213,8 @@ t.test('bounded: the oldest shape goes first', async (t) => {
 
 t.test('every field the decision reads makes another shape; what it does not read does not', async (t) => {
   const c = context()
-  const base = outcomeKey(review('u'), c)
+  const base = podShape(review('u'), c)!
+  const sameAsBase = (r: AdmissionReview) => sameShape(podShape(r, c)!, base)
   const containers = (pod: Obj) => (pod.spec as Obj).containers as unknown[]
   const metadata = (pod: Obj) => pod.metadata as Obj
   // Each change alone, applied to the same Pod: [what, change, same key expected].
@@ -247,7 +248,7 @@ t.test('every field the decision reads makes another shape; what it does not rea
   memo.admit(review('seed-2'), c)
   for (const [what, change, same] of changes) {
     const r = review('u', change)
-    t.equal(outcomeKey(r, c) === base, same, `${what}: ${same ? 'the same shape' : 'another shape'}`)
+    t.equal(sameAsBase(r), same, `${what}: ${same ? 'the same shape' : 'another shape'}`)
     // Whatever the key, the memo answers what a fresh decision answers, twice.
     for (const uid of ['m1', 'm2', 'm3']) {
       const again = review(uid, change)
@@ -258,32 +259,11 @@ t.test('every field the decision reads makes another shape; what it does not rea
     }
   }
   // The request's own fields.
-  t.not(
-    outcomeKey(
-      review('u', () => {}, { namespace: 'kube-system' }),
-      c,
-    ),
-    base,
-    'the request namespace',
-  )
-  t.not(
-    outcomeKey(
-      review('u', () => {}, { kind: { kind: 'Deployment' } }),
-      c,
-    ),
-    base,
-    'the kind',
-  )
+  t.equal(sameAsBase(review('u', () => {}, { namespace: 'kube-system' })), false, 'the request namespace')
+  t.equal(sameAsBase(review('u', () => {}, { kind: { kind: 'Deployment' } })), false, 'the kind')
+  t.equal(sameAsBase(review('u', () => {}, { dryRun: true })), true, 'dry-run is not read by the decision')
   t.equal(
-    outcomeKey(
-      review('u', () => {}, { dryRun: true }),
-      c,
-    ),
-    base,
-    'dry-run is not read by the decision',
-  )
-  t.equal(
-    outcomeKey(
+    podShape(
       review('u', (pod) => (pod.metadata = 'x')),
       c,
     ),
@@ -315,9 +295,92 @@ t.test('a key over the bound is not kept', async (t) => {
   const memo = new OutcomeMemo(() => undefined)
   const c = context()
   const huge = (pod: Obj) => (((pod.metadata as Obj).annotations = { big: 'x'.repeat(20_000) }), undefined)
-  t.equal(outcomeKey(review('1', huge), c), undefined)
+  t.strictSame(podShape(review('1', huge), c)?.anchor, 'shop nginx:1.27.3', 'a shape, too big to keep')
   t.equal(memo.admit(review('1', huge), c).reused, false)
   t.equal(memo.admit(review('2', huge), c).reused, false)
   t.equal(memo.admit(review('3', huge), c).reused, false)
   t.equal(memo.size, 0)
+})
+
+t.test('sameJson: the same JSON value, object keys in any order', async (t) => {
+  const cases: [unknown, unknown, boolean][] = [
+    ['a', 'a', true],
+    ['a', 'b', false],
+    [1, '1', false],
+    [null, null, true],
+    [null, {}, false],
+    [{}, null, false],
+    [undefined, null, false],
+    [[], {}, false],
+    [{}, [], false],
+    [[1, 2], [1, 2], true],
+    [[1, 2], [2, 1], false],
+    [[1], [1, 1], false],
+    [{ a: 1, b: 2 }, { b: 2, a: 1 }, true],
+    [{ a: 1 }, { a: 1, b: 2 }, false],
+    [{ a: 1, b: 2 }, { a: 1 }, false],
+    [{ a: 1, b: undefined }, { a: 1, c: undefined }, false],
+    [{ a: { b: [{ c: 'd' }] } }, { a: { b: [{ c: 'd' }] } }, true],
+    [{ a: { b: [{ c: 'd' }] } }, { a: { b: [{ c: 'e' }] } }, false],
+  ]
+  t.strictSame(
+    cases.map(([a, b]) => sameJson(a, b)),
+    cases.map(([, , same]) => same),
+  )
+})
+
+t.test('a shape nested deeper than the bound is not kept, and comparing against it stays shallow', async (t) => {
+  const memo = new OutcomeMemo(() => undefined)
+  const c = context()
+  let deep: unknown = 'x'
+  for (let i = 0; i < 100_000; i++) deep = { d: deep }
+  const nested = (pod: Obj) => (((pod.metadata as Obj).ownerReferences = [deep]), undefined)
+  t.equal(shapeFits(podShape(review('1', nested), c)!), false)
+  let shallow: unknown = 'x'
+  for (let i = 0; i < 30; i++) shallow = { d: shallow }
+  t.equal(
+    shapeFits(
+      podShape(
+        review('1', (pod) => ((pod.metadata as Obj).ownerReferences = [shallow])),
+        c,
+      )!,
+    ),
+    true,
+  )
+  memo.admit(review('a'), c)
+  t.strictSame(
+    ['1', '2', '3'].map((uid) => memo.admit(review(uid, nested), c).reused),
+    [false, false, false],
+  )
+  t.equal(memo.size, 1, 'only the plain shape')
+})
+
+t.test('Pods of many ReplicaSets of one image in one namespace: the newest shapes are kept', async (t) => {
+  const memo = new OutcomeMemo(() => undefined)
+  const c = context()
+  const replicaSet = (hash: string) => (pod: Obj) => (((pod.metadata as Obj).labels = { app: 'web', 'pod-template-hash': hash }), undefined)
+  const hashes = Array.from({ length: 16 }, (_, i) => `h${i}`)
+  for (const round of ['a', 'b']) for (const hash of hashes) memo.admit(review(`${round}-${hash}`, replicaSet(hash)), c)
+  t.equal(memo.size, 16)
+  t.strictSame(
+    hashes.map((hash) => memo.admit(review(`c-${hash}`, replicaSet(hash)), c).reused),
+    hashes.map(() => true),
+  )
+  t.equal(memo.admit(review('a-h16', replicaSet('h16')), c).reused, false)
+  t.equal(memo.size, 16, 'sixteen shapes per namespace and first image')
+  t.equal(memo.admit(review('d-h0', replicaSet('h0')), c).reused, false, 'the oldest was pushed out')
+  t.equal(memo.admit(review('d-h2', replicaSet('h2')), c).reused, true)
+})
+
+t.test('capacity 1: a new shape of the same anchor replaces the kept one', async (t) => {
+  const memo = new OutcomeMemo(() => undefined, 1)
+  const c = context()
+  const hash = (h: string) => (pod: Obj) => (((pod.metadata as Obj).labels = { 'pod-template-hash': h }), undefined)
+  t.strictSame(
+    ['1', '2', '3'].map((uid) => memo.admit(review(uid, hash('x')), c).reused),
+    [false, false, true],
+  )
+  t.equal(memo.admit(review('4', hash('y')), c).reused, false)
+  t.equal(memo.size, 1)
+  t.equal(memo.admit(review('5', hash('x')), c).reused, false, 'pushed out')
 })

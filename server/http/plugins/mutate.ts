@@ -1,6 +1,7 @@
 // POST /mutate: the admission endpoint. Fails open: any internal error
 // allows the Pod unchanged, is logged and counted.
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
 import { parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
 import { WARN_WHEN_KEPT } from '../../core/pod.js'
 import { registryMetricLabel } from '../../core/policy.js'
@@ -62,8 +63,10 @@ interface Accounting {
   // Per rewritten image, its registry's metric label; per kept image, its reason code.
   readonly rewrites: readonly string[]
   readonly kept: readonly string[]
-  // The decision's log fields when the review is logged at the default level.
+  // The decision's log fields when the review is logged at the default level, and a child logger
+  // carrying them (pino serializes a child's fields once, not on every line).
   readonly log: Record<string, unknown> | undefined
+  readonly decided: Logger | undefined
 }
 
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
@@ -78,19 +81,20 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
       else kept.push(d.code)
     }
     const logged = result.outcome === 'mutated' || result.warnings.length > 0
-    return { rewrites, kept, log: logged ? decisionLogFields(result) : undefined }
+    const log = logged ? decisionLogFields(result) : undefined
+    return { rewrites, kept, log, decided: log ? logger.child(log) : undefined }
   })
 
   // JSON bodies: Fastify's parser (secure-json-parse) runs JSON.parse and then two regular
   // expressions over the whole text looking for "__proto__" and "constructor" keys, spelled
-  // plainly or with \u escapes. A text with no \u escape and neither quoted word cannot match
-  // them, and a few substring searches say so: it is parsed directly. Anything else, and any
-  // text JSON.parse refuses, goes to Fastify's parser as before (same results, same errors).
+  // plainly or with \u escapes. A text with no backslash at all (one memchr) and neither quoted
+  // word (long patterns: fast searches) cannot match them: it is parsed directly. Anything else,
+  // and any text JSON.parse refuses, goes to Fastify's parser as before (same results, same errors).
   const defaultJsonParser = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string
-    if (text.length > 0 && !text.includes('\\u') && !text.includes('"__proto__"') && !text.includes('"constructor"')) {
+    if (text.length > 0 && text.indexOf('\\') === -1 && text.indexOf('"__proto__"') === -1 && text.indexOf('"constructor"') === -1) {
       let parsed: unknown
       try {
         parsed = JSON.parse(text)
@@ -140,8 +144,8 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
       metrics.countReview(result.outcome, dryRun)
       for (const label of derived.rewrites) metrics.countRewrite(label)
       for (const code of derived.kept) metrics.countKept(code)
-      if (derived.log) {
-        logger.info({ ...about(), ...derived.log }, 'admission decided')
+      if (derived.decided) {
+        derived.decided.info(about(), 'admission decided')
       } else if (logger.isLevelEnabled('debug')) {
         logger.debug({ ...about(), outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
       }
