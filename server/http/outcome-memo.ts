@@ -171,15 +171,16 @@ interface Kept<T> {
 
 interface Entry<T> {
   readonly result: AdmissionResult
-  // responseJson's text after the uid.
-  readonly tail: string
+  // responseJson's text after the uid, as UTF-8.
+  readonly tail: Buffer
   readonly derived: T
 }
 
 export interface Outcome<T> {
   readonly result: AdmissionResult
-  // The response: exactly responseJson(review, result.patch, result.warnings).
-  readonly body: string
+  // The response: exactly responseJson(review, result.patch, result.warnings), as UTF-8. Bytes, so
+  // that the server neither measures nor encodes the text again.
+  readonly body: Buffer
   // What `derive` made of the result (when the outcome was first decided).
   readonly derived: T
   readonly reused: boolean
@@ -236,13 +237,22 @@ export class OutcomeMemo<T> {
       }
     }
     const entry = found?.outcome
-    if (entry) return { result: entry.result, body: responseHead(review) + entry.tail, derived: entry.derived, reused: true }
+    if (entry) {
+      const head = responseHead(review)
+      const headBytes = Buffer.byteLength(head)
+      const body = Buffer.allocUnsafe(headBytes + entry.tail.length)
+      body.write(head, 0, headBytes)
+      entry.tail.copy(body, headBytes)
+      return { result: entry.result, body, derived: entry.derived, reused: true }
+    }
     if (!found && !shapeFits(shape)) return this.decide(review, context)
     const outcome = this.decide(review, context)
     if (found) {
       const head = responseHead(review)
-      if (outcome.body.startsWith(head))
-        found.outcome = { result: outcome.result, tail: outcome.body.slice(head.length), derived: outcome.derived }
+      const headBytes = Buffer.byteLength(head)
+      // The rest of the response after the head is kept (a copy), never a response of another uid.
+      if (outcome.body.toString('utf8', 0, headBytes) === head)
+        found.outcome = { result: outcome.result, tail: Buffer.from(outcome.body.subarray(headBytes)), derived: outcome.derived }
     } else this.keep(shape, bucket)
     return outcome
   }
@@ -276,6 +286,7 @@ export class OutcomeMemo<T> {
     Object.freeze(result.warnings)
     Object.freeze(result.plans)
     Object.freeze(result)
-    return { result, body: responseJson(review, result.patch, result.warnings), derived: this.derive(result, context), reused: false }
+    const body = Buffer.from(responseJson(review, result.patch, result.warnings))
+    return { result, body, derived: this.derive(result, context), reused: false }
   }
 }

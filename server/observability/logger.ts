@@ -42,13 +42,18 @@ function flushAllOnExit(): void {
 
 /**
  * A file descriptor written in batches by asynchronous writes, with a bounded queue. Each line is
- * kept as the string pino made and encoded once, when its batch is written (pino's SonicBoom
- * measured the pending batch again for every line and re-encoded each written batch).
+ * encoded once, as it comes, into the batch being filled (a reused 32 KiB buffer): no line string
+ * stays on the heap until its batch is written, nothing is measured or copied again.
  * Events: `ready` (next tick), `drop` (a line refused), `close` (after `end()`).
  */
 export class BoundedDestination extends EventEmitter implements DestinationStream {
-  // Lines accepted and not yet handed to a write, and their bytes.
-  private lines: string[] = []
+  // The batch being filled and its bytes used; batches filled and waiting for their write.
+  private filling: Buffer | undefined
+  private filled = 0
+  private readonly waiting: Buffer[] = []
+  // A batch-sized buffer whose write completed, for the next batch.
+  private spare: Buffer | undefined
+  // Bytes accepted and not yet handed to a write.
   private pendingBytes = 0
   // Bytes of the write under way (until it completes).
   private writingBytes = 0
@@ -82,17 +87,38 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
 
   write(line: string): boolean {
     if (this.closed || this.ending) return false
-    const bytes = Buffer.byteLength(line)
-    if (this.pendingBytes + this.writingBytes + bytes > this.maxQueueBytes) {
-      droppedLines += 1
-      droppedBytes += bytes
-      if (this.listenerCount('drop') > 0) this.emit('drop', line)
-      return false
+    // A UTF-16 unit is at most three bytes of UTF-8: measured exactly only near the bound.
+    const most = line.length * 3
+    const queued = this.pendingBytes + this.writingBytes
+    if (queued + most > this.maxQueueBytes) {
+      const bytes = Buffer.byteLength(line)
+      if (queued + bytes > this.maxQueueBytes) {
+        droppedLines += 1
+        droppedBytes += bytes
+        if (this.listenerCount('drop') > 0) this.emit('drop', line)
+        return false
+      }
     }
-    this.lines.push(line)
+    if (this.filling === undefined || this.filled + most > this.filling.length) {
+      this.seal()
+      // Unpooled: a batch-sized buffer is reused once its write completes (writeFrom).
+      this.filling = most <= this.batchBytes && this.spare ? this.spare : Buffer.allocUnsafeSlow(Math.max(this.batchBytes, most))
+      if (this.filling === this.spare) this.spare = undefined
+    }
+    const bytes = this.filling.write(line, this.filled)
+    this.filled += bytes
     this.pendingBytes += bytes
-    if (!this.writing && this.pendingBytes > 0 && this.pendingBytes >= this.batchBytes) this.writeBatch()
+    if (!this.writing && this.pendingBytes >= this.batchBytes) this.writeBatch()
     return true
+  }
+
+  // The batch being filled joins the ones waiting for their write.
+  private seal(): void {
+    if (this.filling === undefined) return
+    if (this.filled > 0) this.waiting.push(this.filling.subarray(0, this.filled))
+    else if (this.filling.length === this.batchBytes) this.spare ??= this.filling
+    this.filling = undefined
+    this.filled = 0
   }
 
   /** Starts writing what is queued, if no write is under way. */
@@ -101,10 +127,11 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
   }
 
   private writeBatch(): void {
-    const data = Buffer.from(this.lines.length === 1 ? this.lines[0]! : this.lines.join(''))
-    this.lines = []
-    this.writingBytes = this.pendingBytes
-    this.pendingBytes = 0
+    if (this.waiting.length === 0) this.seal()
+    const data = this.waiting.shift()
+    if (data === undefined) return
+    this.pendingBytes -= data.length
+    this.writingBytes = data.length
     this.writing = true
     this.writeFrom(data, 0)
   }
@@ -126,7 +153,8 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
       }
       this.writing = false
       this.writingBytes = 0
-      if (this.pendingBytes > 0 && (this.pendingBytes >= this.batchBytes || this.ending)) this.writeBatch()
+      if (data.buffer.byteLength === this.batchBytes && data.byteOffset === 0) this.spare ??= Buffer.from(data.buffer, 0, this.batchBytes)
+      if (this.pendingBytes > 0 && (this.pendingBytes >= this.batchBytes || this.waiting.length > 0 || this.ending)) this.writeBatch()
       else if (this.ending) this.finish()
     })
   }
@@ -134,15 +162,17 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
   /** Writes what is queued and not yet under way, synchronously (process exit). */
   flushSync(): void {
     if (this.closed || this.pendingBytes === 0) return
-    const data = Buffer.from(this.lines.join(''))
-    this.lines = []
+    this.seal()
+    const batches = this.waiting.splice(0)
     this.pendingBytes = 0
-    for (let offset = 0; offset < data.length;) {
-      try {
-        offset += writeSync(this.fd, data, offset, data.length - offset)
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code
-        if (code !== 'EAGAIN' && code !== 'EBUSY') return
+    for (const data of batches) {
+      for (let offset = 0; offset < data.length;) {
+        try {
+          offset += writeSync(this.fd, data, offset, data.length - offset)
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code
+          if (code !== 'EAGAIN' && code !== 'EBUSY') return
+        }
       }
     }
   }

@@ -127,3 +127,40 @@ t.test('the log destination drops and counts lines instead of queueing without b
   await closed
   t.equal(readFileSync(file, 'utf8'), line.repeat(10), 'what was accepted is written')
 })
+
+t.test('the log destination writes every accepted line once, in order, across reused batches', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mirrorhook-log-'))
+  const file = join(dir, 'out.log')
+  const fd = openSync(file, 'w')
+  // 64-byte batches: lines fill them, one overflows into the next, a long line gets a buffer of its own.
+  const destination = stdoutDestination(1 << 20, fd, 64)
+  await new Promise((resolve) => (destination as unknown as NodeJS.EventEmitter).once('ready', resolve))
+  const lines = Array.from({ length: 200 }, (_, i) => (i % 37 === 0 ? `${'é'.repeat(50)}-${i}\n` : `line ${i} ${'ü'.repeat(i % 7)}\n`))
+  lines.push(`${'x'.repeat(300)}\n`)
+  for (const line of lines) {
+    t.equal(destination.write(line), true)
+    // Let writes complete now and then, so that batch buffers are reused while lines keep coming.
+    if (lines.indexOf(line) % 25 === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  const closed = new Promise((resolve) => (destination as unknown as NodeJS.EventEmitter).once('close', resolve))
+  ;(destination as unknown as { end(): void }).end()
+  await closed
+  t.equal(readFileSync(file, 'utf8'), lines.join(''))
+  t.equal(logStats().queuedBytes, 0, 'nothing left queued')
+})
+
+t.test('near its bound the destination counts a line by its UTF-8 bytes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'mirrorhook-log-'))
+  const fd = openSync(join(dir, 'out.log'), 'w')
+  const destination = stdoutDestination(100, fd, 1000)
+  const before = logStats().droppedLines
+  // Two bytes per 'é': 40 + 1 bytes each; the third does not fit in 100.
+  const line = `${'é'.repeat(20)}\n`
+  t.strictSame(
+    [1, 2, 3].map(() => destination.write(line)),
+    [true, true, false],
+  )
+  t.equal(logStats().queuedBytes, 82)
+  t.equal(logStats().droppedLines - before, 1)
+  ;(destination as unknown as { end(): void }).end()
+})
