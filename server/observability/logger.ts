@@ -6,7 +6,7 @@
 // instead of queued, so memory stays bounded under any load. The queue and the drops are exported
 // as metrics (mirrorhook_log_queue_bytes, mirrorhook_log_dropped_total).
 import { EventEmitter } from 'node:events'
-import { close, fsync, write, writeSync } from 'node:fs'
+import { close, fsync, writeSync, writev } from 'node:fs'
 import { pino, type Logger, type DestinationStream } from 'pino'
 
 export const LOG_QUEUE_MAX_BYTES = 4 * 1024 * 1024
@@ -126,37 +126,48 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
     if (!this.writing && this.pendingBytes > 0) this.writeBatch()
   }
 
+  // Hands everything queued to one gathered write: when the loop is busy, each write's callback
+  // comes late, so a write per batch could not keep up with a busy server.
   private writeBatch(): void {
-    if (this.waiting.length === 0) this.seal()
-    const data = this.waiting.shift()
-    if (data === undefined) return
-    this.pendingBytes -= data.length
-    this.writingBytes = data.length
+    this.seal()
+    const batches = this.waiting.splice(0)
+    if (batches.length === 0) return
+    let bytes = 0
+    for (const data of batches) bytes += data.length
+    this.pendingBytes -= bytes
+    this.writingBytes = bytes
     this.writing = true
-    this.writeFrom(data, 0)
+    this.writeFrom(batches)
   }
 
-  private writeFrom(data: Buffer, offset: number): void {
-    write(this.fd, data, offset, data.length - offset, null, (error, n) => {
+  private writeFrom(batches: Buffer[]): void {
+    writev(this.fd, batches, null, (error, n) => {
       if (error) {
         const code = (error as NodeJS.ErrnoException).code
         if (code === 'EAGAIN' || code === 'EBUSY') {
-          setTimeout(() => this.writeFrom(data, offset), BUSY_RETRY_MS).unref()
+          setTimeout(() => this.writeFrom(batches), BUSY_RETRY_MS).unref()
           return
         }
         // EPIPE and the like: the reader is gone; what cannot be written is counted as dropped.
-        droppedBytes += data.length - offset
+        droppedBytes += this.writingBytes
         droppedLines += 1
-      } else if (offset + n < data.length) {
-        this.writeFrom(data, offset + n)
-        return
+      } else {
+        this.writingBytes -= n
+        const rest = unwritten(batches, n)
+        for (let i = 0; i < batches.length - rest.length; i++) this.recycle(batches[i]!)
+        if (rest.length > 0) return this.writeFrom(rest)
       }
       this.writing = false
       this.writingBytes = 0
-      if (data.buffer.byteLength === this.batchBytes && data.byteOffset === 0) this.spare ??= Buffer.from(data.buffer, 0, this.batchBytes)
       if (this.pendingBytes > 0 && (this.pendingBytes >= this.batchBytes || this.waiting.length > 0 || this.ending)) this.writeBatch()
       else if (this.ending) this.finish()
     })
+  }
+
+  // A batch-sized buffer whose bytes were written serves the next batch.
+  private recycle(data: Buffer): void {
+    if (this.spare === undefined && data.byteOffset === 0 && data.buffer.byteLength === this.batchBytes)
+      this.spare = Buffer.from(data.buffer, 0, this.batchBytes)
   }
 
   /** Writes what is queued and not yet under way, synchronously (process exit). */
@@ -194,6 +205,19 @@ export class BoundedDestination extends EventEmitter implements DestinationStrea
     if (this.fd === 1 || this.fd === 2) return void process.nextTick(done)
     fsync(this.fd, () => close(this.fd, done))
   }
+}
+
+/** What is left of `batches` after their first `written` bytes were written. */
+export function unwritten(batches: readonly Buffer[], written: number): Buffer[] {
+  const rest: Buffer[] = []
+  for (const data of batches) {
+    if (written >= data.length) written -= data.length
+    else {
+      rest.push(written > 0 ? data.subarray(written) : data)
+      written = 0
+    }
+  }
+  return rest
 }
 
 /** Asynchronous, bounded standard output. */

@@ -11,7 +11,7 @@ import { staticReachability } from '../../server/core/rewrite.js'
 import { buildWebhookApp } from '../../server/http/app.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { LOG_MAX_IMAGES } from '../../server/http/plugins/mutate.js'
-import { logStats, stdoutDestination } from '../../server/observability/logger.js'
+import { logStats, stdoutDestination, unwritten } from '../../server/observability/logger.js'
 import { Metrics } from '../../server/observability/metrics.js'
 
 async function harness(level = 'info') {
@@ -163,4 +163,21 @@ t.test('near its bound the destination counts a line by its UTF-8 bytes', async 
   t.equal(logStats().queuedBytes, 82)
   t.equal(logStats().droppedLines - before, 1)
   ;(destination as unknown as { end(): void }).end()
+})
+
+t.test('after a short write, what is left of the batches is written next', async (t) => {
+  const batches = [Buffer.from('abc'), Buffer.from('defg'), Buffer.from('h')]
+  const cases: [number, string[]][] = [
+    [0, ['abc', 'defg', 'h']],
+    [2, ['c', 'defg', 'h']],
+    [3, ['defg', 'h']],
+    [5, ['fg', 'h']],
+    [7, ['h']],
+    [8, []],
+  ]
+  t.strictSame(
+    cases.map(([written]) => unwritten(batches, written).map(String)),
+    cases.map(([, rest]) => rest),
+  )
+  t.equal(unwritten(batches, 3)[0], batches[1], 'a batch not begun is kept as it is')
 })
