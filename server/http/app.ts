@@ -184,21 +184,33 @@ function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Bindings, opt
   return new RequestLogger(logger as Logger, bindings, options) as unknown as FastifyBaseLogger
 }
 
+/**
+ * The webhook server's options, apart from its logger and certificate; `https` holds Node's TLS
+ * and server options. Also what the benchmark's floor server runs with (test/bench/floor-server.mjs).
+ */
+export function webhookServerOptions(s: ServerConfig) {
+  return {
+    bodyLimit: s.bodyLimitBytes,
+    ...commonOptions(s),
+    // On close, idle keep-alive connections go at once; in-flight reviews finish first.
+    forceCloseConnections: 'idle' as const,
+    // A review arriving on an open connection while draining is still answered (and the
+    // connection then closed): a 503 would admit the Pod unchanged.
+    return503OnClosing: false,
+    https: { ...TLS_OPTIONS, ...nodeServerOptions(s) },
+  }
+}
+
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
   const s = options.server ?? serverSchema.parse({})
+  const { https, ...serverOptions } = webhookServerOptions(s)
   const app = Fastify({
     loggerInstance: options.logger,
     // Each review is logged once, with its decision, by the mutate plugin.
     logController: new LogController({ disableRequestLogging: true }),
     childLoggerFactory: requestLoggerFactory,
-    bodyLimit: s.bodyLimitBytes,
-    ...commonOptions(s),
-    // On close, idle keep-alive connections go at once; in-flight reviews finish first.
-    forceCloseConnections: 'idle',
-    // A review arriving on an open connection while draining is still answered (and the
-    // connection then closed): a 503 would admit the Pod unchanged.
-    return503OnClosing: false,
-    ...(options.tls ? { https: { ...options.tls, ...TLS_OPTIONS, ...nodeServerOptions(s) } } : {}),
+    ...serverOptions,
+    ...(options.tls ? { https: { ...options.tls, ...https } } : {}),
   }) as unknown as FastifyInstance
   // Review bodies held at once are bounded (see addRequestHook).
   const budget = new ReviewBudget(s.reviewBytesInFlight, s.maxWaitingReviews)

@@ -5,7 +5,7 @@ import t from 'tap'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability } from '../../server/core/rewrite.js'
-import { admit, type AdmissionRequest, parseAdmissionReview } from '../../server/admission/review.js'
+import { admit, type AdmissionRequest, parseAdmissionReview, reviewSchema } from '../../server/admission/review.js'
 
 const base = { kind: 'AdmissionReview', apiVersion: 'admission.k8s.io/v1' }
 
@@ -114,4 +114,54 @@ t.test('only an UPDATE compares with oldObject', async (t) => {
   t.equal(noSpec.outcome, 'mutated', 'an oldObject without a spec is no comparison')
   const notObj = admit({ uid: 'u', operation: 'UPDATE', object: pod, oldObject: 'x' }, policy, view)
   t.equal(notObj.outcome, 'mutated')
+})
+
+t.test('parseAdmissionReview accepts exactly what the schema accepts, and gives the same review', async (t) => {
+  const pod = { metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'nginx' }] } }
+  const base = {
+    apiVersion: 'admission.k8s.io/v1',
+    kind: 'AdmissionReview',
+    request: {
+      uid: 'u-1',
+      kind: { group: '', version: 'v1', kind: 'Pod' },
+      resource: { group: '', version: 'v1', resource: 'pods' },
+      subResource: '',
+      name: 'p',
+      namespace: 'shop',
+      operation: 'CREATE',
+      dryRun: false,
+      object: pod,
+      oldObject: null,
+      userInfo: { username: 'system:serviceaccount:kube-system:replicaset-controller' },
+    },
+  }
+  type Obj = Record<string, unknown>
+  const withRequest = (change: (r: Obj) => void) => {
+    const body = structuredClone(base) as Obj
+    change(body.request as Obj)
+    return body
+  }
+  const values: unknown[] = ['', 'x', 0, 1, true, false, null, [], ['a'], {}, { kind: 'Pod' }, { group: 1 }, { extra: 'x' }]
+  const bodies: unknown[] = [base, null, 'text', 7, [], {}, { ...base, kind: 'Pod' }, { ...base, apiVersion: 'admission.k8s.io/v1beta1' }]
+  bodies.push({ ...base, apiVersion: 'v1' }, { ...base, request: null }, { ...base, request: [] }, { ...base, extra: 1 })
+  const keys = ['uid', 'kind', 'resource', 'subResource', 'name', 'namespace', 'operation', 'dryRun', 'object', 'oldObject']
+  for (const key of keys) {
+    bodies.push(withRequest((r) => delete r[key]))
+    for (const value of values) bodies.push(withRequest((r) => (r[key] = value)))
+  }
+  for (const key of ['group', 'version', 'kind']) {
+    for (const value of values) bodies.push(withRequest((r) => ((r.kind as Obj)[key] = value)))
+    bodies.push(withRequest((r) => delete (r.resource as Obj)[key]))
+  }
+  let accepted = 0
+  for (const body of bodies) {
+    const bySchema = reviewSchema.safeParse(body)
+    const parsed = parseAdmissionReview(body)
+    if (bySchema.success) accepted += 1
+    t.equal(parsed.ok, bySchema.success, JSON.stringify(body).slice(0, 150))
+    // The same values, keys in the same order.
+    t.equal(JSON.stringify(parsed.ok ? parsed.review : undefined), JSON.stringify(bySchema.data), JSON.stringify(body).slice(0, 150))
+  }
+  // 3 of the envelopes, 9 requests without one optional key, 43 with a key set to an accepted value, 9 kinds/resources.
+  t.equal(accepted, 64, 'accepted and refused bodies both covered')
 })

@@ -10,6 +10,7 @@ import {
   decideContainer,
   isKubeFledgedPullPod,
   kubeFledgedBusyboxFor,
+  mirrorPullSecretNames,
   podContext,
   type PodContext,
   pullSecretNames,
@@ -306,4 +307,19 @@ t.test('decideContainer: mutable tags under keep, with the registry', async (t) 
     staticReachability(p),
   )
   t.equal(never.decision.action === 'keep' && never.decision.code, 'pull-policy-never')
+})
+
+t.test('mirrorPullSecretNames: each Secret the mirrors name, once, sorted', async (t) => {
+  const cases: [{ pullSecret?: string }[], string[]][] = [
+    [[], []],
+    [[{}, {}], []],
+    [
+      [{ pullSecret: 'b' }, {}, { pullSecret: 'a' }, { pullSecret: 'b' }],
+      ['a', 'b'],
+    ],
+  ]
+  t.strictSame(
+    cases.map(([mirrors]) => mirrorPullSecretNames(mirrors)),
+    cases.map(([, names]) => names),
+  )
 })
