@@ -71,12 +71,6 @@ function commonOptions(s: ServerConfig) {
   }
 }
 
-/**
- * One synchronous `onRequest` hook per app (no promise per request): tracks the response until
- * it closes (for the drain), marks it `Connection: close` while draining, and with a budget
- * reserves the review's declared size before its body is read, given back when the response is
- * done or the connection is gone.
- */
 // What a tracked response carries until it closes: the app's set of responses in flight and the
 // review's memory reservation. Kept on the response and released by one shared listener, so that
 // a request allocates no closure that would keep its request and reply alive until then.
@@ -91,6 +85,12 @@ function untrack(this: TrackedResponse): void {
   reservation?.release()
 }
 
+/**
+ * One synchronous `onRequest` hook per app (no promise per request): tracks the response until
+ * it closes (for the drain), marks it `Connection: close` while draining, and with a budget
+ * reserves the review's declared size before its body is read, given back when the response is
+ * done or the connection is gone.
+ */
 function addRequestHook(
   app: FastifyInstance,
   review?: { budget: ReviewBudget; bodyLimit: number; metrics: AppDependencies['metrics']; logger: AppDependencies['logger'] },
