@@ -99,6 +99,12 @@ export async function waitFor<T>(
 
 /** An admission.k8s.io/v1 review of a Pod CREATE with one container per image. */
 export function podReview(uid: string, images: readonly string[], options: { name?: string; namespace?: string } = {}) {
+  const object = { metadata: { name: options.name ?? uid }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } }
+  return podCreateReview(uid, object, { namespace: options.namespace ?? 'shop' })
+}
+
+/** The AdmissionReview of a CREATE of `object`, a Pod in namespace shop; `request` adds or replaces request fields. */
+export function podCreateReview(uid: string, object: unknown, request: Record<string, unknown> = {}) {
   return {
     apiVersion: 'admission.k8s.io/v1',
     kind: 'AdmissionReview',
@@ -106,9 +112,10 @@ export function podReview(uid: string, images: readonly string[], options: { nam
       uid,
       kind: { group: '', version: 'v1', kind: 'Pod' },
       resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: options.namespace ?? 'shop',
+      namespace: 'shop',
       operation: 'CREATE',
-      object: { metadata: { name: options.name ?? uid }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } },
+      object,
+      ...request,
     },
   }
 }

@@ -12,6 +12,7 @@ import { staticReachability } from '../../server/core/rewrite.js'
 import { buildWebhookApp } from '../../server/http/app.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
+import { podCreateReview } from '../support/helpers.js'
 
 const SEED = Number(process.env.MIRRORHOOK_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const CASES = Number(process.env.MIRRORHOOK_FUZZ_CASES ?? 3000)
@@ -270,20 +271,11 @@ t.test(`random Pods: every answer allows, applies, and keeps each image with its
     const operation = roll < 7 ? 'CREATE' : 'UPDATE'
     const subResource = roll === 9 ? 'ephemeralcontainers' : undefined
     const oldObject = operation === 'UPDATE' ? (r.chance(0.5) ? randomPod(r) : pod) : undefined
-    const review = {
-      apiVersion: 'admission.k8s.io/v1',
-      kind: 'AdmissionReview',
-      request: {
-        uid,
-        kind: { group: '', version: 'v1', kind: 'Pod' },
-        resource: { group: '', version: 'v1', resource: 'pods' },
-        ...(subResource ? { subResource } : {}),
-        namespace: 'shop',
-        operation,
-        object: pod,
-        ...(oldObject ? { oldObject } : {}),
-      },
-    }
+    const review = podCreateReview(uid, pod, {
+      ...(subResource ? { subResource } : {}),
+      operation,
+      ...(oldObject ? { oldObject } : {}),
+    })
     const res = await apps[i % apps.length]!.inject({ method: 'POST', url: '/mutate', payload: review })
     const body = res.statusCode === 200 ? res.json() : undefined
     const problems = res.statusCode === 200 ? check(pod, subResource, body, uid) : [`status ${res.statusCode}: ${res.body.slice(0, 200)}`]

@@ -13,6 +13,7 @@ import { Readiness } from '../../server/observability/readiness.js'
 import { LOG_MAX_IMAGES } from '../../server/http/plugins/mutate.js'
 import { logStats, stdoutDestination, unwritten } from '../../server/observability/logger.js'
 import { Metrics } from '../../server/observability/metrics.js'
+import { podCreateReview } from '../support/helpers.js'
 
 async function harness(level = 'info') {
   const lines: string[] = []
@@ -33,18 +34,7 @@ async function harness(level = 'info') {
 }
 
 function review(containers: unknown[], uid = 'u-1') {
-  return {
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid,
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: 'shop',
-      operation: 'CREATE',
-      object: { metadata: { generateName: 'web-7d9f-' }, spec: { containers } },
-    },
-  }
+  return podCreateReview(uid, { metadata: { generateName: 'web-7d9f-' }, spec: { containers } })
 }
 
 t.test('a mutated review: one line with the uid, the Pod and per image only what changed', async (t) => {

@@ -13,6 +13,7 @@ import { buildResponse, responseJson, type AdmissionReview, type AdmittedEvent }
 import type { JsonPatchOp } from '../../server/core/pod.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
+import { podCreateReview } from '../support/helpers.js'
 
 function harness(contextOverride?: () => AdmissionContext) {
   const lines: Record<string, unknown>[] = []
@@ -47,20 +48,7 @@ const pod = {
 }
 
 function review(overrides: Record<string, unknown> = {}, apiVersion = 'admission.k8s.io/v1') {
-  return {
-    apiVersion,
-    kind: 'AdmissionReview',
-    request: {
-      uid: 'a1b2c3',
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: 'shop',
-      name: 'web-1',
-      operation: 'CREATE',
-      object: pod,
-      ...overrides,
-    },
-  }
+  return { ...podCreateReview('a1b2c3', pod, { name: 'web-1', ...overrides }), apiVersion }
 }
 
 function decodePatch(body: { response: { patch?: string } }) {

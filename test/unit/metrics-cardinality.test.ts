@@ -10,6 +10,7 @@ import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 import { BoundedImageGauge, MAX_IMAGE_SERIES } from '../../server/prepull/metrics.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
+import { podReview } from '../support/helpers.js'
 
 const logger = pino({ level: 'silent' })
 
@@ -18,18 +19,7 @@ function policyOf(input: ConfigInput) {
 }
 
 function review(i: number, images: string[]) {
-  return {
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid: `uid-${i}`,
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: 'shop',
-      operation: 'CREATE',
-      object: { metadata: { name: `p-${i}` }, spec: { containers: images.map((image, j) => ({ name: `c${j}`, image })) } },
-    },
-  }
+  return podReview(`uid-${i}`, images, { name: `p-${i}` })
 }
 
 // Series of every metric in the exposition, comments excluded.

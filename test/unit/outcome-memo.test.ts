@@ -7,6 +7,7 @@ import { compilePolicy } from '../../server/core/policy.js'
 import { staticReachability, type ReachabilityView } from '../../server/core/rewrite.js'
 import type { AdmissionContext } from '../../server/http/context.js'
 import { OutcomeMemo, podShape, sameJson, sameShape, shapeFits } from '../../server/http/outcome-memo.js'
+import { podCreateReview } from '../support/helpers.js'
 
 const policy = compilePolicy(resolveConfig(undefined, {}))
 const securedPolicy = compilePolicy(
@@ -37,19 +38,7 @@ function review(uid: string, change: (pod: Obj) => void = () => {}, request: Obj
     },
   }
   change(pod)
-  return {
-    apiVersion: 'admission.k8s.io/v1',
-    kind: 'AdmissionReview',
-    request: {
-      uid,
-      kind: { group: '', version: 'v1', kind: 'Pod' },
-      resource: { group: '', version: 'v1', resource: 'pods' },
-      namespace: 'shop',
-      operation: 'CREATE',
-      object: pod,
-      ...request,
-    },
-  }
+  return podCreateReview(uid, pod, request) as AdmissionReview
 }
 
 function context(reachability: ReachabilityView = staticReachability(policy), p = policy): AdmissionContext {
