@@ -5,12 +5,7 @@ import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, t
 import type { PullSecretView } from '../core/pullrules.js'
 import type { ReachabilityView } from '../core/rewrite.js'
 import { z } from 'zod'
-
-type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
+import { isObj, type Obj } from '../core/json.js'
 
 const optionalString = (key: string) => z.string({ error: `request.${key} must be a string` }).optional()
 

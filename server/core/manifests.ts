@@ -2,12 +2,7 @@
 import type { Policy } from './policy.js'
 import { type ImagePlan, type JsonPatchOp, mutatePod, planSpec, podSkipReason, type PodSkip } from './pod.js'
 import type { ReachabilityView } from './rewrite.js'
-
-type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
+import { isObj } from './json.js'
 
 // Kind → JSON Pointer of the Pod template; mirrorhook mutates the Pods these create.
 // A Map: the kind is user data (`kind: __proto__` must not find Object.prototype).

@@ -3,6 +3,7 @@ import jsonpatch, { type Operation } from 'fast-json-patch'
 import type { Policy } from './policy.js'
 import { type ContainerDecision, decideContainer, podContext, type PullSecretView } from './pullrules.js'
 import type { ReachabilityView } from './rewrite.js'
+import { isObj, type Obj } from './json.js'
 
 export const ORIGINAL_IMAGES_ANNOTATION = 'mirrorhook.io/original-images'
 export const SKIP_LABEL = 'mirrorhook.io/skip'
@@ -25,12 +26,6 @@ export interface ImagePlan {
   readonly decision: ContainerDecision
   // The mirror's pull Secret the Pod must carry for this rewrite.
   readonly pullSecret?: string
-}
-
-type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** The containers of one list with their positions in it; entries that are not objects are passed over, not removed. */

@@ -4,12 +4,7 @@
 import type { MirrorTarget, Policy } from './policy.js'
 import { tryParseNormalizedNamed } from './reference.js'
 import { decideImage, type ImageDecision, type ReachabilityView } from './rewrite.js'
-
-type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
+import { isObj, type Obj } from './json.js'
 
 export type PullPolicy = 'Always' | 'IfNotPresent' | 'Never'
 

@@ -8,6 +8,7 @@
 // outcome is kept when its shape is seen the second time, and reused from the third Pod on.
 import { admit, type AdmissionResult, type AdmissionReview, responseJson } from '../admission/review.js'
 import type { AdmissionContext } from './context.js'
+import { isObj, type Obj } from '../core/json.js'
 
 // At most this many Pod shapes (the oldest go first), each at most OUTCOME_SHAPE_MAX characters
 // of values: a shape beyond that (a huge annotation, hundreds of containers) or nested deeper than
@@ -17,12 +18,6 @@ export const OUTCOME_SHAPE_MAX = 16 * 1024
 export const OUTCOME_SHAPE_DEPTH = 32
 // Shapes kept per anchor (one namespace and first image: the ReplicaSets of one Deployment).
 const SHAPES_PER_ANCHOR = 16
-
-type Obj = Record<string, unknown>
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
 
 /**
  * What `admit` reads of a CREATE of a Pod (server/admission/review.ts, server/core/pod.ts,

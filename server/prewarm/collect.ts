@@ -1,6 +1,7 @@
 // The images of workloads' Pod templates: every container and init container. Pure; objects
 // come from the API as JSON and anything malformed is passed over, never a crash.
 import type { WorkloadKind } from './config.js'
+import { isObj, type Obj } from '../core/json.js'
 
 // The singular kind an object of each configured kind carries.
 export const KIND_OF: Readonly<Record<WorkloadKind, string>> = {
@@ -22,8 +23,6 @@ export interface WorkloadImage {
   readonly pullSecrets?: unknown
 }
 
-type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 const at = (o: unknown, ...keys: string[]): unknown => keys.reduce<unknown>((v, k) => (isObj(v) ? v[k] : undefined), o)
 
 /** The Pod template's spec: spec.template.spec, or a CronJob's spec.jobTemplate.spec.template.spec. */
