@@ -1,9 +1,14 @@
 // The two Fastify servers: the HTTPS webhook (admission and probes) and the
 // plain-HTTP operations listener (metrics and probes for scrapers).
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
-import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
-import type { ServerResponse } from 'node:http'
-import type { Server as HttpsServer } from 'node:https'
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type ServerOptions as HttpServerOptions,
+  type ServerResponse,
+} from 'node:http'
+import { createServer as createHttpsServer, type Server as HttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https'
+import { clipForLog } from '../observability/logger.js'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
 import { type Reservation, ReviewBudget } from './budget.js'
 import { DEFAULT_BODY_LIMIT, serverSchema, type ServerConfig } from './config.js'
@@ -23,29 +28,109 @@ export interface WebhookAppOptions extends AppDependencies {
 
 export type WebhookApp = FastifyInstance
 
-const draining = new WeakSet<FastifyInstance>()
-const budgets = new WeakMap<FastifyInstance, ReviewBudget>()
-const inFlight = new WeakMap<FastifyInstance, Set<ServerResponse>>()
+type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
+
+// What a tracked response carries until it closes: the gate's set of responses in flight and the
+// review's memory reservation. Kept on the response and released by one shared listener, so that
+// a request allocates no closure that would keep its request and response alive until then.
+const IN_FLIGHT = Symbol('mirrorhook.inFlight')
+const RESERVATION = Symbol('mirrorhook.reservation')
+type TrackedResponse = ServerResponse & { [IN_FLIGHT]?: Set<ServerResponse>; [RESERVATION]?: Reservation }
+
+function untrack(this: TrackedResponse): void {
+  this[IN_FLIGHT]?.delete(this)
+  const reservation = this[RESERVATION]
+  this[RESERVATION] = undefined
+  reservation?.release()
+}
+
+interface ReviewLimits {
+  readonly budget: ReviewBudget
+  readonly bodyLimit: number
+  readonly metrics: AppDependencies['metrics']
+  readonly logger: AppDependencies['logger']
+}
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH'])
+
+function refuse(res: ServerResponse, error: string): void {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(503, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
+  res.end(JSON.stringify({ error }))
+}
 
 /**
- * From now on every response closes its connection (`Connection: close`), and so do the
- * responses already under way, once they are sent (a graceful end: what was written is delivered).
+ * In front of Fastify's request handler, on the server itself (Fastify's `serverFactory`), so
+ * that a request pays for no Fastify hook: tracks each response until it closes (for the drain),
+ * marks it `Connection: close` while draining, and with review limits reserves the review's
+ * declared size before Fastify reads its body. The bytes are given back when the response is done
+ * or the connection is gone. A review that must wait reaches Fastify once its bytes are reserved;
+ * one too many is answered 503 here, and the API server admits the Pod unchanged.
  */
-export function beginDrain(app: FastifyInstance): void {
-  draining.add(app)
-  for (const res of inFlight.get(app) ?? []) {
-    const socket = res.socket
-    if (res.writableFinished) socket?.end()
-    else {
-      // Not answered yet: the answer says so too (Node merges this header with the reply's own).
-      if (!res.headersSent) res.setHeader('connection', 'close')
-      res.once('finish', () => socket?.end())
+class RequestGate {
+  readonly responses = new Set<ServerResponse>()
+  private draining = false
+
+  constructor(readonly review?: ReviewLimits) {}
+
+  wrap(next: RequestHandler): RequestHandler {
+    return (req, res) => this.pass(req, res, next)
+  }
+
+  private pass(req: IncomingMessage, res: TrackedResponse, next: RequestHandler): void {
+    if (this.draining) res.setHeader('connection', 'close')
+    this.responses.add(res)
+    res[IN_FLIGHT] = this.responses
+    res[RESERVATION] = undefined
+    res.on('close', untrack)
+    const review = this.review
+    if (!review || !BODY_METHODS.has(req.method ?? '')) return next(req, res)
+    const declared = Number(req.headers['content-length'])
+    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, review.bodyLimit) : review.bodyLimit
+    if (bytes === 0) return next(req, res)
+    const reservation = review.budget.reserve(bytes)
+    if (!reservation) {
+      review.metrics.errors.inc({ stage: 'overload' })
+      review.logger.warn(
+        { waiting: review.budget.waiting, bytesInUse: review.budget.bytesInUse },
+        'too many reviews waiting for memory: answered 503, the API server admits the Pod unchanged',
+      )
+      return refuse(res, 'too many reviews in progress')
+    }
+    res[RESERVATION] = reservation
+    if (reservation.grantedAtOnce) return next(req, res)
+    reservation.granted.then(
+      (ok) => (ok ? next(req, res) : refuse(res, 'connection closed while waiting')),
+      () => refuse(res, 'connection closed while waiting'),
+    )
+  }
+
+  /**
+   * From now on every response closes its connection (`Connection: close`), and so do the
+   * responses already under way, once they are sent (a graceful end: what was written is delivered).
+   */
+  drain(): void {
+    this.draining = true
+    for (const res of this.responses) {
+      const socket = res.socket
+      if (res.writableFinished) socket?.end()
+      else {
+        // Not answered yet: the answer says so too (Node merges this header with the reply's own).
+        if (!res.headersSent) res.setHeader('connection', 'close')
+        res.once('finish', () => socket?.end())
+      }
     }
   }
 }
 
+const gates = new WeakMap<FastifyInstance, RequestGate>()
+
+export function beginDrain(app: FastifyInstance): void {
+  gates.get(app)?.drain()
+}
+
 export function reviewBudgetOf(app: WebhookApp): ReviewBudget | undefined {
-  return budgets.get(app)
+  return gates.get(app)?.review?.budget
 }
 
 // Options of Node's own server: headers timeout (a silent fresh connection included), how
@@ -71,122 +156,42 @@ function commonOptions(s: ServerConfig) {
   }
 }
 
-// What a tracked response carries until it closes: the app's set of responses in flight and the
-// review's memory reservation. Kept on the response and released by one shared listener, so that
-// a request allocates no closure that would keep its request and reply alive until then.
-const IN_FLIGHT = Symbol('mirrorhook.inFlight')
-const RESERVATION = Symbol('mirrorhook.reservation')
-type TrackedResponse = ServerResponse & { [IN_FLIGHT]?: Set<ServerResponse>; [RESERVATION]?: Reservation }
-
-function untrack(this: TrackedResponse): void {
-  this[IN_FLIGHT]?.delete(this)
-  const reservation = this[RESERVATION]
-  this[RESERVATION] = undefined
-  reservation?.release()
+/**
+ * Fastify's `serverFactory`: the server Fastify would make from these options (lib/server.js,
+ * getServerInstance: HTTPS with TLS options, else HTTP with Node's options, then the three
+ * timeouts), with the gate in front of Fastify's handler.
+ */
+function gatedServerFactory(gate: RequestGate, node: { https?: HttpsServerOptions; http?: HttpServerOptions }) {
+  return (handler: RequestHandler, opts: { keepAliveTimeout?: number; requestTimeout?: number; connectionTimeout?: number }) => {
+    const gated = gate.wrap(handler)
+    const server = node.https ? createHttpsServer(node.https, gated) : createHttpServer(node.http ?? {}, gated)
+    server.keepAliveTimeout = opts.keepAliveTimeout ?? server.keepAliveTimeout
+    server.requestTimeout = opts.requestTimeout ?? server.requestTimeout
+    server.setTimeout(opts.connectionTimeout ?? 0)
+    return server
+  }
 }
 
 /**
- * One synchronous `onRequest` hook per app (no promise per request): tracks the response until
- * it closes (for the drain), marks it `Connection: close` while draining, and with a budget
- * reserves the review's declared size before its body is read, given back when the response is
- * done or the connection is gone.
+ * Requests that fail outside a route's own error handler (the mutate plugin has its own): a
+ * server error is logged and counted, then Fastify answers as usual. Fastify itself logs nothing:
+ * it runs without a logger, which spares every request a child logger and two response
+ * listeners; the webhook writes its own lines.
  */
-function addRequestHook(
-  app: FastifyInstance,
-  review?: { budget: ReviewBudget; bodyLimit: number; metrics: AppDependencies['metrics']; logger: AppDependencies['logger'] },
-): void {
-  const responses = new Set<ServerResponse>()
-  inFlight.set(app, responses)
-  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
-    const res = reply.raw as TrackedResponse
-    if (draining.has(app)) reply.header('connection', 'close')
-    responses.add(res)
-    res[IN_FLIGHT] = responses
-    res[RESERVATION] = undefined
-    res.on('close', untrack)
-    const method = request.method
-    if (!review || (method !== 'POST' && method !== 'PUT' && method !== 'PATCH')) return done()
-    const declared = Number(request.headers['content-length'])
-    const bytes = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, review.bodyLimit) : review.bodyLimit
-    if (bytes === 0) return done()
-    const reservation = review.budget.reserve(bytes)
-    if (!reservation) {
-      review.metrics.errors.inc({ stage: 'overload' })
-      review.logger.warn(
-        { waiting: review.budget.waiting, bytesInUse: review.budget.bytesInUse },
-        'too many reviews waiting for memory: answered 503, the API server admits the Pod unchanged',
-      )
-      reply.code(503).header('connection', 'close').send({ error: 'too many reviews in progress' })
-      return
+function logFailures(app: FastifyInstance, deps: Pick<AppDependencies, 'logger' | 'metrics'>): void {
+  app.setErrorHandler((error: Error & { statusCode?: number }, request: FastifyRequest) => {
+    if (!(error.statusCode && error.statusCode < 500)) {
+      deps.metrics.errors.inc({ stage: 'http' })
+      deps.logger.error({ err: error, method: request.method, url: clipForLog(request.url) }, 'request failed')
     }
-    res[RESERVATION] = reservation
-    if (reservation.grantedAtOnce) return done()
-    reservation.granted.then(
-      (ok) => (ok ? done() : reply.code(503).send({ error: 'connection closed while waiting' })),
-      (error: Error) => done(error),
-    )
+    // To Fastify's own error handler.
+    throw error
   })
 }
 
-type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]]
-
 /**
- * Fastify's logger for one request, made only when the request logs something: Fastify makes a
- * pino child (its bindings serialized) for every request, and the webhook logs its own line
- * instead (or nothing, for most requests).
- */
-class RequestLogger {
-  private made: Logger | undefined
-
-  constructor(
-    private readonly parent: Logger,
-    private readonly bindings: Bindings,
-    private readonly options: ChildLoggerOptions,
-  ) {}
-
-  private get logger(): Logger {
-    return (this.made ??= this.parent.child(this.bindings, this.options))
-  }
-
-  get level(): string {
-    return this.made?.level ?? this.options.level ?? this.parent.level
-  }
-
-  set level(level: string) {
-    this.logger.level = level
-  }
-
-  fatal(...args: LogArgs): void {
-    this.logger.fatal(...(args as [unknown]))
-  }
-  error(...args: LogArgs): void {
-    this.logger.error(...(args as [unknown]))
-  }
-  warn(...args: LogArgs): void {
-    this.logger.warn(...(args as [unknown]))
-  }
-  info(...args: LogArgs): void {
-    this.logger.info(...(args as [unknown]))
-  }
-  debug(...args: LogArgs): void {
-    this.logger.debug(...(args as [unknown]))
-  }
-  trace(...args: LogArgs): void {
-    this.logger.trace(...(args as [unknown]))
-  }
-  silent(): void {}
-  child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
-    return this.logger.child(bindings, options)
-  }
-}
-
-function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
-  return new RequestLogger(logger as Logger, bindings, options) as unknown as FastifyBaseLogger
-}
-
-/**
- * The webhook server's options, apart from its logger and certificate; `https` holds Node's TLS
- * and server options. Also what the benchmark's floor server runs with (test/bench/floor-server.mjs).
+ * The webhook server's options, apart from its certificate; `https` holds Node's TLS and server
+ * options. Also what the benchmark's floor server runs with (test/bench/floor-server.mjs).
  */
 export function webhookServerOptions(s: ServerConfig) {
   return {
@@ -204,19 +209,15 @@ export function webhookServerOptions(s: ServerConfig) {
 export async function buildWebhookApp(options: WebhookAppOptions): Promise<WebhookApp> {
   const s = options.server ?? serverSchema.parse({})
   const { https, ...serverOptions } = webhookServerOptions(s)
-  const app = Fastify({
-    loggerInstance: options.logger,
-    // Each review is logged once, with its decision, by the mutate plugin.
-    logController: new LogController({ disableRequestLogging: true }),
-    childLoggerFactory: requestLoggerFactory,
-    ...serverOptions,
-    ...(options.tls ? { https: { ...options.tls, ...https } } : {}),
-  }) as unknown as FastifyInstance
-  // Review bodies held at once are bounded (see addRequestHook).
+  // Review bodies held at once are bounded (see RequestGate).
   const budget = new ReviewBudget(s.reviewBytesInFlight, s.maxWaitingReviews)
-  budgets.set(app, budget)
-  addRequestHook(app, { budget, bodyLimit: s.bodyLimitBytes, metrics: options.metrics, logger: options.logger })
-
+  const gate = new RequestGate({ budget, bodyLimit: s.bodyLimitBytes, metrics: options.metrics, logger: options.logger })
+  const app = Fastify({
+    ...serverOptions,
+    serverFactory: gatedServerFactory(gate, options.tls ? { https: { ...options.tls, ...https } } : {}),
+  }) as unknown as FastifyInstance
+  gates.set(app, gate)
+  logFailures(app, options)
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(mutatePlugin, options)
   return app
@@ -231,15 +232,14 @@ export async function buildOpsApp(
 ): Promise<FastifyInstance> {
   const s = options.server ?? serverSchema.parse({})
   const { headersTimeout, connectionsCheckingInterval } = nodeServerOptions(s)
+  const gate = new RequestGate()
   const app = Fastify({
-    loggerInstance: options.logger,
-    logController: new LogController({ disableRequestLogging: true }),
-    childLoggerFactory: requestLoggerFactory,
     ...commonOptions(s),
-    http: { headersTimeout, connectionsCheckingInterval },
     forceCloseConnections: true,
+    serverFactory: gatedServerFactory(gate, { http: { headersTimeout, connectionsCheckingInterval } }),
   }) as unknown as FastifyInstance
-  addRequestHook(app)
+  gates.set(app, gate)
+  logFailures(app, options)
   await app.register(healthPlugin, { readiness: options.readiness })
   await app.register(metricsPlugin, { metrics: options.metrics })
   return app
