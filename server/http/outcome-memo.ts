@@ -166,16 +166,16 @@ interface Kept<T> {
 
 interface Entry<T> {
   readonly result: AdmissionResult
-  // responseJson's text after the uid, as UTF-8.
-  readonly tail: Buffer
+  // responseJson's text after the uid.
+  readonly tail: string
   readonly derived: T
 }
 
 export interface Outcome<T> {
   readonly result: AdmissionResult
-  // The response: exactly responseJson(review, result.patch, result.warnings), as UTF-8. Bytes, so
-  // that the server neither measures nor encodes the text again.
-  readonly body: Buffer
+  // The response: exactly responseJson(review, result.patch, result.warnings). Text, which Node
+  // writes with the response's header in one piece (bytes would be a second piece).
+  readonly body: string
   // What `derive` made of the result (when the outcome was first decided).
   readonly derived: T
   readonly reused: boolean
@@ -233,21 +233,15 @@ export class OutcomeMemo<T> {
     }
     const entry = found?.outcome
     if (entry) {
-      const head = responseHead(review)
-      const headBytes = Buffer.byteLength(head)
-      const body = Buffer.allocUnsafe(headBytes + entry.tail.length)
-      body.write(head, 0, headBytes)
-      entry.tail.copy(body, headBytes)
-      return { result: entry.result, body, derived: entry.derived, reused: true }
+      return { result: entry.result, body: responseHead(review) + entry.tail, derived: entry.derived, reused: true }
     }
     if (!found && !shapeFits(shape)) return this.decide(review, context)
     const outcome = this.decide(review, context)
     if (found) {
       const head = responseHead(review)
-      const headBytes = Buffer.byteLength(head)
-      // The rest of the response after the head is kept (a copy), never a response of another uid.
-      if (outcome.body.toString('utf8', 0, headBytes) === head)
-        found.outcome = { result: outcome.result, tail: Buffer.from(outcome.body.subarray(headBytes)), derived: outcome.derived }
+      // The rest of the response after the head is kept, never a response of another uid.
+      if (outcome.body.startsWith(head))
+        found.outcome = { result: outcome.result, tail: outcome.body.slice(head.length), derived: outcome.derived }
     } else this.keep(shape, bucket)
     return outcome
   }
@@ -281,7 +275,7 @@ export class OutcomeMemo<T> {
     Object.freeze(result.warnings)
     Object.freeze(result.plans)
     Object.freeze(result)
-    const body = Buffer.from(responseJson(review, result.patch, result.warnings))
+    const body = responseJson(review, result.patch, result.warnings)
     return { result, body, derived: this.derive(result, context), reused: false }
   }
 }

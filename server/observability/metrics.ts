@@ -16,10 +16,12 @@ export const ADMISSION_DURATION_BUCKETS = [
 class Tally<L extends string> {
   private readonly counts = new Map<string, { readonly labels: Partial<Record<L, string>>; n: number }>()
 
-  add(key: string, labels: () => Partial<Record<L, string>>): void {
+  // The labels are made from the key the first time it is seen (no closure per call: that would
+  // be garbage on every review).
+  add(key: string, labelsOf: (key: string) => Partial<Record<L, string>>): void {
     const entry = this.counts.get(key)
     if (entry) entry.n += 1
-    else this.counts.set(key, { labels: labels(), n: 1 })
+    else this.counts.set(key, { labels: labelsOf(key), n: 1 })
   }
 
   /** A counter whose values are the tally's, read when it is collected. */
@@ -34,6 +36,14 @@ class Tally<L extends string> {
     })
   }
 }
+
+// A tally key back to its labels: a review's key is its outcome, then NUL and dry-run unless false.
+function reviewLabels(key: string): { outcome: string; dry_run: string } {
+  const [outcome = '', dryRun = 'false'] = key.split('\0')
+  return { outcome, dry_run: dryRun }
+}
+const registryLabels = (registry: string) => ({ registry })
+const reasonLabels = (reason: string) => ({ reason })
 
 export class Metrics {
   readonly registry = new Registry()
@@ -109,16 +119,16 @@ export class Metrics {
 
   /** One answered review; `dryRun` is 'unknown' when the request could not be read. */
   countReview(outcome: string, dryRun: boolean | 'unknown'): void {
-    this.reviewTally.add(dryRun === false ? outcome : `${outcome}\0${String(dryRun)}`, () => ({ outcome, dry_run: String(dryRun) }))
+    this.reviewTally.add(dryRun === false ? outcome : `${outcome}\0${String(dryRun)}`, reviewLabels)
   }
 
   /** One rewritten image; `registry` must be a configured registry or `other` (see registryMetricLabel). */
   countRewrite(registry: string): void {
-    this.rewriteTally.add(registry, () => ({ registry }))
+    this.rewriteTally.add(registry, registryLabels)
   }
 
   /** One kept image, by its reason code. */
   countKept(reason: string): void {
-    this.keptTally.add(reason, () => ({ reason }))
+    this.keptTally.add(reason, reasonLabels)
   }
 }

@@ -73,6 +73,17 @@ interface Accounting {
   readonly decided: Logger | undefined
 }
 
+// Who a review is about, on every line it writes; all of it is clipped request data.
+function about(req: AdmissionRequest) {
+  return {
+    uid: clipForLog(req.uid, 128),
+    namespace: req.namespace === undefined ? undefined : clipForLog(req.namespace, 128),
+    pod: clipForLog(podName(req) ?? '', LOG_MAX_TEXT),
+    operation: req.operation === undefined ? undefined : clipForLog(req.operation, 32),
+    dryRun: req.dryRun === true,
+  }
+}
+
 export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, deps) => {
   const { metrics, logger } = deps
   // Reviews of Pods of the same shape (one ReplicaSet's) reuse one outcome (see outcome-memo.ts).
@@ -135,39 +146,31 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
     const review = parsed.review
     const req = review.request
     const dryRun = req.dryRun === true
-    // Who the review is about, on every line it writes; all of it is clipped request data.
-    const about = () => ({
-      uid: clipForLog(req.uid, 128),
-      namespace: req.namespace === undefined ? undefined : clipForLog(req.namespace, 128),
-      pod: clipForLog(podName(req) ?? '', LOG_MAX_TEXT),
-      operation: req.operation === undefined ? undefined : clipForLog(req.operation, 32),
-      dryRun,
-    })
-    const started = process.hrtime.bigint()
+    const started = performance.now()
     try {
       const { result, body, derived } = memo.admit(review, deps.context())
-      metrics.latency.observe(Number(process.hrtime.bigint() - started) / 1e9)
+      metrics.latency.observe((performance.now() - started) / 1e3)
       metrics.countReview(result.outcome, dryRun)
       for (const label of derived.rewrites) metrics.countRewrite(label)
       for (const code of derived.kept) metrics.countKept(code)
       if (derived.decided) {
-        derived.decided.info(about(), 'admission decided')
+        derived.decided.info(about(req), 'admission decided')
       } else if (logger.isLevelEnabled('debug')) {
-        logger.debug({ ...about(), outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
+        logger.debug({ ...about(req), outcome: result.outcome, skip: result.skip, ignored: result.ignoredBecause }, 'admission decided')
       }
       if (!dryRun && deps.onAdmitted) {
         try {
           deps.onAdmitted({ request: req, result })
         } catch (error) {
           metrics.errors.inc({ stage: 'after-admission' })
-          logger.error({ ...about(), err: error }, 'post-admission hook failed; the Pod is admitted as decided')
+          logger.error({ ...about(req), err: error }, 'post-admission hook failed; the Pod is admitted as decided')
         }
       }
       return reply.type(JSON_TYPE).send(body)
     } catch (error) {
       metrics.errors.inc({ stage: 'admission' })
       metrics.countReview('error', dryRun)
-      logger.error({ ...about(), err: error }, 'admission failed; allowing the Pod unchanged')
+      logger.error({ ...about(req), err: error }, 'admission failed; allowing the Pod unchanged')
       return reply.type(JSON_TYPE).send(responseJson(review, [], []))
     }
   })
