@@ -158,6 +158,18 @@ function responseHead(review: AdmissionReview): string {
   return `{"apiVersion":${JSON.stringify(review.apiVersion)},"kind":"AdmissionReview","response":{"uid":${JSON.stringify(review.request.uid)}`
 }
 
+/**
+ * The shape as kept: its lists copied, so that the arrays podShape makes on every review all die
+ * young. Were the kept ones the same arrays, a stream of new shapes (each kept) would teach V8 that
+ * podShape's array literals live long; it then allocates them in the old generation (allocation-site
+ * pretenuring), where, garbage already on the next review, they keep the review's parsed body alive
+ * through every young collection until a full one: measured, the reused path afterwards ran at
+ * 0.75 of its speed, with a full collection every second.
+ */
+function keptCopy(shape: PodShape): PodShape {
+  return { anchor: shape.anchor, values: shape.values.slice(), lists: shape.lists.slice(), secrets: shape.secrets }
+}
+
 interface Kept<T> {
   readonly shape: PodShape
   // Set when the shape is seen the second time.
@@ -263,7 +275,7 @@ export class OutcomeMemo<T> {
       shapes.shift()
       this.kept -= 1
     }
-    shapes.push({ shape, outcome: undefined })
+    shapes.push({ shape: keptCopy(shape), outcome: undefined })
     this.anchors.set(shape.anchor, shapes)
     this.kept += 1
   }
