@@ -7,6 +7,7 @@ import {
   type ServerOptions as HttpServerOptions,
   type ServerResponse,
 } from 'node:http'
+import type { Socket } from 'node:net'
 import { createServer as createHttpsServer, type Server as HttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https'
 import { clipForLog } from '../observability/logger.js'
 import { TLS_OPTIONS, type KeyPair } from '../tls/reloader.js'
@@ -30,15 +31,22 @@ export type WebhookApp = FastifyInstance
 
 type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
 
-// What a tracked response carries until it closes: the gate's set of responses in flight and the
-// review's memory reservation. Kept on the response and released by one shared listener, so that
-// a request allocates no closure that would keep its request and response alive until then.
-const IN_FLIGHT = Symbol('mirrorhook.inFlight')
+// On a connection, the response it is writing; on that response, its connection and the review's
+// memory reservation. Set per request and cleared by one shared listener when the response closes:
+// no closure per request, and no set that every request adds to and deletes from (each rehash of
+// such a set leaves the previous table, once old, pointing at the next, and the requests in them
+// then survive young collections: measured, after a burst of new Pods, 0.5 MB promoted per young
+// collection and 0.9 of the throughput, for good).
+const ANSWERING = Symbol('mirrorhook.answering')
+const CONNECTION = Symbol('mirrorhook.connection')
 const RESERVATION = Symbol('mirrorhook.reservation')
-type TrackedResponse = ServerResponse & { [IN_FLIGHT]?: Set<ServerResponse>; [RESERVATION]?: Reservation }
+type TrackedSocket = Socket & { [ANSWERING]?: ServerResponse }
+type TrackedResponse = ServerResponse & { [CONNECTION]?: TrackedSocket; [RESERVATION]?: Reservation }
 
 function untrack(this: TrackedResponse): void {
-  this[IN_FLIGHT]?.delete(this)
+  const socket = this[CONNECTION]
+  if (socket?.[ANSWERING] === this) socket[ANSWERING] = undefined
+  this[CONNECTION] = undefined
   const reservation = this[RESERVATION]
   this[RESERVATION] = undefined
   reservation?.release()
@@ -61,14 +69,15 @@ function refuse(res: ServerResponse, error: string): void {
 
 /**
  * In front of Fastify's request handler, on the server itself (Fastify's `serverFactory`), so
- * that a request pays for no Fastify hook: tracks each response until it closes (for the drain),
+ * that a request pays for no Fastify hook: tracks each connection's response until it closes (for the drain),
  * marks it `Connection: close` while draining, and with review limits reserves the review's
  * declared size before Fastify reads its body. The bytes are given back when the response is done
  * or the connection is gone. A review that must wait reaches Fastify once its bytes are reserved;
  * one too many is answered 503 here, and the API server admits the Pod unchanged.
  */
 class RequestGate {
-  readonly responses = new Set<ServerResponse>()
+  // Connections that sent a request, until they close.
+  private readonly connections = new Set<TrackedSocket>()
   private draining = false
 
   constructor(readonly review?: ReviewLimits) {}
@@ -79,8 +88,13 @@ class RequestGate {
 
   private pass(req: IncomingMessage, res: TrackedResponse, next: RequestHandler): void {
     if (this.draining) res.setHeader('connection', 'close')
-    this.responses.add(res)
-    res[IN_FLIGHT] = this.responses
+    const socket: TrackedSocket = req.socket
+    if (!this.connections.has(socket)) {
+      this.connections.add(socket)
+      socket.once('close', () => this.connections.delete(socket))
+    }
+    socket[ANSWERING] = res
+    res[CONNECTION] = socket
     res[RESERVATION] = undefined
     res.on('close', untrack)
     const review = this.review
@@ -111,13 +125,15 @@ class RequestGate {
    */
   drain(): void {
     this.draining = true
-    for (const res of this.responses) {
-      const socket = res.socket
-      if (res.writableFinished) socket?.end()
+    for (const socket of this.connections) {
+      const res = socket[ANSWERING]
+      // Idle connections are closed when the server closes.
+      if (!res) continue
+      if (res.writableFinished) socket.end()
       else {
         // Not answered yet: the answer says so too (Node merges this header with the reply's own).
         if (!res.headersSent) res.setHeader('connection', 'close')
-        res.once('finish', () => socket?.end())
+        res.once('finish', () => socket.end())
       }
     }
   }
