@@ -18,10 +18,10 @@ class Tally<L extends string> {
 
   // The labels are made from the key the first time it is seen (no closure per call: that would
   // be garbage on every review).
-  add(key: string, labelsOf: (key: string) => Partial<Record<L, string>>): void {
+  add(key: string, labelsOf: (key: string) => Partial<Record<L, string>>, n = 1): void {
     const entry = this.counts.get(key)
-    if (entry) entry.n += 1
-    else this.counts.set(key, { labels: labelsOf(key), n: 1 })
+    if (entry) entry.n += n
+    else this.counts.set(key, { labels: labelsOf(key), n })
   }
 
   /** A counter whose values are the tally's, read when it is collected. */
@@ -44,6 +44,62 @@ function reviewLabels(key: string): { outcome: string; dry_run: string } {
 }
 const registryLabels = (registry: string) => ({ registry })
 const reasonLabels = (reason: string) => ({ reason })
+
+/**
+ * A histogram without labels whose observations are plain additions to an array (prom-client's
+ * `observe` turns the bucket bound into a property name every time, a third of a microsecond per
+ * review). The registry reads it like its own histograms: the same exposition.
+ */
+export class PlainHistogram {
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  private readonly counts: Float64Array
+  private sum = 0
+  private count = 0
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+    registry: Registry,
+  ) {
+    this.counts = new Float64Array(bounds.length)
+    registry.registerMetric(this as unknown as Histogram)
+  }
+
+  observe(seconds: number): void {
+    const bounds = this.bounds
+    let i = 0
+    while (i < bounds.length && seconds > bounds[i]!) i++
+    if (i < bounds.length) this.counts[i]! += 1
+    this.sum += seconds
+    this.count += 1
+  }
+
+  get() {
+    const bucket = `${this.name}_bucket`
+    let cumulative = 0
+    const values = this.bounds.map((le, i) => ({ labels: { le }, value: (cumulative += this.counts[i]!), metricName: bucket }))
+    values.push({ labels: { le: '+Inf' as unknown as number }, value: this.count, metricName: bucket })
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: [
+        ...values,
+        { labels: {}, value: this.sum, metricName: `${this.name}_sum` },
+        { labels: {}, value: this.count, metricName: `${this.name}_count` },
+      ],
+    }
+  }
+
+  reset(): void {
+    this.counts.fill(0)
+    this.sum = 0
+    this.count = 0
+  }
+}
 
 export class Metrics {
   readonly registry = new Registry()
@@ -80,12 +136,12 @@ export class Metrics {
     registers: [this.registry],
   })
 
-  readonly latency = new Histogram({
-    name: 'mirrorhook_admission_duration_seconds',
-    help: 'Time spent deciding one admission review, excluding network and JSON parsing.',
-    buckets: ADMISSION_DURATION_BUCKETS,
-    registers: [this.registry],
-  })
+  readonly latency = new PlainHistogram(
+    'mirrorhook_admission_duration_seconds',
+    'Time spent deciding one admission review, excluding network and JSON parsing.',
+    ADMISSION_DURATION_BUCKETS,
+    this.registry,
+  )
 
   readonly certReloads = new Counter({
     name: 'mirrorhook_tls_reloads_total',
@@ -122,13 +178,13 @@ export class Metrics {
     this.reviewTally.add(dryRun === false ? outcome : `${outcome}\0${String(dryRun)}`, reviewLabels)
   }
 
-  /** One rewritten image; `registry` must be a configured registry or `other` (see registryMetricLabel). */
-  countRewrite(registry: string): void {
-    this.rewriteTally.add(registry, registryLabels)
+  /** `n` rewritten images; `registry` must be a configured registry or `other` (see registryMetricLabel). */
+  countRewrite(registry: string, n = 1): void {
+    this.rewriteTally.add(registry, registryLabels, n)
   }
 
-  /** One kept image, by its reason code. */
-  countKept(reason: string): void {
-    this.keptTally.add(reason, reasonLabels)
+  /** `n` kept images, by their reason code. */
+  countKept(reason: string, n = 1): void {
+    this.keptTally.add(reason, reasonLabels, n)
   }
 }
