@@ -57,11 +57,13 @@ export type ParsedReview = { ok: true; review: AdmissionReview } | { ok: false; 
 const API_VERSIONS: readonly unknown[] = ['admission.k8s.io/v1', 'admission.k8s.io/v1beta1']
 const REQUEST_STRINGS = ['subResource', 'name', 'namespace', 'operation'] as const
 
+const GROUP_VERSION_KEYS = { kind: ['group', 'version', 'kind'], resource: ['group', 'version', 'resource'] } as const
+
 // request.kind and request.resource: an object of optional strings, other keys dropped.
 function groupVersion(v: unknown, last: 'kind' | 'resource'): Obj | undefined {
   if (!isObj(v)) return undefined
   const out: Obj = {}
-  for (const key of ['group', 'version', last]) {
+  for (const key of GROUP_VERSION_KEYS[last]) {
     if (!Object.hasOwn(v, key)) continue
     if (typeof v[key] !== 'string') return undefined
     out[key] = v[key]

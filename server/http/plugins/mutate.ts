@@ -64,9 +64,9 @@ const JSON_TYPE = 'application/json; charset=utf-8'
 
 // What every review with a given outcome adds to the metrics and the log, made once per outcome.
 interface Accounting {
-  // Per rewritten image, its registry's metric label; per kept image, its reason code.
-  readonly rewrites: readonly string[]
-  readonly kept: readonly string[]
+  // Rewritten images by their registry's metric label; kept images by reason code.
+  readonly rewrites: ReadonlyMap<string, number>
+  readonly kept: ReadonlyMap<string, number>
   // The decision's log fields when the review is logged at the default level, and a child logger
   // carrying them (pino serializes a child's fields once, not on every line).
   readonly log: Record<string, unknown> | undefined
@@ -88,12 +88,14 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
   const { metrics, logger } = deps
   // Reviews of Pods of the same shape (one ReplicaSet's) reuse one outcome (see outcome-memo.ts).
   const memo = new OutcomeMemo<Accounting>((result, { policy }) => {
-    const rewrites: string[] = []
-    const kept: string[] = []
+    const rewrites = new Map<string, number>()
+    const kept = new Map<string, number>()
     for (const plan of result.plans) {
       const d = plan.decision
-      if (d.action === 'rewrite') rewrites.push(registryMetricLabel(policy, d.registry))
-      else kept.push(d.code)
+      if (d.action === 'rewrite') {
+        const label = registryMetricLabel(policy, d.registry)
+        rewrites.set(label, (rewrites.get(label) ?? 0) + 1)
+      } else kept.set(d.code, (kept.get(d.code) ?? 0) + 1)
     }
     const logged = result.outcome === 'mutated' || result.warnings.length > 0
     const log = logged ? decisionLogFields(result) : undefined
@@ -151,8 +153,8 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
       const { result, body, derived } = memo.admit(review, deps.context())
       metrics.latency.observe((performance.now() - started) / 1e3)
       metrics.countReview(result.outcome, dryRun)
-      for (const label of derived.rewrites) metrics.countRewrite(label)
-      for (const code of derived.kept) metrics.countKept(code)
+      for (const [label, n] of derived.rewrites) metrics.countRewrite(label, n)
+      for (const [code, n] of derived.kept) metrics.countKept(code, n)
       if (derived.decided) {
         derived.decided.info(about(req), 'admission decided')
       } else if (logger.isLevelEnabled('debug')) {
