@@ -69,11 +69,12 @@ function refuse(res: ServerResponse, error: string): void {
 
 /**
  * In front of Fastify's request handler, on the server itself (Fastify's `serverFactory`), so
- * that a request pays for no Fastify hook: tracks each connection's response until it closes (for the drain),
- * marks it `Connection: close` while draining, and with review limits reserves the review's
- * declared size before Fastify reads its body. The bytes are given back when the response is done
- * or the connection is gone. A review that must wait reaches Fastify once its bytes are reserved;
- * one too many is answered 503 here, and the API server admits the Pod unchanged.
+ * that a request pays for no Fastify hook: tracks each connection's response until it closes
+ * (for the drain), marks it `Connection: close` while draining, and with review limits reserves
+ * the review's declared size before Fastify reads its body. The bytes are given back when the
+ * response is done or the connection is gone. A review that must wait reaches Fastify once its
+ * bytes are reserved; one too many is answered 503 here, and the API server admits the Pod
+ * unchanged.
  */
 class RequestGate {
   // Connections that sent a request, until they close.

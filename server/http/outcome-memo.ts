@@ -153,15 +153,15 @@ export function shapeFits(shape: PodShape): boolean {
   return true
 }
 
+// A uid as the API server makes it (a UUID) is its own JSON string.
+const PLAIN_UID = /^[\w.-]{1,128}$/
+
 /** The start of `responseJson`'s text, up to and with the uid. */
 function responseHead(review: AdmissionReview): string {
   const uid = review.request.uid
-  // A uid as the API server makes it (a UUID) is its own JSON string.
   const uidJson = PLAIN_UID.test(uid) ? `"${uid}"` : JSON.stringify(uid)
   return `{"apiVersion":${JSON.stringify(review.apiVersion)},"kind":"AdmissionReview","response":{"uid":${uidJson}`
 }
-
-const PLAIN_UID = /^[\w.-]{1,128}$/
 
 /**
  * The shape as kept: its lists copied, so that the arrays podShape makes on every review all die
