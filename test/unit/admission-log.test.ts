@@ -7,13 +7,10 @@ import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
-import { staticReachability } from '../../server/core/rewrite.js'
-import { buildWebhookApp } from '../../server/http/app.js'
-import { Readiness } from '../../server/observability/readiness.js'
 import { LOG_MAX_IMAGES } from '../../server/http/plugins/mutate.js'
 import { logStats, stdoutDestination, unwritten } from '../../server/observability/logger.js'
-import { Metrics } from '../../server/observability/metrics.js'
 import { podCreateReview } from '../support/helpers.js'
+import { staticWebhookApp } from '../support/webhook-app.js'
 
 async function harness(level = 'info') {
   const lines: string[] = []
@@ -24,12 +21,7 @@ async function harness(level = 'info') {
     },
   })
   const policy = compilePolicy(resolveConfig(undefined, {}))
-  const app = await buildWebhookApp({
-    logger: pino({ level, base: undefined }, sink),
-    metrics: new Metrics(),
-    readiness: new Readiness(),
-    context: () => ({ policy, reachability: staticReachability(policy) }),
-  })
+  const app = await staticWebhookApp(policy, { logger: pino({ level, base: undefined }, sink) })
   return { app, lines }
 }
 

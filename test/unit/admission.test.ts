@@ -14,6 +14,7 @@ import type { JsonPatchOp } from '../../server/core/pod.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 import { podCreateReview } from '../support/helpers.js'
+import { staticWebhookApp } from '../support/webhook-app.js'
 
 function harness(contextOverride?: () => AdmissionContext) {
   const lines: Record<string, unknown>[] = []
@@ -223,11 +224,9 @@ t.test('a failing post-admission hook does not change the answer', async (t) => 
   const logger = pino({ level: 'silent' })
   const policy = compilePolicy(resolveConfig(undefined, {}))
   const metrics = new Metrics()
-  const app = await buildWebhookApp({
+  const app = await staticWebhookApp(policy, {
     logger,
     metrics,
-    readiness: new Readiness(),
-    context: () => ({ policy, reachability: staticReachability(policy) }),
     onAdmitted: () => {
       lines.push(1)
       throw new Error('queue broken')

@@ -2,13 +2,13 @@
 // handler is still logged and counted by the webhook, and answered as Fastify answers it.
 import t from 'tap'
 import { Gauge } from 'prom-client'
-import { buildOpsApp, buildWebhookApp } from '../../server/http/app.js'
+import { buildOpsApp } from '../../server/http/app.js'
 import { Metrics } from '../../server/observability/metrics.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { resolveConfig } from '../../server/config/config.js'
 import { compilePolicy } from '../../server/core/policy.js'
-import { staticReachability } from '../../server/core/rewrite.js'
 import { capturingLogger } from '../support/helpers.js'
+import { staticWebhookApp } from '../support/webhook-app.js'
 
 async function httpErrors(metrics: Metrics): Promise<number> {
   const values = (await metrics.errors.get()).values
@@ -42,12 +42,7 @@ t.test('client errors are answered by Fastify and neither logged nor counted', a
   const { logger, lines } = capturingLogger('debug')
   const metrics = new Metrics()
   const policy = compilePolicy(resolveConfig(undefined, {}))
-  const app = await buildWebhookApp({
-    logger,
-    metrics,
-    readiness: new Readiness(),
-    context: () => ({ policy, reachability: staticReachability(policy) }),
-  })
+  const app = await staticWebhookApp(policy, { logger, metrics })
   t.teardown(() => app.close())
 
   t.equal((await app.inject({ method: 'GET', url: '/nowhere' })).statusCode, 404)

@@ -4,13 +4,11 @@ import { pino } from 'pino'
 import { Gauge, Registry } from 'prom-client'
 import { resolveConfig, type ConfigInput } from '../../server/config/config.js'
 import { compilePolicy, registryMetricLabel } from '../../server/core/policy.js'
-import { staticReachability } from '../../server/core/rewrite.js'
-import { buildWebhookApp } from '../../server/http/app.js'
-import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 import { BoundedImageGauge, MAX_IMAGE_SERIES } from '../../server/prepull/metrics.js'
 import { ReachabilityService } from '../../server/reachability/service.js'
 import { podReview } from '../support/helpers.js'
+import { staticWebhookApp } from '../support/webhook-app.js'
 
 const logger = pino({ level: 'silent' })
 
@@ -52,12 +50,7 @@ t.test('admission metrics: 600 reviews naming 1,200 made-up registries add no se
     mirror: { prefix: 'm.daocloud.io', hosts: { 'ghcr.io': 'harbor.corp.example/ghcr' } },
   })
   const metrics = new Metrics()
-  const app = await buildWebhookApp({
-    logger,
-    metrics,
-    readiness: new Readiness(),
-    context: () => ({ policy, reachability: staticReachability(policy) }),
-  })
+  const app = await staticWebhookApp(policy, { logger, metrics })
   t.teardown(() => app.close())
   const round = async (from: number, to: number) => {
     for (let i = from; i < to; i++) {
