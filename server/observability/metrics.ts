@@ -79,8 +79,12 @@ export class PlainHistogram {
   get() {
     const bucket = `${this.name}_bucket`
     let cumulative = 0
-    const values = this.bounds.map((le, i) => ({ labels: { le }, value: (cumulative += this.counts[i]!), metricName: bucket }))
-    values.push({ labels: { le: '+Inf' as unknown as number }, value: this.count, metricName: bucket })
+    const values: { labels: { le: number | string }; value: number; metricName: string }[] = this.bounds.map((le, i) => ({
+      labels: { le },
+      value: (cumulative += this.counts[i]!),
+      metricName: bucket,
+    }))
+    values.push({ labels: { le: '+Inf' }, value: this.count, metricName: bucket })
     return {
       name: this.name,
       help: this.help,
