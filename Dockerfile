@@ -23,6 +23,10 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 FROM ${RUNTIME_IMAGE} AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
+# glibc malloc keeps up to 8 MiB free at the top of its heap instead of 128 KiB: with the default,
+# TLS buffers freed and taken again on every request can make the heap shrink and grow each time,
+# a page fault per review or so (see test/bench/floor.ts).
+ENV MALLOC_TRIM_THRESHOLD_=8388608
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # "type": "module" in package.json makes Node load dist/ as ES modules.

@@ -126,6 +126,11 @@ t.test('stages: build, production dependencies, a small non-root runtime', async
   t.strictSame(runs(runtime), [], 'nothing runs in the runtime stage (distroless has no shell)')
   const user = runtime.instructions.find((i) => i.keyword === 'USER')?.args ?? ''
   t.equal(user, '65532:65532', 'numeric non-root user, so runAsNonRoot can be enforced')
+  t.strictSame(
+    runtime.instructions.filter((i) => i.keyword === 'ENV').map((i) => i.args),
+    ['NODE_ENV=production', 'MALLOC_TRIM_THRESHOLD_=8388608'],
+    'production mode; glibc keeps 8 MiB free at the top of its heap (no shrink and regrow per TLS write)',
+  )
 })
 
 t.test('every path copied from the build context exists and is not excluded by .dockerignore', async (t) => {
