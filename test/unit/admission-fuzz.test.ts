@@ -13,6 +13,7 @@ import { buildWebhookApp } from '../../server/http/app.js'
 import { Readiness } from '../../server/observability/readiness.js'
 import { Metrics } from '../../server/observability/metrics.js'
 import { podCreateReview } from '../support/helpers.js'
+import { prng } from '../support/prng.js'
 
 const SEED = Number(process.env.MIRRORHOOK_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const CASES = Number(process.env.MIRRORHOOK_FUZZ_CASES ?? 3000)
@@ -23,21 +24,6 @@ const FIELDS = ['initContainers', 'containers', 'ephemeralContainers'] as const
 const bytes = (annotations: Record<string, unknown>) =>
   Object.entries(annotations).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(String(v)), 0)
 
-// mulberry32: small, fast, and the same sequence for the same seed everywhere.
-function prng(seed: number) {
-  let a = seed >>> 0
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-  const int = (n: number) => Math.floor(next() * n)
-  const pick = <T>(items: readonly T[]): T => items[int(items.length)]!
-  const chance = (p: number) => next() < p
-  return { int, pick, chance }
-}
 type Rng = ReturnType<typeof prng>
 
 const NAMES = ['web', 'side', 'init', 'a', '__proto__', 'constructor', 'toString', 'hasOwnProperty', '', 'a/b~c', 'ñame', 'x'.repeat(300)]
