@@ -339,3 +339,27 @@ t.test('JSON bodies keep the prototype-poisoning checks of Fastify’s parser, p
   t.equal((await send('')).statusCode, 400, 'an empty body')
   t.equal((await send('{"kind":')).statusCode, 400, 'a cut body')
 })
+
+t.test('managedFields are checked, not read: the same answer with them, 400 when they are not JSON', async (t) => {
+  const h = harness()
+  const app = await h.build()
+  t.teardown(() => app.close())
+  const send = (payload: string) => app.inject({ method: 'POST', url: '/mutate', headers: { 'content-type': 'application/json' }, payload })
+  const managedFields = [
+    { manager: 'kubelet', operation: 'Update', fieldsType: 'FieldsV1', fieldsV1: { 'f:metadata': { 'f:labels': {} } } },
+  ]
+  const plain = JSON.stringify(review())
+  const withManaged = JSON.stringify(review({ object: { ...pod, metadata: { ...pod.metadata, managedFields } } }))
+  t.not(withManaged.indexOf('"managedFields":['), -1)
+  const expected = (await send(plain)).json()
+  t.equal(expected.response.patchType, 'JSONPatch', 'a review that mutates')
+  const res = await send(withManaged)
+  t.equal(res.statusCode, 200)
+  t.strictSame(res.json(), expected)
+  // A tab inside a string, and a comma before a closing brace.
+  for (const broken of [withManaged.replace('"kubelet"', '"kube\tlet"'), withManaged.replace('"f:labels":{}', '"f:labels":{,}')]) {
+    const refused = await send(broken)
+    t.equal(refused.statusCode, 400)
+    t.strictSame(refused.json(), { error: "Body is not valid JSON but content-type is set to 'application/json'" })
+  }
+})

@@ -3,6 +3,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { parseAdmissionReview, responseJson, type AdmissionRequest, type AdmissionResult } from '../../admission/review.js'
+import { parseReviewText } from '../../admission/review-text.js'
 import { WARN_WHEN_KEPT } from '../../core/pod.js'
 import { registryMetricLabel } from '../../core/policy.js'
 import { clipForLog } from '../../observability/logger.js'
@@ -55,10 +56,6 @@ function podName(req: AdmissionRequest): string | undefined {
   return undefined
 }
 
-// Either word of a prototype-poisoning key; a regular expression of two alternatives searches
-// faster than either substring alone.
-const SUSPECT_WORDS = /__proto__|constructor/
-
 // The response is written as JSON text (responseJson), so Fastify sends it as it is.
 const JSON_TYPE = 'application/json; charset=utf-8'
 
@@ -106,23 +103,20 @@ export const mutatePlugin: FastifyPluginAsync<AppDependencies> = async (app, dep
   // expressions over the whole text looking for "__proto__" and "constructor" keys, spelled
   // plainly or with \u escapes. A text with no \u escape and neither word anywhere cannot match
   // them, and two quick searches say so (measured on a 10 KB review: 1.5 µs, against 2.5 µs for
-  // the two expressions and 6.6 µs for three substring searches of the quoted words): it is parsed
-  // directly. Anything else, and any text JSON.parse refuses, goes to Fastify's parser as before
-  // (same results, same errors).
+  // the two expressions): parseReviewText parses it, without building the Pod's managedFields.
+  // Anything else, and any text JSON.parse refuses, goes to Fastify's parser as before (same
+  // results, same errors).
   const defaultJsonParser = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string
-    if (text.length > 0 && !text.includes('\\u') && !SUSPECT_WORDS.test(text)) {
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(text)
-      } catch {
-        return defaultJsonParser(request, text, done)
-      }
-      return done(null, parsed)
+    let parsed: unknown
+    try {
+      parsed = parseReviewText(text)
+    } catch {
+      return defaultJsonParser(request, text, done)
     }
-    return defaultJsonParser(request, text, done)
+    return parsed === undefined ? defaultJsonParser(request, text, done) : done(null, parsed)
   })
 
   // Malformed JSON and wrong content types answer 400 with what is wrong.
