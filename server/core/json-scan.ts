@@ -25,30 +25,29 @@ function isHex(c: number): boolean {
 
 // JSON's whitespace: space, tab, line feed, carriage return (not form feed, not Unicode spaces).
 function skipSpace(s: string, i: number): number {
-  for (;;) {
-    const c = s.charCodeAt(i)
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) i++
-    else return i
-  }
+  let c = s.charCodeAt(i)
+  while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = s.charCodeAt(++i)
+  return i
 }
 
 // The end of the string starting with the quote at i, or -1.
 function stringEnd(s: string, i: number): number {
-  for (let j = i + 1; ;) {
-    const c = s.charCodeAt(j)
+  let j = i + 1
+  for (;;) {
+    // Plain characters: all but the quote, the backslash and control characters.
+    let c = s.charCodeAt(j)
+    while (c > BACKSLASH || (c >= 0x20 && c !== QUOTE && c !== BACKSLASH)) c = s.charCodeAt(++j)
     if (c === QUOTE) return j + 1
-    if (c === BACKSLASH) {
-      const e = s.charCodeAt(j + 1)
-      if (e === 0x75) {
-        // \uXXXX
-        if (!isHex(s.charCodeAt(j + 2)) || !isHex(s.charCodeAt(j + 3)) || !isHex(s.charCodeAt(j + 4)) || !isHex(s.charCodeAt(j + 5)))
-          return -1
-        j += 6
-      } else if (e === QUOTE || e === BACKSLASH || e === 0x2f || e === 0x62 || e === 0x66 || e === 0x6e || e === 0x72 || e === 0x74) j += 2
-      else return -1
-      // A control character, or the end of the text (charCodeAt gives NaN).
-    } else if (!(c >= 0x20)) return -1
-    else j++
+    // A control character, or the end of the text (charCodeAt gives NaN).
+    if (c !== BACKSLASH) return -1
+    const e = s.charCodeAt(j + 1)
+    if (e === 0x75) {
+      // \uXXXX
+      if (!isHex(s.charCodeAt(j + 2)) || !isHex(s.charCodeAt(j + 3)) || !isHex(s.charCodeAt(j + 4)) || !isHex(s.charCodeAt(j + 5)))
+        return -1
+      j += 6
+    } else if (e === QUOTE || e === BACKSLASH || e === 0x2f || e === 0x62 || e === 0x66 || e === 0x6e || e === 0x72 || e === 0x74) j += 2
+    else return -1
   }
 }
 
