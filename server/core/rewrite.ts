@@ -1,5 +1,6 @@
 // The rewrite decision for one image string. Pure and synchronous: it reads
 // the compiled policy and an in-memory view of registry reachability.
+import { LRUCache } from 'lru-cache'
 import { type MirrorTarget, type Policy, registryKey } from './policy.js'
 import { formatReference, type ImageReference, tryParseNormalizedNamed } from './reference.js'
 
@@ -146,16 +147,18 @@ export function verify(candidate: string, ref: ImageReference, target: MirrorTar
 
 // Decisions are reused while the policy and the view's generation stay the same: the Pods of one
 // ReplicaSet repeat the same images. Bounded: at most DECISION_CACHE_SIZE images per view, the
-// oldest forgotten first, and only references short enough to be common.
+// least recently used forgotten first, and only references short enough to be common. An LRU
+// cache with its own order (lru-cache): evicting the oldest key of a Map costs a walk over the
+// holes earlier deletions left at its start, about 0.9 µs per new image at this size.
 export const DECISION_CACHE_SIZE = 4096
 const CACHEABLE_LENGTH = 512
 
 interface DecisionCache {
   policy: Policy
   generation: number
-  readonly decisions: Map<string, ImageDecision>
+  readonly decisions: LRUCache<string, ImageDecision>
   // The same for images that need credentials.
-  readonly withCredentials: Map<string, ImageDecision>
+  readonly withCredentials: LRUCache<string, ImageDecision>
 }
 
 const caches = new WeakMap<ReachabilityView, DecisionCache>()
@@ -169,7 +172,12 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
   if (generation === undefined || image.length > CACHEABLE_LENGTH) return decideUncached(image, policy, reachability, options)
   let cache = caches.get(reachability)
   if (!cache) {
-    cache = { policy, generation, decisions: new Map(), withCredentials: new Map() }
+    cache = {
+      policy,
+      generation,
+      decisions: new LRUCache({ max: DECISION_CACHE_SIZE }),
+      withCredentials: new LRUCache({ max: DECISION_CACHE_SIZE }),
+    }
     caches.set(reachability, cache)
   } else if (cache.policy !== policy || cache.generation !== generation) {
     cache.policy = policy
@@ -181,7 +189,6 @@ export function decideImage(image: string, policy: Policy, reachability: Reachab
   let decision = decisions.get(image)
   if (decision === undefined) {
     decision = Object.freeze(decideUncached(image, policy, reachability, options))
-    if (decisions.size >= DECISION_CACHE_SIZE) decisions.delete(decisions.keys().next().value as string)
     decisions.set(image, decision)
   }
   return decision

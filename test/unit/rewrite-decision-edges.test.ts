@@ -130,7 +130,7 @@ t.test('certainlyValidRewrite: plain sources, Docker Hub as the mirror, the 255-
   t.equal(certainlyValidRewrite(ref('p'.repeat(248)), bare, 'quay.io'), false)
 })
 
-t.test('the decision memo: images up to 512 characters, at most DECISION_CACHE_SIZE of them, oldest first', async (t) => {
+t.test('the decision memo: images up to 512 characters, at most DECISION_CACHE_SIZE of them, least recently used first', async (t) => {
   const policy = compile({ registries: ['*'] })
   const view = staticReachability(policy)
   const at512 = decideImage('Q'.repeat(512), policy, view)
@@ -145,11 +145,13 @@ t.test('the decision memo: images up to 512 characters, at most DECISION_CACHE_S
   t.equal(decideImage('quay.io/app:0', policy, own), first, 'a second image does not evict the first')
   t.equal(decideImage('quay.io/app:1', policy, own), second)
   for (let i = 2; i < 4096; i++) decideImage(`quay.io/app:${i}`, policy, own)
+  // Read just now: app:1 is the least recently used.
   t.equal(decideImage('quay.io/app:0', policy, own), first, '4096 images fit')
   decideImage('quay.io/app:4096', policy, own)
-  const again = decideImage('quay.io/app:0', policy, own)
-  t.not(again, first, 'one more forgets the oldest')
-  t.strictSame(again, first)
+  t.equal(decideImage('quay.io/app:0', policy, own), first, 'the image used last stays')
+  const again = decideImage('quay.io/app:1', policy, own)
+  t.not(again, second, 'one more forgets the least recently used')
+  t.strictSame(again, second)
   t.equal(DECISION_CACHE_SIZE, 4096)
 })
 
