@@ -27,6 +27,7 @@ const groups = {
     // The Pod-level rules: the plan and patch (pod.ts), the per-container pull rules (pullrules.ts).
     mutate: ['server/admission/**/*.ts', 'server/core/pod.ts', 'server/core/pullrules.ts', 'server/core/manifests.ts'],
     testFiles: [
+      'test/unit/review-text.test.ts',
       'test/unit/pod.test.ts',
       'test/unit/pullrules.test.ts',
       'test/unit/manifests.test.ts',
@@ -43,6 +44,7 @@ const groups = {
     // mutants the module tables leave, so a re-run of those mutants stops at the first file.
     mutate: ['server/core/**/*.ts', '!server/core/pod.ts', '!server/core/pullrules.ts', '!server/core/manifests.ts'],
     testFiles: [
+      'test/unit/json-scan.test.ts',
       'test/unit/rewrite-decision-edges.test.ts',
       'test/unit/noproxy-edges.test.ts',
       'test/unit/reference-edges.test.ts',
