@@ -57,6 +57,9 @@ t.test('a list that sits anywhere else, or not alone, is built: exactly JSON.par
     'a container field': review({ object: { metadata: {}, spec: { containers: [{ name: 'a', managedFields: managed }] } } }),
     'only a list is skipped (null)': review({ object: pod({ managedFields: null }) }),
     'spaced as another writer might': review({ object: pod() }).replace('"managedFields":', '"managedFields": '),
+    'no request': '{"managedFields":[{"a":1}],"kind":"AdmissionReview"}',
+    'not an object': '[{"managedFields":[1]}]',
+    'a request that is a list': '{"request":[{"object":{"metadata":{"managedFields":[1]}}}]}',
   }
   for (const [name, text] of Object.entries(cases)) t.strictSame(parseReviewText(text), JSON.parse(text), name)
 
