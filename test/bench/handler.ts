@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import { admit, parseAdmissionReview, responseJson } from '../../server/admission/review.js'
+import { parseReviewText } from '../../server/admission/review-text.js'
 import { decisionLogFields } from '../../server/http/plugins/mutate.js'
 import { createLogger, stdoutDestination } from '../../server/observability/logger.js'
 import { startServer } from '../../server/serve.js'
@@ -88,6 +89,10 @@ for (let round = 0; round < ROUNDS; round++) {
   add(
     'JSON.parse',
     cpuPer(REVIEWS, () => JSON.parse(body)),
+  )
+  add(
+    'parseReviewText',
+    cpuPer(REVIEWS, () => parseReviewText(body)),
   )
   const object = JSON.parse(body)
   add(
